@@ -1,0 +1,18 @@
+"""invoke entry point: assembles the workbench's task collections. No logic lives here.
+
+`invoke --list` shows the tasks; `invoke TASK --help` their flags. Settings come from invoke's
+config: the defaults in workbench/config.py < invoke.yaml < INVOKE_WORKBENCH_* env vars < flags.
+"""
+
+from pathlib import Path
+
+from invoke import Collection
+
+from workbench.config import DEFAULTS
+from workbench.tasks import container, host
+
+ns = Collection()
+for module in (container, host):
+    for task in module.TASKS:
+        ns.add_task(task)
+ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})

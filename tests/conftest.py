@@ -1,0 +1,60 @@
+"""Test tiers (markers): default (no daemon), docker, vllm_source, gpu. See DESIGN.md.
+
+A tier whose resource is missing is skipped with a printed reason, except under CI for the
+docker tier: tests/run.sh provisions a daemon, so a missing one there is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _docker_reachable() -> str | None:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.close()
+        return None
+    except Exception as err:
+        return f"no Docker daemon reachable ({type(err).__name__}); tests/run.sh starts one"
+
+
+def _cuda_reason() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device on this host (the gpu tier runs on an H100/H200 host)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    need = {m for item in items for m in ("docker", "gpu") if item.get_closest_marker(m)}
+    reasons = {}
+    if "docker" in need:
+        reasons["docker"] = _docker_reachable()
+        if reasons["docker"] and os.environ.get("CI"):
+            raise pytest.UsageError(f"docker tier must run in CI: {reasons['docker']}")
+    if "gpu" in need:
+        reasons["gpu"] = _cuda_reason()
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=f"{marker} tier skipped: {reason}"))
+
+
+def pytest_report_header(config):
+    lines = []
+    gpu = _cuda_reason()
+    lines.append(f"gpu tier: {'skipped - ' + gpu if gpu else 'enabled'}")
+    lines.append(f"docker CLI: {shutil.which('docker') or 'absent'}; DOCKER_HOST={os.environ.get('DOCKER_HOST', '')}")
+    return lines

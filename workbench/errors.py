@@ -1,0 +1,44 @@
+"""One error type for everything the user can fix, and the task-side wrapper that turns it into
+one line on stderr and a non-zero exit (no traceback)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class WorkbenchError(Exception):
+    """A failure the user can act on; str() is one line saying what is wrong and what to do."""
+
+    exit_code = 1
+
+
+def user_errors(func: F) -> F:
+    """Decorate an invoke task body so WorkbenchError (and docker's own errors) exit cleanly."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from invoke.exceptions import Exit
+
+        try:
+            return func(*args, **kwargs)
+        except WorkbenchError as err:
+            raise Exit(f"error: {err}", code=err.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+        except Exception as err:  # docker SDK errors not mapped elsewhere still get one line
+            from docker.errors import DockerException
+
+            if isinstance(err, DockerException):
+                raise Exit(f"error: Docker: {_first_line(err)}", code=1) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,3 @@
+"""Tasks (filled in by the foundation issue)."""
+
+TASKS: list = []
