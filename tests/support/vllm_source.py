@@ -1,0 +1,83 @@
+"""The real vLLM release source for the `vllm_source` tier: the sdist fetched once with pip and
+cached outside the repo ($WORKBENCH_CACHE/vllm-sdist/<version>/), then extracted once.
+
+Use ``vllm_source_tree("0.13.0")`` for a read-only tree and ``make_fork_repo(version, dest)`` for a
+throwaway git repo (one commit, tagged v<version>) that stands in for the user's fork.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from contextlib import contextmanager
+from pathlib import Path
+
+PINNED = "0.13.0"
+NEWEST = "0.33.0"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("WORKBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-workbench"
+    path = Path(base) / "vllm-sdist"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def sdist_path(version: str) -> Path:
+    """The release sdist tarball, downloaded with pip on first use."""
+    target = cache_dir() / version
+    with _locked(cache_dir() / f".{version}.lock"):
+        found = sorted(target.glob("vllm-*.tar.gz"))
+        if found:
+            return found[0]
+        target.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--no-build-isolation", f"vllm=={version}", "-d", str(target)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(target.glob("vllm-*.tar.gz"))
+        if result.returncode != 0 or not found:
+            raise RuntimeError(f"pip download of vllm=={version} failed:\n{result.stderr[-2000:]}")
+        return found[0]
+
+
+def vllm_source_tree(version: str = PINNED) -> Path:
+    """The extracted sdist (the directory holding setup.py, vllm/, csrc/). Treat as read-only."""
+    tree = cache_dir() / version / "tree"
+    with _locked(cache_dir() / f".{version}.tree.lock"):
+        if not (tree / "setup.py").exists():
+            archive = sdist_path(version)
+            staging = cache_dir() / version / "staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            with tarfile.open(archive) as tf:
+                tf.extractall(staging, filter="data")
+            (inner,) = list(staging.iterdir())
+            shutil.rmtree(tree, ignore_errors=True)
+            inner.rename(tree)
+            shutil.rmtree(staging, ignore_errors=True)
+    return tree
+
+
+def make_fork_repo(version: str, dest: Path) -> Path:
+    """A git repo with the release source as one commit tagged v<version> (a stand-in for a fork)."""
+    shutil.copytree(vllm_source_tree(version), dest, symlinks=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", f"vLLM {version}"],
+                 ["tag", f"v{version}"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
+    return dest
