@@ -21,7 +21,8 @@ NEWEST = "0.33.0"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("WORKBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-workbench"
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-workbench"
+    base = os.environ.get("WORKBENCH_CACHE") or default
     path = Path(base) / "vllm-sdist"
     path.mkdir(parents=True, exist_ok=True)
     return path
