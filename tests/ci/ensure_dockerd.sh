@@ -7,7 +7,9 @@ cache=${1:?usage: ensure_dockerd.sh CACHE_DIR}
 
 reachable() { DOCKER_HOST=$1 timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
-for host in "${DOCKER_HOST:-}" unix:///var/run/docker.sock "unix://$cache/dockerd/docker.sock"; do
+# Candidates: DOCKER_HOST, the system socket, ours, and the --host of any dockerd already running.
+running=$(pgrep -a dockerd 2>/dev/null | grep -oE -- '--host[= ]unix://[^ ]+' | sed -E 's/--host[= ]//' || true)
+for host in "${DOCKER_HOST:-}" unix:///var/run/docker.sock "unix://$cache/dockerd/docker.sock" $running; do
   if [ -n "$host" ] && reachable "$host"; then echo "$host"; exit 0; fi
 done
 
