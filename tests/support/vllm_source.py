@@ -49,7 +49,10 @@ def sdist_path(version: str) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--no-build-isolation", f"vllm=={version}", "-d", str(target)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # Newer setup.py files append the build's device to the version ("0.33.0+cpu" with CPU torch),
+        # which pip rejects as inconsistent with the file name; pin the version vLLM reports.
+        env = {**os.environ, "VLLM_VERSION_OVERRIDE": version}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         found = sorted(target.glob("vllm-*.tar.gz"))
         if result.returncode != 0 or not found:
             raise RuntimeError(f"pip download of vllm=={version} failed:\n{result.stderr[-2000:]}")
