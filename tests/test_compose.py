@@ -41,7 +41,8 @@ def _settings(tmp_path: Path, **kw) -> Settings:
     return Settings.from_mapping(ROOT, {"hf_cache": str(tmp_path / "hf"), **kw})
 
 
-def test_dev_service_spec(tmp_path):
+def test_dev_service_spec(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_ULIMIT_MEMLOCK", raising=False)
     spec = load_spec(_settings(tmp_path), "all")
     assert spec.service == "dev" and spec.name == "vllm-workbench" and spec.image == "vllm-workbench:dev"
     assert spec.init and spec.ipc_mode == "host" and spec.working_dir == "/workspace/vllm"

@@ -43,9 +43,8 @@ def _host_description() -> str:
 
 def connect(timeout: int = 120):
     """A docker client for the configured daemon, or one line saying how to get one running."""
-    from docker.errors import DockerException
-
     import docker
+    from docker.errors import DockerException
 
     try:
         client = docker.from_env(timeout=timeout)
@@ -123,9 +122,16 @@ class UpResult:
 
 
 def user_changes(container) -> list[str]:
-    """Paths changed in the container's writable layer that look like the user's work."""
-    changes = container.diff() or []
-    return sorted(c["Path"] for c in changes if not c["Path"].startswith(_SCRATCH_PREFIXES))
+    """Paths changed in the container's writable layer that look like the user's work: not scratch,
+    not the mount points Docker creates, not the init binary (/usr/sbin/docker-init) nor their parents."""
+    made_by_docker = {m["Destination"] for m in container.attrs.get("Mounts", [])} | {"/usr/sbin/docker-init"}
+
+    def is_users(path: str) -> bool:
+        if path.startswith(_SCRATCH_PREFIXES) or path in made_by_docker:
+            return False
+        return not any(made.startswith(path.rstrip("/") + "/") for made in made_by_docker)
+
+    return sorted(c["Path"] for c in container.diff() or [] if is_users(c["Path"]))
 
 
 def _prepare_host_dirs(spec: compose.ContainerSpec, settings: Settings) -> None:
@@ -206,10 +212,23 @@ def up(settings: Settings, gpus: str | None = None, recreate: bool = False, dry_
             return UpResult("", spec.name, "would create", spec.image, choice.reason, spec.service)
         container = _create(client, spec, settings, fingerprint, choice.reason)
         if container is None:  # another process created it between our check and create
-            container = find_container(client, spec.name)
+            container = _wait_for(client, spec.name)
             return UpResult(container.id, spec.name, "reused", spec.image, choice.reason, spec.service)
         _start(container, remove_on_gpu_error=True)
         return UpResult(container.id, spec.name, action, spec.image, choice.reason, spec.service)
+
+
+def _wait_for(client, name: str, seconds: float = 10.0):
+    """The container another `up` is creating: the daemon reserves the name (409) a moment before
+    the container can be looked up."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (container := find_container(client, name)) is None:
+        if time.monotonic() > deadline:
+            raise WorkbenchError(f"another process holds the name {name} but no such container appeared: retry")
+        time.sleep(0.1)
+    return container
 
 
 def _create(client, spec: compose.ContainerSpec, settings: Settings, fingerprint: str, reason: str):
@@ -240,6 +259,12 @@ def _start(container, remove_on_gpu_error: bool) -> None:
             container.remove(force=True)  # never leave a Created container behind
         if _is_gpu_runtime_error(text):
             raise _gpu_error(text) from None
+        if "error setting rlimit" in text:
+            raise WorkbenchError(
+                "the Docker daemon may not raise the ulimits docker-compose.yml asks for (rootless Docker or a "
+                "sandbox): set WORKBENCH_ULIMIT_MEMLOCK to at most $(( $(ulimit -Hl) * 1024 )) bytes, or use a "
+                "rootful daemon"
+            ) from None
         raise WorkbenchError(f"container {container.name} did not start: {text.splitlines()[0]}") from None
 
 

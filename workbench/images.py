@@ -134,9 +134,8 @@ def _stream(client, plan: BuildPlan, files: dict[str, bytes]) -> Iterator[dict]:
 def _explain_build_error(message: str, plan: BuildPlan, step: str) -> str:
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     lowered = first.lower()
-    if any(s in lowered for s in ("pull access denied", "not found", "no such image", "manifest unknown")) and (
-        plan.base_image.split(":")[0] in first or "before the first step" in step or "step 1/" in step
-    ):
+    if "(FROM " in step or (any(s in lowered for s in ("pull access denied", "manifest unknown", "no such image"))
+                            and plan.base_image.split(":")[0] in first):
         return (f"base image {plan.base_image} is not available ({first}): docker pull it on a host with registry "
                 "access, or pass --base-image with an image this daemon has")
     if "certificate" in lowered or "ssl" in lowered:
