@@ -8,7 +8,6 @@ from invoke.exceptions import Exit
 from workbench.config import settings_from_context
 from workbench.errors import user_errors
 from workbench.gpu_selection import parse_gpu_selection
-from workbench.ui import console, print_build_failure, print_status
 
 
 @task(help={
@@ -22,6 +21,7 @@ from workbench.ui import console, print_build_failure, print_status
 def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, dry_run=False):
     """Build the dev image from Dockerfile.dev (streamed; on failure: the failing step and log tail)."""
     from workbench import engine, images
+    from workbench.ui import console, print_build_failure
 
     settings = settings_from_context(ctx).with_overrides(base_image=base_image, tag=tag, ca_certs=ca_certs)
     plan, files = images.plan_build(settings, no_cache=no_cache)
@@ -48,6 +48,7 @@ def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, dry_run
 def up(ctx, gpus=None, recreate=False, dry_run=False):
     """Create/start the dev container exactly as docker-compose.yml declares it (idempotent)."""
     from workbench import engine
+    from workbench.ui import console
 
     settings = settings_from_context(ctx).with_overrides(gpus=gpus)
     parse_gpu_selection(settings.gpus)
@@ -80,6 +81,7 @@ def shell(ctx, cmd=None, gpus=None):
 def down(ctx, volumes=False, dry_run=False):
     """Remove the dev container; volumes (ccache) survive unless --volumes."""
     from workbench import engine
+    from workbench.ui import console
 
     settings = settings_from_context(ctx)
     result = engine.down(settings, volumes=volumes, dry_run=dry_run)
@@ -100,6 +102,7 @@ def down(ctx, volumes=False, dry_run=False):
 def commit(ctx, tag=None, dry_run=False):
     """Commit the dev container (installed/compiled state) as an image with provenance labels."""
     from workbench import engine
+    from workbench.ui import console
 
     settings = settings_from_context(ctx)
     result = engine.commit(settings, tag=tag, dry_run=dry_run)
@@ -114,6 +117,7 @@ def status(ctx):
     """Show the dev image, the container, committed images (with provenance) and the GPU runtime."""
     from workbench import engine
     from workbench import status as status_mod
+    from workbench.ui import print_status
 
     settings = settings_from_context(ctx)
     client = engine.connect()

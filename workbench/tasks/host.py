@@ -7,7 +7,6 @@ from invoke.exceptions import Exit
 
 from workbench.config import settings_from_context
 from workbench.errors import user_errors
-from workbench.ui import console, print_checks, print_gpus
 
 
 @task
@@ -15,6 +14,7 @@ from workbench.ui import console, print_checks, print_gpus
 def doctor(ctx):
     """Check every precondition (daemon, NVIDIA runtime, GPUs, fork, HF cache, disk, UID) with the fix."""
     from workbench import doctor as doctor_mod
+    from workbench.ui import print_checks
 
     checks = doctor_mod.run_checks(settings_from_context(ctx))
     print_checks(checks)
@@ -28,6 +28,7 @@ def doctor(ctx):
 def gpus(ctx, select="all"):
     """List GPUs through NVML and the TORCH_CUDA_ARCH_LIST they imply."""
     from workbench import gpus as gpus_mod
+    from workbench.ui import console, print_gpus
 
     found = gpus_mod.select(gpus_mod.query_gpus(), select)
     driver = gpus_mod.driver_info()
