@@ -3,9 +3,11 @@
 # and libs for cuBLAS/cuSPARSE/cuRAND/cuSOLVER/NVRTC/NVML, cuSPARSELt) that a full vLLM build and a
 # cuBLASLt/cuSPARSELt kernel need, matching the image's CUDA version.
 set -eu
+# Headers of the interpreter the image runs (vllm-openai: deadsnakes 3.12, where python3-dev would be 3.10's).
+pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 apt-get update
 apt-get install -y --no-install-recommends \
-  git build-essential ccache gdb sudo curl ca-certificates less vim-tiny procps
+  git build-essential ccache gdb sudo curl ca-certificates less vim-tiny procps "python$pyver-dev"
 if [ -n "${CUDA_VERSION:-}" ]; then
   cuda=$(echo "$CUDA_VERSION" | cut -d. -f1,2 | tr . -)        # 12.9.1 -> 12-9
   major=$(echo "$CUDA_VERSION" | cut -d. -f1)
