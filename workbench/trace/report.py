@@ -1,0 +1,125 @@
+"""Rich tables for the three trace kinds. Each function prints from records (fresh or loaded from JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from workbench.trace.records import GroupStat, KernelStat, LayerInfo, ModuleCall, ModuleStat, OperatorCount
+
+
+def _shape(s: object) -> str:
+    if s is None or s == [] or s == {}:
+        return "-"
+    if isinstance(s, list) and all(isinstance(x, int) for x in s):
+        return "[" + ", ".join(map(str, s)) + "]"
+    if isinstance(s, list):
+        parts = [_shape(x) for x in s]
+        parts = [p for p in parts if p != "-"] or ["-"]
+        return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+    if isinstance(s, dict):
+        parts = [f"{k}={_shape(v)}" for k, v in s.items() if v is not None]
+        return ", ".join(parts) or "-"
+    return str(s)
+
+
+def _trim(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_counts(console: Console, counts: dict[str, int], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("module type")
+    table.add_column("calls", justify="right")
+    for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def print_operator_summary(console: Console, ops: Sequence[OperatorCount], layers: LayerInfo | None,
+                           steps: int) -> None:
+    n = layers.count if layers else 0
+    title = f"Per-step operator counts (derived from the trace: {steps} step(s), layers = {n})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("module type")
+    table.add_column("per step", justify="right")
+    table.add_column("as layers", justify="left")
+    for o in ops:
+        per_step = str(int(o.per_step)) if float(o.per_step).is_integer() else f"{o.per_step:.2f}"
+        table.add_row(o.type, per_step, o.formula)
+    console.print(table)
+
+
+def print_call_order(console: Console, calls: Sequence[ModuleCall], title: str, base_depth: int | None = None) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("module")
+    table.add_column("type")
+    table.add_column("input shapes")
+    table.add_column("output shapes")
+    table.add_column("cpu µs", justify="right")
+    if not calls:
+        console.print(f"[yellow]{title}: no calls recorded[/]")
+        return
+    d0 = min(c.depth for c in calls) if base_depth is None else base_depth
+    for c in calls:
+        inputs = _shape(c.input_shapes)
+        kw = _shape(c.kwarg_shapes) if c.kwarg_shapes else ""
+        if kw and kw != "-":
+            inputs = f"{inputs}; {kw}" if inputs != "-" else kw
+        table.add_row(str(c.index), "  " * (c.depth - d0) + (c.name or "<root>"), c.type, _trim(inputs, 60),
+                      _trim(_shape(c.output_shapes), 40), f"{c.cpu_time_us:.1f}")
+    console.print(table)
+
+
+def print_module_records(console: Console, calls: Sequence[ModuleCall], title: str, limit: int) -> None:
+    table = Table(title=title, title_justify="left")
+    for col, just in (("#", "right"), ("step", "right"), ("module", "left"), ("type", "left"),
+                      ("call stack", "left"), ("in", "left"), ("out", "left"), ("cpu µs", "right"),
+                      ("self µs", "right"), ("cuda µs", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for c in calls[:limit]:
+        table.add_row(str(c.index), str(c.step), c.name or "<root>", c.type, _trim(c.stack, 50),
+                      _trim(_shape(c.input_shapes), 30), _trim(_shape(c.output_shapes), 30),
+                      f"{c.cpu_time_us:.1f}", f"{c.self_cpu_time_us:.1f}",
+                      "-" if c.cuda_time_us is None else f"{c.cuda_time_us:.1f}")
+    console.print(table)
+    if len(calls) > limit:
+        console.print(f"… {len(calls) - limit} more calls in the JSON file")
+
+
+def print_module_stats(console: Console, rows: Sequence[ModuleStat], title: str, top: int) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("key", "calls", "total cpu µs", "self cpu µs", "mean µs", "min µs", "max µs", "total cuda µs"):
+        table.add_column(col, justify="left" if col == "key" else "right")
+    for s in rows[:top]:
+        table.add_row(s.key or "<root>", str(s.calls), f"{s.total_cpu_time_us:.1f}", f"{s.self_cpu_time_us:.1f}",
+                      f"{s.mean_cpu_time_us:.1f}", f"{s.min_cpu_time_us:.1f}", f"{s.max_cpu_time_us:.1f}",
+                      "-" if s.total_cuda_time_us is None else f"{s.total_cuda_time_us:.1f}")
+    console.print(table)
+
+
+def print_kernel_table(console: Console, rows: Sequence[KernelStat], title: str, top: int, width: int = 70) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("kernel", "calls", "total µs", "avg µs", "%", "category", "origin", "source"):
+        table.add_column(col, justify="right" if col in ("calls", "total µs", "avg µs", "%") else "left")
+    for r in rows[:top]:
+        src = r.source_file or ("(library)" if r.origin not in ("unknown",) else "unknown")
+        if r.source_file and r.source_line:
+            src = f"{r.source_file}:{r.source_line}"
+        table.add_row(_trim(r.name, width), str(r.calls), f"{r.total_time_us:.1f}", f"{r.avg_time_us:.2f}",
+                      f"{r.percent:.1f}", r.category, r.origin, src)
+    console.print(table)
+    if len(rows) > top:
+        console.print(f"… {len(rows) - top} more kernels in the JSON file")
+
+
+def print_groups(console: Console, groups: Iterable[GroupStat], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("category", "origin", "kernels", "calls", "total µs", "%"):
+        table.add_column(col, justify="left" if col in ("category", "origin") else "right")
+    for g in groups:
+        table.add_row(g.category, g.origin, str(g.kernels), str(g.calls), f"{g.total_time_us:.1f}", f"{g.percent:.1f}")
+    console.print(table)
