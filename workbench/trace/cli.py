@@ -223,15 +223,18 @@ def run_kernels(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if target.backend != "hf":
             raise WorkbenchError("--custom-gemm swaps nn.Linear in HF models; for vLLM use the plugin "
                                  "(VLLM_USE_CUSTOM_GEMM=1) or the patch series")
-        import custom_kernels
-        from workbench.trace.targets import swapped_linear_gemm
+        from torch import nn
+
+        from workbench.trace.targets import import_custom_kernels, swapped_linear_gemm
+
+        ck = import_custom_kernels(custom)
+        swapped = sum(isinstance(m, nn.Linear) for m in target.model.modules())
+        console.print(f"custom GEMM on: {swapped} nn.Linear forwards -> custom_kernels.unquantized_gemm")
 
         def runner() -> Any:
-            with swapped_linear_gemm(target.model, custom_kernels.unquantized_gemm):
+            with swapped_linear_gemm(target.model, ck.unquantized_gemm):
                 return target.run()
 
-        with swapped_linear_gemm(target.model, custom_kernels.unquantized_gemm) as swapped:
-            pass
     for _ in range(max(args.warmup, 0)):
         runner()
     device = target.device

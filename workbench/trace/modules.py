@@ -275,10 +275,19 @@ def filter_calls(calls: list[ModuleCall], root: nn.Module | None = None, types: 
         return False
 
     def prefix_ok(c: ModuleCall) -> bool:
+        # Whole path components: "layers.1" never matches "layers.10"; a trailing dot ("layers.0.") means
+        # strictly inside that module, without it the module itself counts too.
         if not prefixes:
             return True
-        full = c.name + "."
-        return any(full.startswith(p) or ("." + p) in ("." + full) for p in prefixes)
+        dotted = "." + c.name + "."
+        for p in prefixes:
+            core = p.strip(".")
+            pos = dotted.find("." + core + ".")
+            if pos < 0:
+                continue
+            if not p.endswith(".") or len(dotted) > pos + len(core) + 2:
+                return True
+        return False
 
     return [c for c in calls if type_ok(c) and prefix_ok(c)]
 
