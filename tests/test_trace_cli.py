@@ -78,8 +78,9 @@ def test_kernels_on_cpu_same_code_path(config_file, tmp_path, capsys):
                             "--custom-kernels", str(custom), "--fork", str(tmp_path / "no-fork")]) == 1
     assert "has no csrc/" in capsys.readouterr().err  # a wrong --fork is one line, nothing half-done
     assert main("kernels", ["--hf-config", str(config_file), "--max-tokens", "2", "--out", str(out),
-                            "--custom-kernels", str(custom), "--top", "5"]) == 0
+                            "--custom-kernels", str(custom), "--top", "5", "--custom-gemm"]) == 0
     doc = load_trace(out / "kernels.json")
+    assert doc["custom_gemm_layers"] == 7 * QWEN["num_hidden_layers"] + 1  # + lm_head (tied, still a Linear)
     rows: list[KernelStat] = doc["kernels"]
     assert doc["device"] == "cpu" and doc["profiler"] == "torch"
     names = {r.name for r in rows}
