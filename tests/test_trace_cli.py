@@ -188,3 +188,11 @@ def test_invoke_trace_dry_run(capsys):
 
     with pytest.raises(Exit, match="exactly one"):
         trace(ctx, dry_run=True)
+
+
+def test_host_side_imports_need_no_torch():
+    """invoke trace runs on the host: importing its modules must not pull in torch or transformers."""
+    code = ("import sys, workbench.tasks.trace, workbench.trace.command, workbench.trace; "
+            "print(sorted(m for m in ('torch', 'transformers', 'rich.console') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"

@@ -129,6 +129,8 @@ def test_filters_by_prefix_type_and_import_path(traced):
     linears = filter_calls(tracer.calls, model, types=["Linear"], prefixes=["layers.1."])
     assert {c.name.rsplit(".", 1)[-1] for c in linears} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                              "up_proj", "down_proj"}
+    norms = filter_calls(tracer.calls, model, types=["RMSNorm"])  # suffix of Qwen2RMSNorm / LlamaRMSNorm
+    assert len(norms) == (2 * len(model.model.layers) + 1) * MAX_TOKENS
     mlp_cls = type(model.model.layers[0].mlp)
     by_path = filter_calls(tracer.calls, model, types=[f"{mlp_cls.__module__}.{mlp_cls.__qualname__}"])
     assert len(by_path) == len(model.model.layers) * MAX_TOKENS

@@ -608,3 +608,40 @@ def build_index(fork: Path | None = None, extra_cuda: Iterable[tuple[Path, str]]
         index.add(scan_cuda_sources(custom, custom.name, ORIGIN_CUSTOM), str(custom))
         index.add(scan_triton_sources(custom, custom.name, ORIGIN_CUSTOM), str(custom))
     return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workbench.trace.kernel_map [--fork vllm] [NAME ...]``: look names up, or summarise the index."""
+    import argparse
+    import json
+    import sys
+    from collections import Counter
+
+    p = argparse.ArgumentParser(description="Map CUDA/Triton kernel names to the fork's source files.")
+    p.add_argument("names", nargs="*", help="kernel names as torch.profiler reports them")
+    p.add_argument("--fork", default="vllm", help="vLLM source tree (holds csrc/); default %(default)s")
+    p.add_argument("--custom-kernels", default=None, help="custom kernels package folder to scan too")
+    p.add_argument("--json", default=None, help="write the whole index (every kernel found) to this file")
+    args = p.parse_args(argv)
+    try:
+        index = build_index(Path(args.fork), custom=Path(args.custom_kernels) if args.custom_kernels else None)
+    except Exception as err:  # WorkbenchError: one line
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps(index.to_dict(), indent=1))
+        print(f"wrote {args.json}")
+    if not args.names:
+        by_lang = Counter(d.language for d in index.decls)
+        files = len({d.file for d in index.decls})
+        print(f"{by_lang['cuda']} CUDA __global__ kernels and {by_lang['triton']} Triton kernels in {files} files")
+    for name in args.names:
+        src = index.lookup(name)
+        where = f"{src.source_file}:{src.source_line}" if src.source_file else "-"
+        print(f"{src.short_name}\n  origin {src.origin} | category {src.category} | {where}"
+              + (f"\n  {src.note}" if src.note else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -253,8 +253,8 @@ def resolve_type(spec: str) -> type | str:
 
 def filter_calls(calls: list[ModuleCall], root: nn.Module | None = None, types: Iterable[str] = (),
                  prefixes: Iterable[str] = ()) -> list[ModuleCall]:
-    """Calls whose module type matches one of ``types`` (class name, or import path checked with isinstance
-    against ``root``'s modules) and whose path matches one of ``prefixes`` ("layers.0." matches
+    """Calls whose module type matches one of ``types`` (class name or its suffix, or an import path checked
+    with isinstance against ``root``'s modules) and whose path matches one of ``prefixes`` ("layers.0." matches
     "model.layers.0.mlp" too)."""
     resolved = [resolve_type(t) for t in types]
     names = {t for t in resolved if isinstance(t, str)}
@@ -265,7 +265,9 @@ def filter_calls(calls: list[ModuleCall], root: nn.Module | None = None, types: 
     def type_ok(c: ModuleCall) -> bool:
         if not resolved:
             return True
-        if c.type in names or c.type_path in names:
+        # A bare name also matches as a suffix: "RMSNorm" picks Qwen2RMSNorm and vLLM's RMSNorm alike,
+        # "Linear" picks nn.Linear and vLLM's QKVParallelLinear / RowParallelLinear.
+        if c.type_path in names or any(c.type.endswith(n) for n in names):
             return True
         if classes:
             module = by_name.get(c.name)
