@@ -46,6 +46,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
                        help="vLLM kernels: keep torch.compile + CUDA graphs (what production runs)")
     g.add_argument("--max-model-len", type=int, default=2048, help="vLLM max_model_len")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM gpu_memory_utilization")
+    g.add_argument("--warmup", type=int, default=1,
+                   help="untraced runs first, so first-call costs (allocations, autotuning) stay out")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=os.environ.get("WORKBENCH_TRACE_OUT", str(Path("results") / "trace")),
                    help="directory for the JSON, report and Chrome trace (default %(default)s)")
@@ -73,7 +75,6 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
                        help="custom kernels package to scan (default: /workspace/custom_kernels or ./custom_kernels)")
         p.add_argument("--custom-gemm", action="store_true",
                        help="HF backend: route nn.Linear through custom_kernels.unquantized_gemm")
-        p.add_argument("--warmup", type=int, default=1, help="unprofiled runs first (lazy init, autotuning)")
     return p
 
 
@@ -111,6 +112,11 @@ def make_target(args: argparse.Namespace, mode: str, console: Console, vllm_prof
                        batch_size=args.batch_size, vllm_profiler_dir=vllm_profiler_dir)
 
 
+def _warm_up(target: Any, runs: int) -> None:
+    for _ in range(max(runs, 0)):
+        target.run()
+
+
 # ------------------------------------------------------------------------------------------------
 # Modes
 # ------------------------------------------------------------------------------------------------
@@ -136,6 +142,7 @@ def run_layers(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                                  f"found: {layers.prefix if layers else 'none'}")
         layers = LayerInfo(prefix=args.layer_prefix, count=len(mlist), layer_type=type(mlist[0]).__name__,
                            first_layer=f"{args.layer_prefix}.0")
+    _warm_up(target, args.warmup)
     with ModuleTracer(target.model) as tracer:
         target.run()
     calls = tracer.calls
@@ -164,6 +171,7 @@ def run_modules(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     target = make_target(args, "modules", console)
     console.print(f"[bold]{target.description}[/]")
     types = _split_multi(args.module_type)
+    _warm_up(target, args.warmup)
     with ModuleTracer(target.model, cuda_timing=args.cuda_timing) as tracer:
         target.run()
     calls = filter_calls(tracer.calls, target.model, types=types, prefixes=_split_multi(args.prefix))

@@ -25,12 +25,17 @@ def _shape(s: object) -> str:
     return str(s)
 
 
+def _table(title: str) -> Table:
+    # Wide enough for its title: a narrow table would otherwise wrap the title over several lines.
+    return Table(title=title, title_justify="left", min_width=min(len(title) + 2, 160))
+
+
 def _trim(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def print_counts(console: Console, counts: dict[str, int], title: str) -> None:
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     table.add_column("module type")
     table.add_column("calls", justify="right")
     for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
@@ -42,7 +47,7 @@ def print_operator_summary(console: Console, ops: Sequence[OperatorCount], layer
                            steps: int) -> None:
     n = layers.count if layers else 0
     title = f"Per-step operator counts (derived from the trace: {steps} step(s), layers = {n})"
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     table.add_column("module type")
     table.add_column("per step", justify="right")
     table.add_column("as layers", justify="left")
@@ -53,7 +58,7 @@ def print_operator_summary(console: Console, ops: Sequence[OperatorCount], layer
 
 
 def print_call_order(console: Console, calls: Sequence[ModuleCall], title: str, base_depth: int | None = None) -> None:
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     table.add_column("#", justify="right")
     table.add_column("module")
     table.add_column("type")
@@ -74,24 +79,31 @@ def print_call_order(console: Console, calls: Sequence[ModuleCall], title: str, 
     console.print(table)
 
 
+def _trim_left(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
 def print_module_records(console: Console, calls: Sequence[ModuleCall], title: str, limit: int) -> None:
-    table = Table(title=title, title_justify="left")
-    for col, just in (("#", "right"), ("step", "right"), ("module", "left"), ("type", "left"),
-                      ("call stack", "left"), ("in", "left"), ("out", "left"), ("cpu µs", "right"),
-                      ("self µs", "right"), ("cuda µs", "right")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    has_cuda = any(c.cuda_time_us is not None for c in calls)
+    table = _table(title)
+    cols = [("#", "right"), ("step", "right"), ("module", "left"), ("type", "left"), ("called from", "left"),
+            ("in", "left"), ("out", "left"), ("cpu µs", "right"), ("self µs", "right")]
+    for col, just in cols + ([("cuda µs", "right")] if has_cuda else []):
+        table.add_column(col, justify=just, no_wrap=col in ("called from", "module"))  # type: ignore[arg-type]
     for c in calls[:limit]:
-        table.add_row(str(c.index), str(c.step), c.name or "<root>", c.type, _trim(c.stack, 50),
-                      _trim(_shape(c.input_shapes), 30), _trim(_shape(c.output_shapes), 30),
-                      f"{c.cpu_time_us:.1f}", f"{c.self_cpu_time_us:.1f}",
-                      "-" if c.cuda_time_us is None else f"{c.cuda_time_us:.1f}")
+        row = [str(c.index), str(c.step), c.name or "<root>", c.type, _trim_left(c.stack, 40),
+               _trim(_shape(c.input_shapes), 30), _trim(_shape(c.output_shapes), 30),
+               f"{c.cpu_time_us:.1f}", f"{c.self_cpu_time_us:.1f}"]
+        if has_cuda:
+            row.append("-" if c.cuda_time_us is None else f"{c.cuda_time_us:.1f}")
+        table.add_row(*row)
     console.print(table)
     if len(calls) > limit:
         console.print(f"… {len(calls) - limit} more calls in the JSON file")
 
 
 def print_module_stats(console: Console, rows: Sequence[ModuleStat], title: str, top: int) -> None:
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     for col in ("key", "calls", "total cpu µs", "self cpu µs", "mean µs", "min µs", "max µs", "total cuda µs"):
         table.add_column(col, justify="left" if col == "key" else "right")
     for s in rows[:top]:
@@ -102,7 +114,7 @@ def print_module_stats(console: Console, rows: Sequence[ModuleStat], title: str,
 
 
 def print_kernel_table(console: Console, rows: Sequence[KernelStat], title: str, top: int, width: int = 70) -> None:
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     for col in ("kernel", "calls", "total µs", "avg µs", "%", "category", "origin", "source"):
         table.add_column(col, justify="right" if col in ("calls", "total µs", "avg µs", "%") else "left")
     for r in rows[:top]:
@@ -117,7 +129,7 @@ def print_kernel_table(console: Console, rows: Sequence[KernelStat], title: str,
 
 
 def print_groups(console: Console, groups: Iterable[GroupStat], title: str) -> None:
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     for col in ("category", "origin", "kernels", "calls", "total µs", "%"):
         table.add_column(col, justify="left" if col in ("category", "origin") else "right")
     for g in groups:
