@@ -43,8 +43,10 @@ def config_file(tmp_path):
 
 def test_layers_end_to_end(config_file, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main("layers", ["--hf-config", str(config_file), "--max-tokens", "3", "--out", str(out)]) == 0
+    assert main("layers", ["--hf-config", str(config_file), "--max-tokens", "3", "--out", str(out),
+                           "--custom-gemm"]) == 0
     printed = capsys.readouterr().out
+    assert "custom GEMM on: 15 nn.Linear" in printed  # the swap keeps modules, so the counts hold
     assert "2 × layers + 1" in printed and "model.layers.0.self_attn.q_proj" in printed
     doc = load_trace(out / "layers.json")
     assert doc["steps"] == 3 and doc["layers"]["count"] == 2
@@ -155,6 +157,7 @@ def test_trace_command_list():
     assert cmd == ["python", "/workspace/scripts/trace_kernels.py", "--model", "Qwen/Qwen2.5-0.5B-Instruct",
                    "--prompt", "Hi there", "--max-tokens", "4", "--top", "10", "--out", "/workspace/results/trace",
                    "--profiler", "torch", "--no-enforce-eager"]
+    assert trace_command("kernels", ROOT, custom_gemm=True)[-1] == "--custom-gemm"
     assert trace_command("layers", ROOT) == ["python", "/workspace/scripts/trace_layers.py", "--out",
                                              "/workspace/results/trace"]
     assert TRACE_ENV["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"

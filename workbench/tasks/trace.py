@@ -21,17 +21,18 @@ from workbench.trace.command import TRACE_ENV, pick_mode, trace_command
     "hf_config": "trace a plain HF model from this config.json (under scripts/ or results/), random weights",
     "top": "rows in top-N tables",
     "out": "output folder under results/ (default results/trace)",
+    "custom_gemm": "custom GEMM on (vLLM: VLLM_USE_CUSTOM_GEMM=1 plugin; HF: nn.Linear through the contract)",
     "args": "more flags for the script, e.g. \"--module-type RMSNorm --prefix layers.0.\"",
     "dry_run": "print the command instead of running it",
 })
 @user_errors
 def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=None, max_tokens=None,
-          hf_config=None, top=None, out="results/trace", args="", dry_run=False):
+          hf_config=None, top=None, out="results/trace", custom_gemm=False, args="", dry_run=False):
     """Trace the inference path inside the dev container: layers, module records or CUDA kernels."""
     settings = settings_from_context(ctx)
     mode = pick_mode(layers, modules, kernels)
     cmd = trace_command(mode, settings.root, model=model, prompt=prompt, max_tokens=max_tokens,
-                        hf_config=hf_config, top=top, out=out, extra=args)
+                        hf_config=hf_config, top=top, out=out, custom_gemm=custom_gemm, extra=args)
     print("+ " + shlex.join(cmd))
     if dry_run:
         return

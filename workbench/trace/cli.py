@@ -46,6 +46,11 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
                        help="vLLM kernels: keep torch.compile + CUDA graphs (what production runs)")
     g.add_argument("--max-model-len", type=int, default=2048, help="vLLM max_model_len")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM gpu_memory_utilization")
+    g.add_argument("--custom-gemm", action="store_true",
+                   help="custom GEMM on: HF: every nn.Linear through custom_kernels.unquantized_gemm; "
+                        "vLLM: VLLM_USE_CUSTOM_GEMM=1 (the custom_kernels plugin)")
+    g.add_argument("--custom-kernels", default=None,
+                   help="custom kernels package folder (default: /workspace/custom_kernels or ./custom_kernels)")
     g.add_argument("--warmup", type=int, default=1,
                    help="untraced runs first, so first-call costs (allocations, autotuning) stay out")
     o = p.add_argument_group("output")
@@ -71,10 +76,6 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
                             "torch.profiler around generate in this process; auto: vllm for vLLM, torch for HF")
         p.add_argument("--fork", default=None,
                        help="vLLM source tree whose csrc/ maps kernels to files (default: /workspace/vllm or ./vllm)")
-        p.add_argument("--custom-kernels", default=None,
-                       help="custom kernels package to scan (default: /workspace/custom_kernels or ./custom_kernels)")
-        p.add_argument("--custom-gemm", action="store_true",
-                       help="HF backend: route nn.Linear through custom_kernels.unquantized_gemm")
     return p
 
 
@@ -107,9 +108,40 @@ def make_target(args: argparse.Namespace, mode: str, console: Console, vllm_prof
         eager = True
         console.print("[dim]enforce_eager=True by default for kernels (one launch per kernel, readable names); "
                       "--no-enforce-eager profiles the compiled + CUDA-graph path[/]")
-    return vllm_target(args.model, args.prompt, args.max_tokens, enforce_eager=eager, dtype=args.dtype,
-                       max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
-                       batch_size=args.batch_size, vllm_profiler_dir=vllm_profiler_dir)
+    target = vllm_target(args.model, args.prompt, args.max_tokens, enforce_eager=eager, dtype=args.dtype,
+                         max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
+                         batch_size=args.batch_size, vllm_profiler_dir=vllm_profiler_dir,
+                         custom_gemm=args.custom_gemm)
+    return target
+
+
+def custom_kernels_dir(args: argparse.Namespace) -> Path | None:
+    here = Path(__file__).resolve().parents[2]
+    if args.custom_kernels:
+        return Path(args.custom_kernels)
+    return _first_dir("/workspace/custom_kernels", str(here / "custom_kernels"))
+
+
+def with_custom_gemm(target: Any, args: argparse.Namespace, console: Console) -> int:
+    """HF backend + --custom-gemm: wrap the target's run so every nn.Linear goes through the contract.
+    Returns how many nn.Linear layers are routed (0 when off or for vLLM, where the plugin does it)."""
+    if not args.custom_gemm or target.backend != "hf":
+        return 0
+    from torch import nn
+
+    from workbench.trace.targets import import_custom_kernels, swapped_linear_gemm
+
+    ck = import_custom_kernels(custom_kernels_dir(args))
+    swapped = sum(isinstance(m, nn.Linear) for m in target.model.modules())
+    console.print(f"custom GEMM on: {swapped} nn.Linear forwards -> custom_kernels.unquantized_gemm")
+    plain = target.run
+
+    def run() -> Any:
+        with swapped_linear_gemm(target.model, ck.unquantized_gemm):
+            return plain()
+
+    target.run = run
+    return swapped
 
 
 def _warm_up(target: Any, runs: int) -> None:
@@ -133,6 +165,9 @@ def run_layers(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     target = make_target(args, "layers", console)
     console.print(f"[bold]{target.description}[/]")
+    for note in target.notes:
+        console.print(f"[dim]{note}[/]")
+    with_custom_gemm(target, args, console)
     layers = find_decoder_layers(target.model)
     if args.layer_prefix:
         names = dict(target.model.named_modules())
@@ -170,7 +205,10 @@ def run_modules(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     target = make_target(args, "modules", console)
     console.print(f"[bold]{target.description}[/]")
+    for note in target.notes:
+        console.print(f"[dim]{note}[/]")
     types = _split_multi(args.module_type)
+    with_custom_gemm(target, args, console)
     _warm_up(target, args.warmup)
     with ModuleTracer(target.model, cuda_timing=args.cuda_timing) as tracer:
         target.run()
@@ -218,31 +256,13 @@ def run_kernels(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     console.print(f"[bold]{target.description}[/]")
     for note in target.notes:
         console.print(f"[dim]{note}[/]")
-    here = Path(__file__).resolve().parents[2]
     fork = Path(args.fork) if args.fork else default_fork()
-    custom = Path(args.custom_kernels) if args.custom_kernels else _first_dir(
-        "/workspace/custom_kernels", str(here / "custom_kernels"))
+    custom = custom_kernels_dir(args)
     index = build_index(fork, custom=custom) if fork or custom else None
     if fork is None:
         console.print("[yellow]no vLLM source tree found (--fork): vLLM kernels will show as unknown[/]")
-    swapped = 0
+    swapped = with_custom_gemm(target, args, console)
     runner = target.run
-    if args.custom_gemm:
-        if target.backend != "hf":
-            raise WorkbenchError("--custom-gemm swaps nn.Linear in HF models; for vLLM use the plugin "
-                                 "(VLLM_USE_CUSTOM_GEMM=1) or the patch series")
-        from torch import nn
-
-        from workbench.trace.targets import import_custom_kernels, swapped_linear_gemm
-
-        ck = import_custom_kernels(custom)
-        swapped = sum(isinstance(m, nn.Linear) for m in target.model.modules())
-        console.print(f"custom GEMM on: {swapped} nn.Linear forwards -> custom_kernels.unquantized_gemm")
-
-        def runner() -> Any:
-            with swapped_linear_gemm(target.model, ck.unquantized_gemm):
-                return target.run()
-
     for _ in range(max(args.warmup, 0)):
         runner()
     device = target.device

@@ -34,7 +34,8 @@ def container_path(root: Path, path: str) -> str:
 
 def trace_command(mode: str, root: Path, model: str | None = None, prompt: str | None = None,
                   max_tokens: int | None = None, hf_config: str | None = None, top: int | None = None,
-                  out: str = "results/trace", extra: str = "", python: str = "python") -> list[str]:
+                  out: str = "results/trace", custom_gemm: bool = False, extra: str = "",
+                  python: str = "python") -> list[str]:
     """argv for scripts/trace_<mode>.py inside the container; None values leave the script's defaults."""
     if mode not in ("layers", "modules", "kernels"):
         raise WorkbenchError(f"unknown trace mode {mode!r}: use --layers, --modules or --kernels")
@@ -52,6 +53,8 @@ def trace_command(mode: str, root: Path, model: str | None = None, prompt: str |
     if top is not None:
         cmd += ["--top", str(top)]
     cmd += ["--out", container_path(root, out)]
+    if custom_gemm:
+        cmd.append("--custom-gemm")
     if extra:
         cmd += shlex.split(extra)
     return cmd

@@ -63,10 +63,23 @@ def hf_model_from_config(config: dict[str, Any] | str | Path, dtype: torch.dtype
     model_type = config.pop("model_type", None)
     if not model_type:
         raise WorkbenchError("the HF config has no model_type: use a model's config.json (e.g. Qwen2's)")
-    cfg = AutoConfig.for_model(model_type, **config)
+    cfg = _config_for(AutoConfig, model_type, config)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)  # initialised in fp32, then cast (same on transformers 4 and 5)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _config_for(auto_config: Any, model_type: str, values: dict[str, Any]) -> Any:
+    """The config class of ``model_type`` filled with ``values`` (transformers 4 and 5)."""
+    try:
+        if hasattr(auto_config, "for_model"):
+            return auto_config.for_model(model_type, **values)
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        return CONFIG_MAPPING[model_type](**values)
+    except (KeyError, ValueError) as err:
+        raise WorkbenchError(f"model_type {model_type!r} is unknown to this transformers version ({err}); "
+                             "use a config.json of a model it supports, e.g. qwen2 or llama") from None
 
 
 def prompt_ids(prompt: str, vocab_size: int, prompt_tokens: int | None = None) -> list[int]:
@@ -206,7 +219,8 @@ def model_from_llm(llm: Any) -> nn.Module:
 
 def vllm_target(model: str, prompt: str, max_tokens: int, enforce_eager: bool, dtype: str = "auto",
                 max_model_len: int = 2048, gpu_memory_utilization: float = 0.5, batch_size: int = 1,
-                vllm_profiler_dir: str | None = None, extra: dict[str, Any] | None = None) -> Target:
+                vllm_profiler_dir: str | None = None, custom_gemm: bool = False,
+                extra: dict[str, Any] | None = None) -> Target:
     """A vLLM V1 LLM with the engine core in this process; ``run`` generates greedily."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     try:
@@ -219,6 +233,11 @@ def vllm_target(model: str, prompt: str, max_tokens: int, enforce_eager: bool, d
                                   gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=1,
                                   **(extra or {}))
     notes = []
+    if custom_gemm:
+        # The custom_kernels plugin (entry point vllm.general_plugins) routes unquantized GEMMs only when
+        # this is set; the engine core is in this process, so setting it before LLM(...) is enough.
+        os.environ["VLLM_USE_CUSTOM_GEMM"] = "1"
+        notes.append("custom GEMM on: VLLM_USE_CUSTOM_GEMM=1 (custom_kernels plugin)")
     if vllm_profiler_dir:
         params = set(inspect.signature(LLM.__init__).parameters)
         llm_kwargs, env = vllm_profiler_setup(params, _profiler_fields(), vllm_profiler_dir)
