@@ -93,11 +93,17 @@ __global__ void branch_kernel(int) {}
 __global__ void branch_kernel(int) {}
 #endif
 __global__ void declared_only(int);
+template <typename T, template <typename, typename> class Epi>
+struct Epilogue : private Base<T, Epi<T, int>> { int x; };
+struct Forward;
+enum class Color { red };
 }
 ''')
-    decls = {(d.namespace, d.name, d.is_definition) for d in scan_cuda_sources(tmp_path, "csrc")}
+    scanned = scan_cuda_sources(tmp_path, "csrc", with_types=True)
+    decls = {(d.namespace, d.name, d.is_definition) for d in scanned if d.language == "cuda"}
     assert decls == {("outer::inner", "sfinae_kernel", True), ("outer::inner", "bounded", True),
                      ("outer", "static_one", True), ("mine", "branch_kernel", True), ("mine", "declared_only", False)}
+    assert {(d.namespace, d.name) for d in scanned if d.language == "cuda-type"} == {("mine", "Epilogue")}
 
 
 def test_custom_kernels_win_and_unknown_is_unknown(tmp_path):
@@ -205,6 +211,25 @@ def test_library_kernels_never_map_into_csrc(tree_index, name, origin, category)
     _, _, index = tree_index
     src = index.lookup(name)
     assert (src.origin, src.source_file) == (origin, None)
+
+
+CUTLASS_FP8 = ("void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, int, int>, "
+               "cutlass::gemm::collective::CollectiveMma<cutlass::gemm::MainloopSm90TmaGmmaWarpSpecialized<5, "
+               "cute::tuple<cute::C<1>, cute::C<1>, cute::C<1> >, cutlass::gemm::KernelTmaWarpSpecialized>, "
+               "cute::tuple<cute::C<64>, cute::C<128>, cute::C<128> >, cutlass::float_e4m3_t>, "
+               "cutlass::epilogue::collective::CollectiveEpilogue<vllm::c3x::ScaledEpilogue<float, "
+               "cutlass::bfloat16_t, cute::tuple<cute::C<64>, cute::C<128>, cute::C<128> > >::EVTCompute>, void> >"
+               "(cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, int, int>, void>::Params)")
+
+
+@pytest.mark.vllm_source
+def test_cutlass_kernels_attributed_through_their_vllm_types(pinned_index):
+    src = pinned_index.lookup(CUTLASS_FP8)
+    assert (src.origin, src.category) == ("vllm-csrc", "gemm")
+    assert src.source_file == "csrc/cutlass_extensions/epilogue/scaled_mm_epilogues_c3x.hpp"  # not the c2x one
+    assert "vllm::c3x::ScaledEpilogue" in src.note
+    plain = pinned_index.lookup("void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<int, void> >(int)")
+    assert (plain.origin, plain.source_file) == ("cutlass", None)
 
 
 @pytest.mark.vllm_source

@@ -434,8 +434,29 @@ def _parse_global(tokens: list[tuple[str, int]], i: int) -> tuple[str, bool] | N
     return None
 
 
-def scan_cuda_sources(root: Path, label: str, origin: str = ORIGIN_VLLM_CSRC) -> list[KernelDecl]:
-    """Every ``__global__`` function under ``root`` (files with CUDA/C++ suffixes), with namespaces.
+def _is_type_definition(tokens: list[tuple[str, int]], j: int) -> bool:
+    """After ``struct``/``class``: does a body follow the name (through a base clause / specialisation)?"""
+    k = j + 1
+    depth = 0
+    while k < len(tokens) and k < j + 80:
+        t = tokens[k][0]
+        if t == "<":
+            depth += 1
+        elif t == ">":
+            depth -= 1
+        elif depth <= 0 and t == "{":
+            return True
+        elif depth < 0 or t in ("}", "__global__") or (depth == 0 and t in (";", "(", ")", "=", ",")):
+            return False
+        k += 1
+    return False
+
+
+def scan_cuda_sources(root: Path, label: str, origin: str = ORIGIN_VLLM_CSRC,
+                      with_types: bool = False) -> list[KernelDecl]:
+    """Every ``__global__`` function under ``root`` (files with CUDA/C++ suffixes), with namespaces; with
+    ``with_types`` also every struct/class definition (language "cuda-type": CUTLASS kernels are named after
+    the types they are instantiated with, not after a __global__ function of the fork).
 
     ``label`` prefixes the reported paths (``csrc`` -> ``csrc/layernorm_kernels.cu``).
     """
@@ -447,7 +468,7 @@ def scan_cuda_sources(root: Path, label: str, origin: str = ORIGIN_VLLM_CSRC) ->
             raw = path.read_text(errors="replace")
         except OSError:
             continue
-        if "__global__" not in raw:
+        if "__global__" not in raw and not (with_types and ("struct" in raw or "class" in raw)):
             continue
         rel = f"{label}/{path.relative_to(root).as_posix()}" if label else path.relative_to(root).as_posix()
         tokens = _tokens_with_lines(_blank_comments_and_strings(raw))
@@ -484,6 +505,13 @@ def scan_cuda_sources(root: Path, label: str, origin: str = ORIGIN_VLLM_CSRC) ->
                     stack.pop()
             elif t == ";":
                 pending_ns = None
+            elif t in ("struct", "class") and with_types and i + 1 < len(tokens) and \
+                    re.match(r"[A-Za-z_]", tokens[i + 1][0]) and (i == 0 or tokens[i - 1][0] != "enum"):
+                if _is_type_definition(tokens, i + 1):
+                    name = tokens[i + 1][0].split("::")[-1]
+                    decls.append(KernelDecl(name=name, namespace="::".join(defines.get(s, s) for s in stack if s),
+                                            file=rel, line=line, is_definition=True, language="cuda-type",
+                                            origin=origin))
             elif t == "__global__":
                 parsed = _parse_global(tokens, i)
                 if parsed:
@@ -541,16 +569,26 @@ class KernelIndex:
     decls: list[KernelDecl] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)
 
+    types: list[KernelDecl] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         self._by_name: dict[str, list[KernelDecl]] = {}
-        for d in self.decls:
-            self._by_name.setdefault(d.name, []).append(d)
+        self._types: dict[str, list[KernelDecl]] = {}
+        decls, self.decls = self.decls, []
+        self.add(decls + self.types, "")
+        self.roots = [r for r in self.roots if r]
 
     def add(self, decls: Iterable[KernelDecl], root_label: str) -> None:
         for d in decls:
-            self.decls.append(d)
-            self._by_name.setdefault(d.name, []).append(d)
-        self.roots.append(root_label)
+            if d.language == "cuda-type":
+                if d not in self.types:
+                    self.types.append(d)
+                self._types.setdefault(d.name, []).append(d)
+            else:
+                self.decls.append(d)
+                self._by_name.setdefault(d.name, []).append(d)
+        if root_label:
+            self.roots.append(root_label)
 
     def find(self, name: str) -> list[KernelDecl]:
         return list(self._by_name.get(name, []))
@@ -570,6 +608,8 @@ class KernelIndex:
         if lib and not custom:
             return KernelSource(kernel, short, lib, categorize(kernel), None,
                                 note=f"library kernel ({lib}); its source is not in the fork")
+        if not matching and qualifiers == ["cutlass"]:
+            return self._cutlass_instance(kernel, short)
         if not matching:
             note = "not found in the scanned sources"
             if decls:
@@ -584,8 +624,27 @@ class KernelIndex:
         return KernelSource(kernel, short, first.origin, categorize(kernel, first.file), first.file, first.line,
                             files, note)
 
+    def _cutlass_instance(self, kernel: str, short: str) -> KernelSource:
+        """A CUTLASS template kernel (cutlass::device_kernel<...>): attributed to the first type of the
+        scanned sources named in its template arguments (e.g. vllm::c3x::ScaledEpilogue), else to CUTLASS."""
+        _, _, targs = split_kernel_name(kernel)
+        for qualified in re.findall(r"(?<![\w:])((?:[A-Za-z_]\w*::)+[A-Za-z_]\w*)", targs):
+            *ns, name = qualified.split("::")
+            if ns and ns[0] in ("cutlass", "cute", "std", "c10", "at", "torch"):
+                continue
+            hits = [d for d in self._types.get(name, []) if _namespace_key(d.namespace.split("::")) ==
+                    _namespace_key(ns)]
+            if hits:
+                d = min(hits, key=lambda h: (h.file, h.line))
+                return KernelSource(kernel, short, d.origin, categorize(kernel), d.file, d.line,
+                                    tuple(sorted({h.file for h in hits})),
+                                    f"CUTLASS kernel instantiated with {qualified}")
+        return KernelSource(kernel, short, "cutlass", categorize(kernel), None,
+                            note="CUTLASS template kernel; no type of the scanned sources in its arguments")
+
     def to_dict(self) -> dict:
-        return {"roots": self.roots, "kernels": [asdict(d) for d in self.decls]}
+        return {"roots": self.roots, "kernels": [asdict(d) for d in self.decls],
+                "types": [asdict(d) for d in self.types]}
 
 
 def build_index(fork: Path | None = None, extra_cuda: Iterable[tuple[Path, str]] = (),
@@ -598,14 +657,14 @@ def build_index(fork: Path | None = None, extra_cuda: Iterable[tuple[Path, str]]
             from workbench.errors import WorkbenchError
 
             raise WorkbenchError(f"{fork} has no csrc/: point --fork at a vLLM source tree (the submodule vllm/)")
-        index.add(scan_cuda_sources(fork / "csrc", "csrc"), f"{fork}/csrc")
+        index.add(scan_cuda_sources(fork / "csrc", "csrc", with_types=True), f"{fork}/csrc")
         if scan_triton and (fork / "vllm").is_dir():
             index.add(scan_triton_sources(fork / "vllm", "vllm", ORIGIN_VLLM_TRITON), f"{fork}/vllm")
     for root, label in extra_cuda:
         index.add(scan_cuda_sources(Path(root), label), str(root))
     if custom is not None and Path(custom).is_dir():
         custom = Path(custom)
-        index.add(scan_cuda_sources(custom, custom.name, ORIGIN_CUSTOM), str(custom))
+        index.add(scan_cuda_sources(custom, custom.name, ORIGIN_CUSTOM, with_types=True), str(custom))
         index.add(scan_triton_sources(custom, custom.name, ORIGIN_CUSTOM), str(custom))
     return index
 
