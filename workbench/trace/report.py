@@ -113,6 +113,17 @@ def print_module_stats(console: Console, rows: Sequence[ModuleStat], title: str,
     console.print(table)
 
 
+def _display_name(r: KernelStat) -> str:
+    """The qualified name with its template arguments, without return type and parameter list
+    (``vllm::rms_norm_kernel<c10::BFloat16, 8, 2>``): instantiations stay apart, the row stays short."""
+    if r.device != "cuda" or r.short_name == r.name:
+        return r.name
+    from workbench.trace.kernel_map import split_kernel_name
+
+    _, _, targs = split_kernel_name(r.name)
+    return f"{r.short_name}<{targs}>" if targs else r.short_name
+
+
 def print_kernel_table(console: Console, rows: Sequence[KernelStat], title: str, top: int, width: int = 70) -> None:
     table = _table(title)
     for col in ("kernel", "calls", "total µs", "avg µs", "%", "category", "origin", "source"):
@@ -121,7 +132,7 @@ def print_kernel_table(console: Console, rows: Sequence[KernelStat], title: str,
         src = r.source_file or ("(library)" if r.origin not in ("unknown",) else "unknown")
         if r.source_file and r.source_line:
             src = f"{r.source_file}:{r.source_line}"
-        table.add_row(_trim(r.name, width), str(r.calls), f"{r.total_time_us:.1f}", f"{r.avg_time_us:.2f}",
+        table.add_row(_trim(_display_name(r), width), str(r.calls), f"{r.total_time_us:.1f}", f"{r.avg_time_us:.2f}",
                       f"{r.percent:.1f}", r.category, r.origin, src)
     console.print(table)
     if len(rows) > top:
