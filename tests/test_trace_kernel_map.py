@@ -264,3 +264,32 @@ def test_profiler_config_route_exists_in_real_sources(tree_index, tmp_path):
     assert {"apply_model", "start_profile", "stop_profile"} <= {
         n.name for n in ast.walk(ast.parse((tree / "vllm/entrypoints/llm.py").read_text()))
         if isinstance(n, ast.FunctionDef)}
+
+
+@pytest.mark.vllm_source
+def test_profiler_config_accepted_by_real_pinned_vllm(tmp_path):
+    """The kwargs we pass construct the real 0.13.0 ProfilerConfig (imported from the sdist on CPU, in a
+    subprocess so the sdist's vllm package doesn't leak into this process)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.path.insert(0, {str(vllm_source_tree(PINNED))!r})
+try:
+    from vllm.config.profiler import ProfilerConfig
+except ModuleNotFoundError as err:
+    print("MISSING", err.name)
+    raise SystemExit(0)
+from workbench.trace.targets import vllm_profiler_setup
+kwargs, env = vllm_profiler_setup({{"profiler_config"}}, set(ProfilerConfig.__dataclass_fields__), {str(tmp_path)!r})
+config = ProfilerConfig(**kwargs["profiler_config"])
+print("OK", config.profiler, config.torch_profiler_dir, config.torch_profiler_with_stack)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    if last.startswith("MISSING"):
+        pytest.skip(f"vLLM's Python dependencies are not installed here ({last})")
+    assert last == f"OK torch {tmp_path} False"

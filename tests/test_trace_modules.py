@@ -195,3 +195,21 @@ def test_json_round_trip(traced, tmp_path):
     assert doc["kind"] == "layers" and "torch" in doc["environment"]
     assert doc["calls"] == tracer.calls[:20] and isinstance(doc["calls"][0], ModuleCall)
     assert json.loads(path.read_text())["calls"][0]["cpu_time_us"] == tracer.calls[0].cpu_time_us
+
+
+def test_decoder_layers_beat_longer_expert_lists():
+    """A MoE-style model with more experts than layers: the layers list is still the decoder layers."""
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.Linear(16, 16)
+            self.experts = nn.ModuleList(nn.Linear(16, 2) for _ in range(8))
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(Layer() for _ in range(2))
+
+    info = find_decoder_layers(Model())
+    assert (info.prefix, info.count, info.layer_type) == ("layers", 2, "Layer")

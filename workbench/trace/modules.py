@@ -149,16 +149,21 @@ class ModuleTracer:
 # ------------------------------------------------------------------------------------------------
 
 def find_decoder_layers(root: nn.Module) -> LayerInfo | None:
-    """The repeated decoder layers: the longest ``nn.ModuleList`` of same-typed modules."""
-    best: tuple[int, str, nn.ModuleList] | None = None
+    """The repeated decoder layers: the ``nn.ModuleList`` of same-typed modules holding the most parameters
+    (so a MoE layer's experts list, or a vision tower, never wins over the language model's layers)."""
+    best: tuple[tuple[int, int], str, nn.ModuleList] | None = None
     for name, module in root.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) > 0:
             types = {type(m) for m in module}
-            if len(types) == 1 and (best is None or len(module) > best[0]):
-                best = (len(module), name, module)
+            if len(types) != 1:
+                continue
+            key = (sum(p.numel() for p in module.parameters()), len(module))
+            if best is None or key > best[0]:
+                best = (key, name, module)
     if best is None:
         return None
-    count, prefix, mlist = best
+    _, prefix, mlist = best
+    count = len(mlist)
     return LayerInfo(prefix=prefix, count=count, layer_type=type(mlist[0]).__name__,
                      first_layer=f"{prefix}.0" if prefix else "0")
 
