@@ -184,9 +184,12 @@ def test_invoke_trace_dry_run(capsys):
 
     ctx = Context(Config(overrides={"workbench": {"root": str(ROOT)}}))
     trace(ctx, layers=True, max_tokens=2, hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
+    # Flags arrive as invoke parses them: integers stay integers.
+    assert {a.name: a.kind for a in trace.get_arguments()}["max_tokens"] is int
     out = capsys.readouterr().out
     assert out.strip() == ("+ python /workspace/scripts/trace_layers.py --hf-config "
-                           "/workspace/scripts/configs/qwen2-tiny.json --max-tokens 2 --out /workspace/results/trace")
+                           "/workspace/scripts/configs/qwen2-tiny.json --max-tokens 2 --top 20 "
+                           "--out /workspace/results/trace")
     from invoke.exceptions import Exit
 
     with pytest.raises(Exit, match="exactly one"):

@@ -11,7 +11,7 @@ from workbench.errors import WorkbenchError, user_errors
 from workbench.trace.command import TRACE_ENV, pick_mode, trace_command
 
 
-@task(help={
+@task(auto_shortflags=False, help={
     "layers": "per-module call counts, per-step operator summary, first decoder layer's call order + shapes",
     "modules": "detailed module records (call stack, shapes, times), grouped statistics, top-N",
     "kernels": "CUDA kernel table with each kernel's category, library and csrc/ source file; Chrome trace",
@@ -19,15 +19,15 @@ from workbench.trace.command import TRACE_ENV, pick_mode, trace_command
     "prompt": "prompt text",
     "max_tokens": "tokens to generate (1 prefill + N-1 decode steps); default 8",
     "hf_config": "trace a plain HF model from this config.json (under scripts/ or results/), random weights",
-    "top": "rows in top-N tables",
+    "top": "rows in top-N tables (default 20)",
     "out": "output folder under results/ (default results/trace)",
     "custom_gemm": "custom GEMM on (vLLM: VLLM_USE_CUSTOM_GEMM=1 plugin; HF: nn.Linear through the contract)",
     "args": "more flags for the script, e.g. \"--module-type RMSNorm --prefix layers.0.\"",
     "dry_run": "print the command instead of running it",
 })
 @user_errors
-def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=None, max_tokens=None,
-          hf_config=None, top=None, out="results/trace", custom_gemm=False, args="", dry_run=False):
+def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=None, max_tokens=8,
+          hf_config=None, top=20, out="results/trace", custom_gemm=False, args="", dry_run=False):
     """Trace the inference path inside the dev container: layers, module records or CUDA kernels."""
     settings = settings_from_context(ctx)
     mode = pick_mode(layers, modules, kernels)
