@@ -36,7 +36,11 @@ def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=No
     print("+ " + shlex.join(cmd))
     if dry_run:
         return
-    from workbench import engine  # lazily: the docker SDK is only needed to run
+    try:
+        from workbench import engine  # lazily: the docker SDK is only needed to run
+    except ImportError as err:
+        raise WorkbenchError(f"the dev container engine is unavailable ({err}): update the workbench, or run "
+                             f"{cmd[1].replace('/workspace/', '')} inside the container yourself") from None
 
     code = engine.exec_in_container(settings, cmd, env=dict(TRACE_ENV), workdir="/workspace")
     if code != 0:
