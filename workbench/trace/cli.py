@@ -189,12 +189,13 @@ def run_layers(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 def print_layers(doc: dict[str, Any], console: Console, top: int) -> None:
     from workbench.trace.records import LayerInfo
-    from workbench.trace.report import print_call_order, print_counts, print_operator_summary
+    from workbench.trace.report import print_call_order, print_counts, print_name_counts, print_operator_summary
 
     layers = doc.get("layers")
     if isinstance(layers, dict):
         layers = LayerInfo(**layers)
     print_counts(console, doc["type_counts"], f"Module calls by type ({doc['steps']} forward steps)")
+    print_name_counts(console, doc["name_counts"], doc["steps"])
     print_operator_summary(console, doc["operators"], layers, doc["steps"])
     first = layers.first_layer if layers else "?"
     print_call_order(console, doc["calls"], f"First decoder layer ({first}) call order, step 0")

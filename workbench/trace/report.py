@@ -43,6 +43,20 @@ def print_counts(console: Console, counts: dict[str, int], title: str) -> None:
     console.print(table)
 
 
+def print_name_counts(console: Console, counts: dict[str, int], steps: int) -> None:
+    """Per-module (path) call counts, folded: how many modules were called how often (all are in the JSON)."""
+    by_count: dict[int, list[str]] = {}
+    for name, n in counts.items():
+        by_count.setdefault(n, []).append(name or "<root>")
+    table = _table(f"Calls per module path ({len(counts)} modules, {steps} steps; every path is in the JSON)")
+    table.add_column("calls", justify="right")
+    table.add_column("modules", justify="right")
+    table.add_column("e.g.")
+    for n, names in sorted(by_count.items(), key=lambda kv: -kv[0]):
+        table.add_row(str(n), str(len(names)), _trim(", ".join(names[:3]), 90))
+    console.print(table)
+
+
 def print_operator_summary(console: Console, ops: Sequence[OperatorCount], layers: LayerInfo | None,
                            steps: int) -> None:
     n = layers.count if layers else 0
