@@ -53,6 +53,8 @@ def test_dev_service_spec(tmp_path, monkeypatch):
     assert targets["/cache/ccache"].type == "volume" and targets["/cache/ccache"].source == "vllm-workbench-ccache"
     for sub in ("custom_kernels", "patches", "scripts", "results"):
         assert targets[f"/workspace/{sub}"].source == str(ROOT / sub)
+    assert targets["/opt/workbench-src/workbench"].source == str(ROOT / "workbench")
+    assert targets["/opt/workbench-src/workbench"].read_only
     assert [(g.count, g.capabilities) for g in spec.gpus] == [(-1, ("gpu",))]
     assert spec.environment["HF_HOME"] == "/cache/huggingface"
 

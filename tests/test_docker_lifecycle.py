@@ -98,6 +98,8 @@ def test_up_shell_reuse_ownership_down(project, client):
     assert "reused container" in project.invoke("up", check=True).stdout
     assert client.containers.get(project.name).id == container.id
 
+    lib = project.invoke("shell", "--cmd", "python -c 'import workbench.trace; print(workbench.__file__)'")
+    assert lib.stdout.strip() == "/opt/workbench-src/workbench/__init__.py", lib.stderr
     shell = project.invoke("shell", "--cmd", "touch /workspace/results/made-inside; echo hello-from-$(id -u); exit 7")
     assert shell.returncode == 7 and f"hello-from-{TEST_UID}" in shell.stdout
     made = project.root / "results" / "made-inside"

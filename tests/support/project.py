@@ -87,6 +87,7 @@ def make_project(tmp: Path, image: str, tag: str) -> Project:
     for item in ("docker-compose.yml", "Dockerfile.dev", "tasks.py"):
         shutil.copy2(ROOT / item, tmp / item)
     shutil.copytree(ROOT / "docker", tmp / "docker")
+    shutil.copytree(ROOT / "workbench", tmp / "workbench", ignore=shutil.ignore_patterns("__pycache__"))
     for sub in ("custom_kernels", "patches", "scripts", "results"):
         (tmp / sub).mkdir()
     fork = tmp / "vllm"
