@@ -1,0 +1,134 @@
+"""The candidates the dispatcher chooses among, with their tuning spaces.
+
+A candidate is a launcher ``(x2d, w, bias, config) -> y`` plus the configs the tuner tries for an
+(M, N, K) problem and the substring its kernels carry in a profiler trace. ``cublas`` (F.linear) is
+the baseline every other candidate is measured against and the fallback for untuned shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+Config = dict[str, Any]
+Launcher = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", "Config | None"], torch.Tensor]
+
+DECODE_MAX_M = 64  # split-K tiles cover M <= 64; the persistent TMA kernel covers M >= 64
+
+
+def _cublas(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, config: Config | None = None):
+    return F.linear(x, w, bias)
+
+
+def _splitk(x, w, bias=None, config=None):
+    from .launchers import gemm_splitk
+
+    return gemm_splitk(x, w, bias, config)
+
+
+def _tma(x, w, bias=None, config=None):
+    from .launchers import gemm_tma_persistent
+
+    return gemm_tma_persistent(x, w, bias, config)
+
+
+def _tiled(x, w, bias=None, config=None):
+    from .launchers import gemm_tiled
+
+    return gemm_tiled(x, w, bias, config)
+
+
+def _cublaslt(x, w, bias=None, config=None):
+    from ..cuda.cublaslt import gemm_cublaslt
+
+    return gemm_cublaslt(x, w, bias, config)
+
+
+def _pow2_at_least(v: int, lo: int, hi: int) -> int:
+    return min(hi, max(lo, 1 << max(0, (v - 1).bit_length())))
+
+
+def splitk_space(m: int, n: int, k: int, num_sms: int = 132) -> list[Config]:
+    """Decode tiles: BLOCK_M just covers M; BLOCK_N/K and the split factor around ~2 programs per SM."""
+    if m > DECODE_MAX_M:
+        return []
+    bm = _pow2_at_least(m, 16, 64)
+    space = []
+    for bn in (32, 64, 128):
+        for bk in (128, 256):
+            k_blocks = -(-k // bk)
+            tiles = -(-n // bn) * -(-m // bm)
+            auto = max(1, min(16, -(-2 * num_sms // tiles), k_blocks))
+            splits = sorted({s for s in (1, auto // 2, auto, auto * 2) if 1 <= s <= min(16, k_blocks)})
+            for s in splits:
+                space.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": s, "num_warps": 4,
+                              "num_stages": 4 if bk == 128 else 3})
+    return space
+
+
+# Persistent TMA tiles (BM, BN, BK, warps, stages): 128x256x64/8 warps/3 stages is tutorial 09's
+# Hopper config; the narrower ones serve N <= 2048 shapes where 128x256 leaves SMs idle.
+_TMA_TILES = [
+    (128, 256, 64, 8, 3),
+    (128, 256, 64, 8, 4),
+    (128, 128, 64, 8, 4),
+    (128, 128, 128, 8, 3),
+    (128, 64, 64, 4, 4),
+    (64, 128, 64, 4, 4),
+    (64, 256, 64, 4, 4),
+]
+
+
+def tma_space(m: int, n: int, k: int, num_sms: int = 132) -> list[Config]:
+    """Prefill tiles for M >= 64, plus a warp-specialized variant of the big tile (skipped if it fails)."""
+    if m < DECODE_MAX_M:
+        return []
+    space = []
+    for bm, bn, bk, warps, stages in _TMA_TILES:
+        if bm > 64 and m <= 64:
+            continue
+        space.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": warps,
+                      "num_stages": stages, "EPI_SUBTILE": bn >= 128, "FLATTEN": True, "WARP_SPEC": False})
+    if m >= 128:
+        space.append({**space[0], "WARP_SPEC": True})
+    return space
+
+
+def cublaslt_space(m: int, n: int, k: int, num_sms: int = 132, algos: int = 4) -> list[Config]:
+    """The first few of cuBLASLt's ranked algorithms (index 0 is what the heuristic would pick)."""
+    return [{"algo": i} for i in range(algos)]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A GEMM implementation the dispatcher can pick."""
+
+    name: str
+    launch: Launcher
+    space: Callable[..., list[Config]]
+    trace_name: str  # substring of its GPU kernels' names in a profiler trace ("" = not identifiable)
+    triton: bool = False
+
+
+CANDIDATES: dict[str, Candidate] = {
+    c.name: c
+    for c in (
+        Candidate("cublas", _cublas, lambda m, n, k, num_sms=132: [{}], ""),
+        Candidate("triton_splitk", _splitk, splitk_space, "_gemm_splitk", triton=True),
+        Candidate("triton_tma", _tma, tma_space, "_gemm_tma_persistent", triton=True),
+        Candidate("triton_tiled", _tiled, lambda m, n, k, num_sms=132: [], "_gemm_tiled", triton=True),
+        Candidate("cublaslt", _cublaslt, cublaslt_space, ""),
+    )
+}
+
+
+def get_candidate(name: str) -> Candidate:
+    """Look a candidate up by name; the error lists the valid names."""
+    try:
+        return CANDIDATES[name]
+    except KeyError:
+        raise ValueError(f"unknown GEMM kernel {name!r}; choose one of {', '.join(CANDIDATES)}") from None
