@@ -1,22 +1,17 @@
-"""Optional Triton import: the package imports on machines without Triton (or without CUDA).
+"""Is Triton usable here? Answered without importing it.
 
-``TRITON_INTERPRET=1`` must be set before the kernel modules are imported (Triton picks the
-interpreter when ``@triton.jit`` runs), which is why the kernel modules are imported lazily.
+Triton decides between compiling and interpreting (``TRITON_INTERPRET=1``) when its own
+``@triton.jit`` functions are decorated, i.e. at ``import triton``. So the package never imports
+Triton at import time: the kernel modules (gemm/launchers.py, gemm/triton_kernels.py) are imported
+on the first launch, and a test can still switch the interpreter on before that.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
-try:  # Triton is optional at import time (CPU-only installs, docs builds).
-    import triton
-    import triton.language as tl
-
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - exercised only where Triton is absent
-    triton = None
-    tl = None
-    HAS_TRITON = False
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def interpreter_enabled() -> bool:

@@ -120,7 +120,7 @@ def reload_table() -> DispatchTable:
     return active_table()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpu_name(device: torch.device) -> str:
     """The table's GPU key: torch's device name (e.g. 'NVIDIA H100 80GB HBM3')."""
     return torch.cuda.get_device_name(device)

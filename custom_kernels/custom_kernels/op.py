@@ -50,7 +50,7 @@ def _runnable(choice: Choice, x: torch.Tensor, w: torch.Tensor) -> bool:
     if cand.name == "cublaslt":
         from .cuda.cublaslt import unavailable_reason
 
-        return x.is_cuda and x.dtype in _HALF + (torch.float32,) and unavailable_reason() is None
+        return x.is_cuda and x.dtype in (*_HALF, torch.float32) and unavailable_reason() is None
     return True
 
 

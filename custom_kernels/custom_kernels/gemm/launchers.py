@@ -11,8 +11,7 @@ import functools
 from typing import Any
 
 import torch
-
-from .._triton import triton
+import triton
 
 Config = dict[str, Any]
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -41,7 +40,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -134,10 +133,7 @@ def default_tma_config(m: int, n: int, k: int) -> Config:
 def tma_compatible(x: torch.Tensor, w: torch.Tensor) -> bool:
     """TMA needs a unit inner stride, 16-byte aligned base pointers and 16-byte aligned row strides."""
     size = x.element_size()
-    for t in (x, w):
-        if t.stride(1) != 1 or (t.stride(0) * size) % 16 or t.data_ptr() % 16:
-            return False
-    return True
+    return all(not (t.stride(1) != 1 or t.stride(0) * size % 16 or t.data_ptr() % 16) for t in (x, w))
 
 
 def gemm_tma_persistent(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,

@@ -41,14 +41,18 @@ class Check:
 
 
 def check_close(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-                factor: float = 2.0, atol: float | None = None) -> Check:
-    """Max abs error of ``out`` vs the fp32 reference, bounded by factor x PyTorch's error + atol."""
-    ref = reference_linear(x, w, bias)
-    if out.shape != ref.shape:
-        raise AssertionError(f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+                factor: float = 2.0, atol: float | None = None,
+                ref: tuple[torch.Tensor, float] | None = None) -> Check:
+    """Max abs error of ``out`` vs the fp32 reference, bounded by factor x PyTorch's error + atol.
+
+    ``ref`` = (reference, PyTorch's error) from ``reference_and_error`` saves recomputing them.
+    """
+    ref_out, torch_err = ref if ref is not None else reference_and_error(x, w, bias)
+    if out.shape != ref_out.shape:
+        raise AssertionError(f"shape {tuple(out.shape)} != reference {tuple(ref_out.shape)}")
     if not torch.isfinite(out).all():
-        return Check(float("inf"), 0.0, 0.0)
-    torch_err = (torch_same_dtype(x, w, bias).float() - ref).abs().max().item()
+        return Check(float("inf"), torch_err, 0.0)
+    ref = ref_out
     if atol is None:  # one unit in the last place of the output's typical magnitude
         atol = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}[x.dtype] * max(
             1.0, ref.abs().mean().item())
@@ -56,11 +60,19 @@ def check_close(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch
     return Check(max_err, torch_err, factor * torch_err + atol)
 
 
+def reference_and_error(x: torch.Tensor, w: torch.Tensor,
+                        bias: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """The fp32 reference and PyTorch's own same-dtype max abs error against it."""
+    ref = reference_linear(x, w, bias)
+    return ref, (torch_same_dtype(x, w, bias).float() - ref).abs().max().item()
+
+
 def make_operands(m: int, n: int, k: int, dtype: torch.dtype, device: str | torch.device = "cpu",
                   bias: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random operands scaled like a real layer (unit-variance activations, 1/sqrt(K) weights)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(m, k, generator=gen).to(device=device, dtype=dtype)
-    w = (torch.randn(n, k, generator=gen) / k**0.5).to(device=device, dtype=dtype)
-    b = torch.randn(n, generator=gen).to(device=device, dtype=dtype) if bias else None
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(m, k, generator=gen, device=device).to(dtype)
+    w = (torch.randn(n, k, generator=gen, device=device) / k**0.5).to(dtype)
+    b = torch.randn(n, generator=gen, device=device).to(dtype) if bias else None
     return x, w, b
