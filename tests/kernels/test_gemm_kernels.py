@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from custom_kernels.gemm.reference import check_close, make_operands
 
 # (M, N, K): M = 1, 3, 17, 333; K not a multiple of the block (100, 72 vs 32/64); odd N (33, 131).
@@ -76,7 +75,7 @@ def test_launcher_rejects_bad_shapes_with_the_fix():
 
 
 # ------------------------------------------------------------------------------------------- GPU tier
-GPU_CASES = CPU_CASES + [(64, 4096, 4096), (1024, 1152, 896), (2048, 6144, 4096), (5, 151936, 896)]
+GPU_CASES = [*CPU_CASES, (64, 4096, 4096), (1024, 1152, 896), (2048, 6144, 4096), (5, 151936, 896)]
 
 
 @pytest.mark.gpu
