@@ -79,8 +79,8 @@ def run_choice(choice: Choice, x2d: torch.Tensor, w: torch.Tensor, bias: torch.T
     return get_candidate(choice.kernel).launch(x2d, w, bias, choice.config)
 
 
-@torch.library.custom_op("custom_kernels::linear", mutates_args=())
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, layer: str = "") -> torch.Tensor:
+def _linear_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 layer: str = "") -> torch.Tensor:
     """y = x @ weight.T + bias for any leading dims of x; weight [N, K]."""
     n, k = weight.shape
     lead = x.shape[:-1]
@@ -94,6 +94,27 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return run_choice(choice, x2d, weight, bias).view(*lead, n)
 
 
-@linear.register_fake
 def _linear_fake(x, weight, bias=None, layer=""):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+SCHEMA = "(Tensor x, Tensor weight, Tensor? bias=None, str layer=\"\") -> Tensor"
+# How the op is registered. "custom_op" (default): torch.library.custom_op + register_fake.
+# "direct": Library.define + impl on the CUDA/CPU keys + register_fake, as vLLM's
+# direct_register_custom_op does to skip custom_op's Python dispatch layers (for A/B measurements).
+REGISTRATION = os.environ.get("CUSTOM_KERNELS_OP", "custom_op")
+
+if REGISTRATION == "direct":
+    _LIB = torch.library.Library("custom_kernels", "DEF")  # kept alive for the process
+    _LIB.define("linear" + SCHEMA)
+    for _key in ("CUDA", "CPU"):
+        _LIB.impl("linear", _linear_impl, _key)
+    torch.library.register_fake("custom_kernels::linear", _linear_fake, lib=_LIB)
+
+    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               layer: str = "") -> torch.Tensor:
+        """y = x @ weight.T + bias for any leading dims of x; weight [N, K]."""
+        return torch.ops.custom_kernels.linear(x, weight, bias, layer)
+else:
+    linear = torch.library.custom_op("custom_kernels::linear", _linear_impl, mutates_args=(), schema=SCHEMA)
+    linear.register_fake(_linear_fake)

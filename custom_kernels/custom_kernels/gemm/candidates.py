@@ -53,11 +53,11 @@ def _pow2_at_least(v: int, lo: int, hi: int) -> int:
     return min(hi, max(lo, 1 << max(0, (v - 1).bit_length())))
 
 
-# Split-K for mid M (64 < M <= 1024) where the output has fewer 128x128 tiles than SMs (down_proj,
+# Split-K for mid M (64 < M <= 2048) where the output has fewer 128x128 tiles than SMs (down_proj,
 # o_proj: N <= 4096 with K up to 14336): without a split, most SMs idle (Triton TMA at 0.43-0.67x
 # cuBLAS at M=128 on an H200 for those shapes). (BM, BN, BK, warps, stages).
 _MID_SPLIT_TILES = [(64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (64, 64, 128, 4, 4), (128, 64, 64, 4, 4)]
-MID_SPLIT_MAX_M = 1024
+MID_SPLIT_MAX_M = 2048
 
 
 def _mid_splitk_space(m: int, n: int, k: int, num_sms: int) -> list[Config]:
