@@ -48,9 +48,9 @@ def _runnable(choice: Choice, x: torch.Tensor, w: torch.Tensor) -> bool:
     if cand.triton:
         return triton_usable(x.device)
     if cand.name == "cublaslt":
-        from .cuda.cublaslt import unavailable_reason
+        from .cuda import cublaslt
 
-        return x.is_cuda and x.dtype in (*_HALF, torch.float32) and unavailable_reason() is None
+        return x.is_cuda and x.dtype in (*_HALF, torch.float32) and cublaslt.available()
     return True
 
 

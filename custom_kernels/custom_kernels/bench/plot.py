@@ -18,6 +18,7 @@ def plot_results(json_path: str | Path, png_path: str | Path | None = None) -> P
     rows = [r for r in data["rows"] if r["valid"]]
     shapes = sorted({(r["n"], r["k"]) for r in rows}, key=lambda s: s[0] * s[1])
     variants = ["cublas", "dispatch", "triton", "cublaslt"]
+    colors = {"cublas": "tab:gray", "dispatch": "tab:blue", "triton": "tab:orange", "cublaslt": "tab:green"}
     fig, axes = plt.subplots(len(shapes), 2, figsize=(12, 2.4 * len(shapes)), squeeze=False)
     for i, (n, k) in enumerate(shapes):
         layers = next(r["layers"] for r in rows if (r["n"], r["k"]) == (n, k))
@@ -27,9 +28,9 @@ def plot_results(json_path: str | Path, png_path: str | Path | None = None) -> P
             if not pts:
                 continue
             ms, tf, ratio = zip(*pts, strict=False)
-            axes[i][0].plot(ms, tf, marker=".", label=variant)
+            axes[i][0].plot(ms, tf, marker=".", label=variant, color=colors[variant])
             if variant != "cublas":
-                axes[i][1].plot(ms, ratio, marker=".", label=variant)
+                axes[i][1].plot(ms, ratio, marker=".", label=variant, color=colors[variant])
         axes[i][0].set_title(f"N={n} K={k} ({layers[:60]})", fontsize=8)
         axes[i][0].set_ylabel("TFLOP/s")
         axes[i][1].axhline(1.0, color="grey", linewidth=0.8)

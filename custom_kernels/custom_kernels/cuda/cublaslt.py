@@ -48,6 +48,26 @@ def load() -> None:
              verbose=os.environ.get("CUSTOM_KERNELS_VERBOSE_BUILD") == "1")
 
 
+_build_error: str | None = None
+
+
+def available() -> bool:
+    """Can the dispatcher use it? Builds on first ask; a failed build is remembered, never retried."""
+    global _build_error
+    if unavailable_reason() is not None or _build_error is not None:
+        return False
+    try:
+        load()
+    except Exception as err:  # compiler/linker errors: fall back to cuBLAS, say why once
+        _build_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        import warnings
+
+        warnings.warn(f"custom_kernels: cuBLASLt extension failed to build, using cuBLAS: {_build_error}",
+                      stacklevel=2)
+        return False
+    return True
+
+
 def gemm_cublaslt(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
                   config: dict | None = None) -> torch.Tensor:
     """y = x @ w.T + bias through cuBLASLt with the bias fused; config {"algo": i} picks the i-th heuristic."""
