@@ -36,5 +36,9 @@ __all__ = [
 
 def unquantized_gemm(layer: torch.nn.Module | None, x: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None = None) -> torch.Tensor:
-    """vLLM's unquantized GEMM hook: counted per ``layer.prefix``, dispatched by the tuned table."""
-    return torch.ops.custom_kernels.linear(x, weight, bias, getattr(layer, "prefix", None) or "")
+    """vLLM's unquantized GEMM hook: counted per ``layer.prefix``, dispatched by the tuned table.
+
+    Layers without a prefix (vLLM 0.13's ParallelLMHead keeps none) count under their class name.
+    """
+    name = getattr(layer, "prefix", None) or (type(layer).__name__ if layer is not None else "")
+    return torch.ops.custom_kernels.linear(x, weight, bias, name)

@@ -20,7 +20,8 @@ import threading
 
 import torch
 
-# layer prefix -> host calls (the contract's CALL_COUNTS; the same dict object is re-exported).
+# layer prefix (class name when a layer has none, "<unnamed>" for None) -> host calls: the contract's
+# CALL_COUNTS (the same dict object is re-exported by the package).
 CALL_COUNTS: dict[str, int] = {}
 # layer prefix -> kernel name -> host calls: which implementation the dispatcher chose.
 KERNEL_COUNTS: dict[str, dict[str, int]] = {}
