@@ -9,10 +9,10 @@ from pathlib import Path
 from invoke import Collection
 
 from workbench.config import DEFAULTS
-from workbench.tasks import container, host, trace
+from workbench.tasks import container, host, kernels, trace
 
 ns = Collection()
-for module in (container, host, trace):
+for module in (container, host, kernels, trace):
     for task in module.TASKS:
         ns.add_task(task)
 ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})

@@ -70,12 +70,15 @@ def test_image_contents(client, dev_tag):
         "id -u; id -g; python -c 'import importlib.util as u; print(u.find_spec(\"vllm\") is None)'; "
         "python -c 'import vllm_stub_dependency; print(\"dep kept\")'; echo $VIRTUAL_ENV $CCACHE_DIR; "
         "command -v ccache gdb cmake ninja git g++ pytest | wc -l; touch $VIRTUAL_ENV/writable && echo venv ok; "
-        "sudo -n true && echo sudo ok"], remove=True).decode().split("\n")
+        "sudo -n true && echo sudo ok; "
+        "cat $(python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/workbench-src.pth | tr '\\n' ' '"],
+        remove=True).decode().split("\n")
     assert out[:2] == [str(TEST_UID), str(TEST_UID)]
     assert out[2] == "True", "the preinstalled non-editable vllm must be gone"
     assert out[3] == "dep kept", "vllm's dependencies must stay"
     assert out[4] == "/opt/workbench-venv /cache/ccache"
     assert out[5] == "7" and out[6] == "venv ok" and out[7] == "sudo ok"
+    assert out[8].split() == ["/opt/workbench-src", "/workspace/custom_kernels"]
     labels = client.images.get(f"{IMAGE}:{dev_tag}").labels
     assert labels["workbench.role"] == "dev" and labels["workbench.uid"] == str(TEST_UID)
     assert labels["workbench.base-image"].startswith("workbench-test-base:")

@@ -2,22 +2,43 @@
 
 The contract with vLLM (the patch series and the plugin route both call it):
 ``unquantized_gemm(layer, x, weight, bias=None)`` computes ``x @ weight.T + bias`` for a weight of
-shape [N, K] and any leading dims of ``x``, exactly like ``torch.nn.functional.linear``.
+shape [N, K] and any leading dims of ``x``, exactly like ``torch.nn.functional.linear``. It goes
+through the torch custom op ``torch.ops.custom_kernels.linear`` (torch.compile- and CUDA-graph-safe),
+which runs the tuned winner for the GPU, dtype, shape and M bucket, and cuBLAS everywhere else.
 """
 
 from __future__ import annotations
 
 import torch
 
-__version__ = "0.1.0"
+from .counters import (
+    CALL_COUNTS,
+    KERNEL_COUNTS,
+    device_call_counts,
+    enable_device_counts,
+    reset_counts,
+)
+from .op import force_kernel, linear, select_kernel
 
-# Per-layer call counts ("did my kernel run?"): layer prefix (or "<unnamed>") -> calls.
-CALL_COUNTS: dict[str, int] = {}
+__version__ = "0.2.0"
+__all__ = [
+    "CALL_COUNTS",
+    "KERNEL_COUNTS",
+    "device_call_counts",
+    "enable_device_counts",
+    "force_kernel",
+    "linear",
+    "reset_counts",
+    "select_kernel",
+    "unquantized_gemm",
+]
 
 
 def unquantized_gemm(layer: torch.nn.Module | None, x: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None = None) -> torch.Tensor:
-    """vLLM's unquantized GEMM hook signature. Placeholder body until the kernels land: F.linear."""
-    name = getattr(layer, "prefix", None) or "<unnamed>"
-    CALL_COUNTS[name] = CALL_COUNTS.get(name, 0) + 1
-    return torch.nn.functional.linear(x, weight, bias)
+    """vLLM's unquantized GEMM hook: counted per ``layer.prefix``, dispatched by the tuned table.
+
+    Layers without a prefix (vLLM 0.13's ParallelLMHead keeps none) count under their class name.
+    """
+    name = getattr(layer, "prefix", None) or (type(layer).__name__ if layer is not None else "")
+    return torch.ops.custom_kernels.linear(x, weight, bias, name)

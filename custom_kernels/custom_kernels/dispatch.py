@@ -1,0 +1,126 @@
+"""The tuned dispatch table: which kernel (and config) wins per GPU, dtype, (N, K) and M bucket.
+
+File format (JSON, written by ``custom_kernels.tune``)::
+
+    {"schema": 1,
+     "gpus": {"NVIDIA H100 80GB HBM3": {"bfloat16": {
+         "meta": {"torch": ..., "triton": ..., "created": ...},
+         "shapes": {"1152x896": {"1": {"kernel": "triton_splitk", "config": {...}, "us": 4.1,
+                                        "cublas_us": 5.0, "speedup": 1.22,
+                                        "best_triton": {"kernel": ..., "config": ..., "us": ...}}}}}}}}
+
+Keys: shape "NxK", bucket = the M it was tuned at (powers of two 1..8192). A call with M uses the
+smallest tuned bucket >= M (the largest one beyond it). No entry, or cuBLAS won: cuBLAS (F.linear).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SCHEMA = 1
+BUCKETS: tuple[int, ...] = tuple(1 << i for i in range(14))  # 1 .. 8192
+DEFAULT_TABLE = Path(__file__).with_name("tables") / "gemm_table.json"
+DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+
+
+def bucket_for(m: int, buckets: tuple[int, ...] = BUCKETS) -> int:
+    """The tuned bucket that serves M: the smallest bucket >= M, else the largest."""
+    for b in buckets:
+        if m <= b:
+            return b
+    return buckets[-1]
+
+
+def shape_key(n: int, k: int) -> str:
+    return f"{n}x{k}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the dispatcher runs for one call."""
+
+    kernel: str
+    config: dict[str, Any] | None = None
+
+
+CUBLAS = Choice("cublas")
+
+
+@dataclass
+class DispatchTable:
+    """In-memory view of the JSON table: gpu -> dtype -> shape -> bucket -> entry."""
+
+    gpus: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def lookup(self, gpu: str, dtype: str, n: int, k: int, m: int) -> Choice:
+        """The winner for this call, or cuBLAS when the table has nothing for it."""
+        per_shape = self.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k))
+        if not per_shape:
+            return CUBLAS
+        tuned = tuple(sorted(int(b) for b in per_shape))
+        entry = per_shape.get(str(bucket_for(m, tuned)))
+        if not entry or entry.get("kernel", "cublas") == "cublas":
+            return CUBLAS
+        return Choice(entry["kernel"], entry.get("config"))
+
+    def entry(self, gpu: str, dtype: str, n: int, k: int, bucket: int) -> dict[str, Any] | None:
+        """The raw tuned entry (with best_triton and timings), for benchmarks and reports."""
+        return self.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k), {}).get(str(bucket))
+
+    def set_entries(self, gpu: str, dtype: str, shapes: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+        """Merge newly tuned shapes in (other GPUs, dtypes and shapes are kept)."""
+        slot = self.gpus.setdefault(gpu, {}).setdefault(dtype, {"meta": {}, "shapes": {}})
+        slot["meta"] = meta
+        for key, buckets in shapes.items():
+            slot["shapes"].setdefault(key, {}).update(buckets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "gpus": self.gpus}
+
+
+def read_table(path: str | Path) -> DispatchTable:
+    """Parse a table file; a missing file is an empty table, a wrong schema is an error that says so."""
+    path = Path(path)
+    if not path.exists():
+        return DispatchTable()
+    data = json.loads(path.read_text())
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: dispatch table schema {data.get('schema')!r}, expected {SCHEMA}: re-run tune")
+    return DispatchTable(gpus=data.get("gpus", {}))
+
+
+def write_table(table: DispatchTable, path: str | Path) -> Path:
+    """Write the table (sorted keys, stable diffs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table.to_json(), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def table_path() -> Path:
+    """CUSTOM_KERNELS_TABLE overrides the shipped table."""
+    return Path(os.environ.get("CUSTOM_KERNELS_TABLE") or DEFAULT_TABLE)
+
+
+@functools.lru_cache(maxsize=1)
+def active_table() -> DispatchTable:
+    """The table the op dispatches with (read once per process; ``reload_table()`` re-reads)."""
+    return read_table(table_path())
+
+
+def reload_table() -> DispatchTable:
+    active_table.cache_clear()
+    return active_table()
+
+
+@functools.cache
+def gpu_name(device: torch.device) -> str:
+    """The table's GPU key: torch's device name (e.g. 'NVIDIA H100 80GB HBM3')."""
+    return torch.cuda.get_device_name(device)

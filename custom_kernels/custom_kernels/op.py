@@ -1,0 +1,120 @@
+"""The torch custom op behind ``unquantized_gemm``: ``torch.ops.custom_kernels.linear``.
+
+A ``torch.library.custom_op`` with a fake (meta) implementation, so torch.compile(fullgraph=True)
+treats it as one opaque node (no graph break) and CUDA-graph capture records the kernels it
+launches. The real implementation picks a kernel per call (forced kernel > tuned table > cuBLAS)
+and counts the call per layer (see counters.py for what counts mean under CUDA graphs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import counters
+from ._triton import HAS_TRITON, triton_usable
+from .dispatch import CUBLAS, DTYPE_NAMES, Choice, active_table, gpu_name
+from .gemm.candidates import get_candidate
+
+_HALF = (torch.float16, torch.bfloat16)
+_forced: Choice | None = None
+
+
+@contextlib.contextmanager
+def force_kernel(name: str, config: dict | None = None) -> Iterator[None]:
+    """Run every GEMM in the block with one candidate (tests, A/B benchmarks); restores on exit."""
+    global _forced
+    get_candidate(name)  # unknown names fail here, listing the valid ones
+    previous, _forced = _forced, Choice(name, config)
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def _forced_choice() -> Choice | None:
+    if _forced is not None:
+        return _forced
+    name = os.environ.get("CUSTOM_KERNELS_FORCE")
+    return Choice(get_candidate(name).name) if name else None
+
+
+def _runnable(choice: Choice, x: torch.Tensor, w: torch.Tensor) -> bool:
+    cand = get_candidate(choice.kernel)
+    if cand.triton:
+        return triton_usable(x.device)
+    if cand.name == "cublaslt":
+        from .cuda import cublaslt
+
+        return x.is_cuda and x.dtype in (*_HALF, torch.float32) and cublaslt.available()
+    return True
+
+
+def select_kernel(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> Choice:
+    """Which implementation runs this 2-D call: forced > tuned table > cuBLAS."""
+    if os.environ.get("CUSTOM_KERNELS_DISABLE", "0") not in ("", "0"):
+        return CUBLAS
+    if x.dtype != w.dtype or (bias is not None and bias.dtype != x.dtype) or x.shape[0] == 0 or x.shape[1] == 0:
+        return CUBLAS
+    forced = _forced_choice()
+    if forced is not None:
+        return forced if _runnable(forced, x, w) else CUBLAS
+    if not (x.is_cuda and x.dtype in _HALF and HAS_TRITON):
+        return CUBLAS  # fp32 and CPU tensors: F.linear is the correct (and only tuned) path
+    choice = active_table().lookup(gpu_name(x.device), DTYPE_NAMES[x.dtype], w.shape[0], w.shape[1], x.shape[0])
+    if choice.kernel == "triton_tma":
+        from .gemm.launchers import tma_compatible
+
+        if not tma_compatible(x, w):  # would need a copy: the table's timing no longer holds
+            return CUBLAS
+    return choice if _runnable(choice, x, w) else CUBLAS
+
+
+def run_choice(choice: Choice, x2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Launch one candidate on a 2-D problem."""
+    return get_candidate(choice.kernel).launch(x2d, w, bias, choice.config)
+
+
+def _linear_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 layer: str = "") -> torch.Tensor:
+    """y = x @ weight.T + bias for any leading dims of x; weight [N, K]."""
+    n, k = weight.shape
+    lead = x.shape[:-1]
+    x2d = x.reshape(-1, k)
+    choice = select_kernel(x2d, weight, bias)
+    name = layer or "<unnamed>"
+    counters.record_call(name, choice.kernel)
+    counters.record_device_call(name, x.device)
+    if choice.kernel == "cublas":
+        return F.linear(x, weight, bias)
+    return run_choice(choice, x2d, weight, bias).view(*lead, n)
+
+
+def _linear_fake(x, weight, bias=None, layer=""):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+SCHEMA = "(Tensor x, Tensor weight, Tensor? bias=None, str layer=\"\") -> Tensor"
+# How the op is registered. "custom_op" (default): torch.library.custom_op + register_fake.
+# "direct": Library.define + impl on the CUDA/CPU keys + register_fake, as vLLM's
+# direct_register_custom_op does to skip custom_op's Python dispatch layers (for A/B measurements).
+REGISTRATION = os.environ.get("CUSTOM_KERNELS_OP", "custom_op")
+
+if REGISTRATION == "direct":
+    _LIB = torch.library.Library("custom_kernels", "DEF")  # kept alive for the process
+    _LIB.define("linear" + SCHEMA)
+    for _key in ("CUDA", "CPU"):
+        _LIB.impl("linear", _linear_impl, _key)
+    torch.library.register_fake("custom_kernels::linear", _linear_fake, lib=_LIB)
+
+    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               layer: str = "") -> torch.Tensor:
+        """y = x @ weight.T + bias for any leading dims of x; weight [N, K]."""
+        return torch.ops.custom_kernels.linear(x, weight, bias, layer)
+else:
+    linear = torch.library.custom_op("custom_kernels::linear", _linear_impl, mutates_args=(), schema=SCHEMA)
+    linear.register_fake(_linear_fake)

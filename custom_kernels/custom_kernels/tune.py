@@ -1,0 +1,212 @@
+"""Build the dispatch table: time every candidate config against cuBLAS per shape and M bucket.
+
+    python -m custom_kernels.tune --model llama-3-8b --tp 1 --dtype bfloat16
+
+For each linear shape of the model(s) (models.py) and each M bucket, cuBLAS (F.linear) and every
+config of every candidate are checked for correctness, then timed in the same process with the
+same method (bench/timing.py). A candidate wins a bucket only if it beats cuBLAS by ``margin``
+(default 3%, above the run-to-run spread), else the bucket says cuBLAS. The best Triton config is
+stored too (``best_triton``), so the benchmark can report the Triton kernels' own ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .dispatch import BUCKETS, DEFAULT_TABLE, DTYPE_NAMES, read_table, shape_key, write_table
+from .gemm.candidates import CANDIDATES
+from .gemm.reference import check_close, make_operands, reference_and_error
+from .models import available_models, linear_shapes
+
+DEFAULT_KERNELS = ("triton_splitk", "triton_tma", "cublaslt")
+DTYPES = {v: k for k, v in DTYPE_NAMES.items() if k != torch.float32}
+
+
+@dataclass
+class Measured:
+    """One timed (kernel, config) for one problem."""
+
+    kernel: str
+    config: dict[str, Any] | None
+    us: float
+    p20_us: float
+    p80_us: float
+
+
+def operand_copies(m: int, n: int, k: int, dtype: torch.dtype, bias: bool,
+                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Distinct operand sets so that one pass over them streams >= 3x L2 from HBM."""
+    from .bench.timing import copies_needed
+
+    per_call = (m * k + n * k + m * n + (n if bias else 0)) * torch.empty((), dtype=dtype).element_size()
+    return [make_operands(m, n, k, dtype, device, bias, seed=i) for i in range(copies_needed(per_call, device))]
+
+
+def time_kernel(launch: Callable, copies, config, reps: int):
+    """Median/p20/p80 of one (launcher, config) over the rotating copies."""
+    from .bench.timing import time_calls
+
+    calls = [(lambda x=x, w=w, b=b: launch(x, w, b, config)) for x, w, b in copies]
+    return time_calls(calls, reps=reps)
+
+
+def candidate_configs(name: str, m: int, n: int, k: int, x, w, bias, num_sms: int) -> list[dict]:
+    if name == "cublaslt":
+        from .cuda.cublaslt import num_algos
+
+        return [{"algo": i} for i in range(min(4, num_algos(x, w, bias is not None)))]
+    return CANDIDATES[name].space(m, n, k, num_sms)
+
+
+def tune_problem(n: int, k: int, bias: bool, m: int, dtype: torch.dtype, kernels: Iterable[str], reps: int,
+                 log: Callable[[str], None]) -> tuple[Measured, list[Measured]]:
+    """cuBLAS and every correct candidate config for one (N, K, M), fastest first."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    num_sms = torch.cuda.get_device_properties(device).multi_processor_count
+    copies = operand_copies(m, n, k, dtype, bias, device)
+    x, w, b = copies[0]
+    ref = reference_and_error(x, w, b)
+    t = time_kernel(CANDIDATES["cublas"].launch, copies, None, reps)
+    cublas = Measured("cublas", None, t.median_us, t.p20_us, t.p80_us)
+    results: list[Measured] = []
+    for name in kernels:
+        try:
+            configs = candidate_configs(name, m, n, k, x, w, b, num_sms)
+        except Exception as err:  # e.g. the CUDA extension can't build here
+            log(f"  skip {name}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+            continue
+        for cfg in configs:
+            try:
+                out = CANDIDATES[name].launch(x, w, b, cfg)
+                check = check_close(out, x, w, b, ref=ref)
+                if not check.ok:
+                    log(f"  WRONG {name} {cfg}: err {check.max_err:.3g} > {check.bound:.3g}")
+                    continue
+                t = time_kernel(CANDIDATES[name].launch, copies, cfg, reps)
+            except Exception as err:  # a config that doesn't compile (shared memory, WS) is skipped
+                log(f"  fail {name} {cfg}: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+                continue
+            results.append(Measured(name, cfg, t.median_us, t.p20_us, t.p80_us))
+    del copies
+    results.sort(key=lambda r: r.us)
+    return cublas, results
+
+
+def make_entry(cublas: Measured, results: list[Measured], margin: float) -> dict[str, Any]:
+    """The table entry: the winner (cuBLAS unless beaten by ``margin``) and the best Triton config."""
+    best = results[0] if results else None
+    winner = best if best is not None and cublas.us / best.us >= margin else cublas
+    entry: dict[str, Any] = {"kernel": winner.kernel, "config": winner.config, "us": round(winner.us, 3),
+                             "cublas_us": round(cublas.us, 3), "speedup": round(cublas.us / winner.us, 4)}
+    triton = [r for r in results if CANDIDATES[r.kernel].triton]
+    if triton:
+        entry["best_triton"] = {"kernel": triton[0].kernel, "config": triton[0].config, "us": round(triton[0].us, 3),
+                                "ratio": round(cublas.us / triton[0].us, 4)}
+    lt = [r for r in results if r.kernel == "cublaslt"]
+    if lt:
+        entry["best_cublaslt"] = {"config": lt[0].config, "us": round(lt[0].us, 3),
+                                  "ratio": round(cublas.us / lt[0].us, 4)}
+    return entry
+
+
+def environment() -> dict[str, Any]:
+    """GPU, driver and versions recorded with every table and result."""
+    import triton
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {"gpu": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "triton": triton.__version__, "python": platform.python_version(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def tune(models: Iterable[str], dtype: str = "bfloat16", tp: int = 1, buckets: Iterable[int] = BUCKETS,
+         kernels: Iterable[str] = DEFAULT_KERNELS, margin: float = 1.03, reps: int = 9,
+         log: Callable[[str], None] = print,
+         on_shape: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+         ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Tune every distinct shape of ``models``; returns (table shapes, raw measurements).
+
+    ``on_shape(table_so_far)`` runs after each shape, so a caller can save partial progress.
+    """
+    torch_dtype = DTYPES[dtype]
+    kernels = tuple(kernels)
+    shapes: dict[tuple[int, int], bool] = {}
+    names: dict[tuple[int, int], list[str]] = {}
+    for model in models:
+        for s in linear_shapes(model, tp=tp):
+            shapes[(s.n, s.k)] = shapes.get((s.n, s.k), False) or s.bias
+            names.setdefault((s.n, s.k), []).append(f"{s.model}.{s.layer}")
+    table: dict[str, dict[str, Any]] = {}
+    raw: list[dict[str, Any]] = []
+    for (n, k), bias in shapes.items():
+        per_bucket = table.setdefault(shape_key(n, k), {})
+        for m in buckets:
+            cublas, results = tune_problem(n, k, bias, m, torch_dtype, kernels, reps, log)
+            entry = per_bucket[str(m)] = make_entry(cublas, results, margin)
+            raw.append({"n": n, "k": k, "m": m, "bias": bias, "layers": names[(n, k)], "cublas": asdict(cublas),
+                        "results": [asdict(r) for r in results]})
+            bt = entry.get("best_triton", {})
+            log(f"{n:>7}x{k:<6} M={m:<5} cublas {cublas.us:9.2f} us | best {entry['kernel']:<14} "
+                f"{entry['us']:9.2f} us ({entry['speedup']:.3f}x) | triton {bt.get('ratio', 0):.3f}x")
+            torch.cuda.empty_cache()
+        if on_shape is not None:
+            on_shape(table)
+    return table, raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m custom_kernels.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help=f"model config (name or path; repeatable); default all of "
+                        f"{available_models()}")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size the shapes are split for")
+    parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="GEMM dtype")
+    parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)), help="comma-separated M buckets")
+    parser.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"candidates among {list(CANDIDATES)}")
+    parser.add_argument("--margin", type=float, default=1.03, help="speedup over cuBLAS a candidate needs to win")
+    parser.add_argument("--reps", type=int, default=9, help="timed graph replays per config")
+    parser.add_argument("--table", default=str(DEFAULT_TABLE), help="table file to merge the results into")
+    parser.add_argument("--raw", help="also write every measurement to this JSON file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: tune needs a CUDA GPU (run it in the dev container on the GPU host)", file=sys.stderr)
+        return 2
+    unknown = [k for k in args.kernels.split(",") if k not in CANDIDATES]
+    if unknown:
+        print(f"error: unknown kernels {unknown}; choose among {list(CANDIDATES)}", file=sys.stderr)
+        return 2
+    try:
+        models = args.model or available_models()
+        for model in models:
+            linear_shapes(model, tp=args.tp)  # fail fast on a bad name or TP size, before any GPU work
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    env = environment()
+    meta = {**env, "models": models, "tp": args.tp, "margin": args.margin}
+
+    def save(shapes: dict[str, dict[str, Any]]) -> Path:  # merged into the file after every shape
+        table = read_table(args.table)
+        table.set_entries(env["gpu"], args.dtype, shapes, meta)
+        return write_table(table, args.table)
+
+    shapes, raw = tune(models, args.dtype, args.tp, [int(b) for b in args.buckets.split(",")],
+                       args.kernels.split(","), args.margin, args.reps, on_shape=save)
+    path = save(shapes)
+    print(f"wrote {path} ({len(shapes)} shapes for {env['gpu']}, {args.dtype})")
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"env": env, "measurements": raw}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

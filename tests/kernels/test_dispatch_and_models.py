@@ -1,0 +1,131 @@
+"""Dispatch table, M buckets, model shapes and the tuner's winner rule (pure logic, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
+from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
+from custom_kernels.models import available_models, linear_shapes, resolve_config
+from custom_kernels.tune import Measured, make_entry
+
+from custom_kernels import dispatch
+
+
+@pytest.mark.parametrize(("m", "bucket"), [(1, 1), (3, 4), (17, 32), (64, 64), (333, 512), (8192, 8192), (9000, 8192)])
+def test_bucket_is_smallest_tuned_at_least_m(m, bucket):
+    assert bucket_for(m) == bucket
+
+
+def test_lookup_uses_the_bucket_winner_and_cublas_elsewhere():
+    table = DispatchTable()
+    cfg = {"BLOCK_N": 64, "SPLIT_K": 4}
+    table.set_entries("GPU X", "bfloat16", {shape_key(4096, 4096): {
+        "1": {"kernel": "triton_splitk", "config": cfg}, "16": {"kernel": "cublas", "config": None},
+        "1024": {"kernel": "triton_tma", "config": {}}}}, {"created": "now"})
+    assert table.lookup("GPU X", "bfloat16", 4096, 4096, 1) == Choice("triton_splitk", cfg)
+    assert table.lookup("GPU X", "bfloat16", 4096, 4096, 9).kernel == "cublas"  # bucket 16 says cuBLAS
+    assert table.lookup("GPU X", "bfloat16", 4096, 4096, 333).kernel == "triton_tma"  # smallest tuned >= 333
+    assert table.lookup("GPU X", "bfloat16", 4096, 4096, 5000).kernel == "triton_tma"  # beyond: largest
+    assert table.lookup("GPU X", "float16", 4096, 4096, 1).kernel == "cublas"  # other dtype: untuned
+    assert table.lookup("GPU Y", "bfloat16", 4096, 4096, 1).kernel == "cublas"  # other GPU
+    assert table.lookup("GPU X", "bfloat16", 4096, 1024, 1).kernel == "cublas"  # other shape
+
+
+def test_table_round_trip_merges_and_rejects_other_schemas(tmp_path):
+    path = tmp_path / "t.json"
+    first = DispatchTable()
+    first.set_entries("A", "bfloat16", {"8x8": {"1": {"kernel": "cublas"}}}, {})
+    write_table(first, path)
+    second = read_table(path)
+    second.set_entries("B", "float16", {"8x8": {"1": {"kernel": "triton_splitk", "config": {}}}}, {})
+    write_table(second, path)
+    merged = read_table(path)
+    assert set(merged.gpus) == {"A", "B"}
+    assert read_table(tmp_path / "missing.json").gpus == {}
+    path.write_text(json.dumps({"schema": 99, "gpus": {}}))
+    with pytest.raises(ValueError, match="re-run tune"):
+        read_table(path)
+
+
+def test_winner_needs_the_margin_and_best_triton_is_kept():
+    cublas = Measured("cublas", None, 10.0, 9.9, 10.1)
+    close = [Measured("triton_splitk", {"SPLIT_K": 2}, 9.8, 9.7, 9.9)]
+    entry = make_entry(cublas, close, margin=1.03)
+    assert entry["kernel"] == "cublas" and entry["best_triton"]["ratio"] == pytest.approx(10 / 9.8, rel=1e-3)
+    clear = [Measured("cublaslt", {"algo": 1}, 9.0, 8.9, 9.1), *close]
+    entry = make_entry(cublas, clear, margin=1.03)
+    assert entry["kernel"] == "cublaslt" and entry["speedup"] == pytest.approx(10 / 9.0, rel=1e-3)
+    assert entry["best_cublaslt"]["config"] == {"algo": 1}
+
+
+def test_shipped_table_is_valid_and_covers_the_shipped_models():
+    table = read_table(dispatch.DEFAULT_TABLE)
+    assert table.gpus, "the tuned table ships with at least one GPU"
+    for gpu, per_dtype in table.gpus.items():
+        for dtype, slot in per_dtype.items():
+            assert dtype in ("bfloat16", "float16")
+            shapes = slot["shapes"]
+            for model in available_models():
+                for s in linear_shapes(model):
+                    assert shape_key(s.n, s.k) in shapes, f"{gpu}/{dtype}: {model} {s.layer} untuned"
+            for key, buckets in shapes.items():
+                for bucket, entry in buckets.items():
+                    assert int(bucket) in BUCKETS
+                    assert entry["kernel"] in CANDIDATES, f"{key}@{bucket}: unknown {entry['kernel']}"
+                    if entry["kernel"] != "cublas":
+                        assert entry["speedup"] >= slot["meta"]["margin"]
+
+
+def test_model_shapes_follow_vllm_fusion_and_tensor_parallelism():
+    llama = {s.layer: (s.n, s.k) for s in linear_shapes("llama-3-8b")}
+    assert llama == {"qkv_proj": (6144, 4096), "o_proj": (4096, 4096), "gate_up_proj": (28672, 4096),
+                     "down_proj": (4096, 14336), "lm_head": (128256, 4096)}
+    tp8 = {s.layer: (s.n, s.k) for s in linear_shapes("llama-3-8b", tp=8)}
+    assert tp8["qkv_proj"] == (512 + 2 * 128, 4096)  # 8 KV heads over 8 ranks: one each
+    assert tp8["down_proj"] == (4096, 1792) and tp8["lm_head"] == (16032, 4096)
+    qwen = {s.layer: s for s in linear_shapes("qwen2.5-0.5b")}
+    assert qwen["qkv_proj"].bias and (qwen["qkv_proj"].n, qwen["qkv_proj"].k) == (1152, 896)
+    tiny16 = {s.layer: s.n for s in linear_shapes("tinyllama-1.1b", tp=16)}
+    assert tiny16["qkv_proj"] == 2 * 64 + 2 * 64  # 4 KV heads replicated: one per rank
+    unfused = [s.layer for s in linear_shapes("tinyllama-1.1b", fused=False)]
+    assert unfused[:3] == ["q_proj", "k_proj", "v_proj"]
+
+
+def test_bad_model_and_tp_say_what_to_do():
+    with pytest.raises(FileNotFoundError, match="llama-3-8b"):
+        resolve_config("no-such-model")
+    with pytest.raises(ValueError, match="pick a divisor"):
+        linear_shapes("qwen2.5-0.5b", tp=3)
+
+
+def test_tuning_spaces_fit_shared_memory_and_cover_the_ranges():
+    for m in (1, 16, 64):
+        space = splitk_space(m, 4096, 4096)
+        assert space and all((c["BLOCK_M"] + c["BLOCK_N"]) * c["BLOCK_K"] * 2 * c["num_stages"] <= 225 * 1024
+                              for c in space)
+    assert splitk_space(128, 4096, 14336)  # few output tiles, long K: split-K offered
+    assert not splitk_space(4096, 4096, 4096)
+    assert not tma_space(16, 4096, 4096) and all(c["BLOCK_M"] <= 64 for c in tma_space(64, 4096, 4096))
+
+
+def test_env_force_and_disable(monkeypatch):
+    import custom_kernels as ck
+
+    x, w = torch.randn(2, 16), torch.randn(8, 16)
+    monkeypatch.setenv("CUSTOM_KERNELS_FORCE", "cublas")
+    assert ck.select_kernel(x, w, None).kernel == "cublas"
+    monkeypatch.setenv("CUSTOM_KERNELS_FORCE", "bogus")
+    with pytest.raises(ValueError, match="choose one of"):
+        ck.select_kernel(x, w, None)
+    monkeypatch.setenv("CUSTOM_KERNELS_DISABLE", "1")
+    assert ck.select_kernel(x, w, None).kernel == "cublas"
+
+
+def test_device_counts_are_empty_when_off():
+    import custom_kernels as ck
+
+    ck.reset_counts()
+    assert ck.device_call_counts() == {}

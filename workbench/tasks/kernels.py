@@ -1,0 +1,49 @@
+"""Tasks for custom_kernels: tune the GEMM dispatch table, benchmark the kernels against cuBLAS."""
+
+from __future__ import annotations
+
+from invoke import task
+
+from ..config import settings_from_context
+from ..errors import WorkbenchError, user_errors
+from ..kernels import bench_command, run_kernel_command, tune_command
+
+_COMMON_HELP = {
+    "model": "model config: a shipped name (qwen2.5-0.5b, tinyllama-1.1b, llama-3-8b) or a config.json "
+             "under custom_kernels/; repeatable; default: all shipped",
+    "tp": "tensor-parallel size the linear shapes are split for (default 1)",
+    "dtype": "GEMM dtype: bfloat16 (default) or float16",
+    "here": "run in this host's Python instead of the dev container (a GPU host without Docker)",
+    "dry_run": "print the command, run nothing",
+}
+
+
+def _finish(ctx, cmd: list[str], here: bool, dry_run: bool, what: str) -> None:
+    print(("(dry run) " if dry_run else "") + ("here: " if here else "in the container: ") + " ".join(cmd))
+    if dry_run:
+        return
+    code = run_kernel_command(settings_from_context(ctx), cmd, here=here)
+    if code != 0:
+        raise WorkbenchError(f"{what} exited with {code}: see its output above")
+
+
+@task(iterable=["model"], help={**_COMMON_HELP,
+                                "buckets": "comma-separated M buckets to tune (default 1,2,4,...,8192)",
+                                "kernels": "candidates to try (default triton_splitk,triton_tma,cublaslt)"})
+@user_errors
+def tune(ctx, model=None, tp=1, dtype="bfloat16", buckets="", kernels="", here=False, dry_run=False):
+    """Measure every GEMM candidate vs cuBLAS for a model's shapes; merge the winners into the dispatch table."""
+    root = settings_from_context(ctx).root
+    _finish(ctx, tune_command(root, list(model or []), int(tp), dtype, buckets, kernels), here, dry_run, "tune")
+
+
+@task(iterable=["model"], help={**_COMMON_HELP, "m": "comma-separated M values (default 1,2,4,...,8192)",
+                                "plot": "draw the PNG (default on; --no-plot to skip)"})
+@user_errors
+def bench_kernels(ctx, model=None, tp=1, dtype="bfloat16", m="", plot=True, here=False, dry_run=False):
+    """GEMM microbenchmark: dispatch path, Triton and cuBLASLt vs cuBLAS; CSV/JSON/PNG per GPU."""
+    root = settings_from_context(ctx).root
+    _finish(ctx, bench_command(root, list(model or []), int(tp), dtype, m, plot), here, dry_run, "benchmark")
+
+
+TASKS = [tune, bench_kernels]
