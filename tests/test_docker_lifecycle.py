@@ -71,7 +71,8 @@ def test_image_contents(client, dev_tag):
         "python -c 'import vllm_stub_dependency; print(\"dep kept\")'; echo $VIRTUAL_ENV $CCACHE_DIR; "
         "command -v ccache gdb cmake ninja git g++ pytest | wc -l; touch $VIRTUAL_ENV/writable && echo venv ok; "
         "sudo -n true && echo sudo ok; "
-        "cat $(python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/workbench-src.pth | tr '\\n' ' '"],
+        "pth=$(python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/workbench-src.pth; "
+        "tr '\\n' ' ' < $pth"],
         remove=True).decode().split("\n")
     assert out[:2] == [str(TEST_UID), str(TEST_UID)]
     assert out[2] == "True", "the preinstalled non-editable vllm must be gone"

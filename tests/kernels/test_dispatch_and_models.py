@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+
+from custom_kernels import dispatch
 from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
 from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
 from custom_kernels.models import available_models, linear_shapes, resolve_config
 from custom_kernels.tune import Measured, make_entry
-
-from custom_kernels import dispatch
 
 
 @pytest.mark.parametrize(("m", "bucket"), [(1, 1), (3, 4), (17, 32), (64, 64), (333, 512), (8192, 8192), (9000, 8192)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from custom_kernels.gemm.reference import check_close, make_operands
 
 # (M, N, K): M = 1, 3, 17, 333; K not a multiple of the block (100, 72 vs 32/64); odd N (33, 131).

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from custom_kernels.gemm.reference import check_close, make_operands
 
 import custom_kernels as ck
+from custom_kernels.gemm.reference import check_close, make_operands
 
 
 class Layer(torch.nn.Module):
