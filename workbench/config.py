@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "service": "dev",
     # The vLLM fork (a git submodule by default), relative to the project root or absolute.
     "fork": "vllm",
-    "hf_cache": "~/.cache/huggingface",
+    # Host Hugging Face cache; empty: $HF_HOME, else ~/.cache/huggingface (what the hub client uses).
+    "hf_cache": "",
     "results": "results",
     "ccache_volume": "vllm-workbench-ccache",
     # "all", "none" or a comma-separated list of GPU indices.
@@ -51,7 +52,7 @@ class Settings:
     compose_file: str = DEFAULTS["compose_file"]
     service: str = DEFAULTS["service"]
     fork: str = DEFAULTS["fork"]
-    hf_cache: str = DEFAULTS["hf_cache"]
+    hf_cache: str = ""
     results: str = DEFAULTS["results"]
     ccache_volume: str = DEFAULTS["ccache_volume"]
     gpus: str = DEFAULTS["gpus"]
@@ -93,6 +94,14 @@ class Settings:
     @property
     def fork_path(self) -> Path:
         return self.path(self.fork)
+
+    @property
+    def hf_cache_path(self) -> Path:
+        return self.path(self.hf_cache or os.environ.get("HF_HOME") or "~/.cache/huggingface")
+
+    @property
+    def results_path(self) -> Path:
+        return self.path(self.results)
 
     @property
     def compose_path(self) -> Path:

@@ -1,3 +1,39 @@
-"""Tasks (filled in by the foundation issue)."""
+"""Tasks about the host: doctor (preconditions with fixes) and gpus (NVML table)."""
 
-TASKS: list = []
+from __future__ import annotations
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from workbench.config import settings_from_context
+from workbench.errors import user_errors
+from workbench.ui import console, print_checks, print_gpus
+
+
+@task
+@user_errors
+def doctor(ctx):
+    """Check every precondition (daemon, NVIDIA runtime, GPUs, fork, HF cache, disk, UID) with the fix."""
+    from workbench import doctor as doctor_mod
+
+    checks = doctor_mod.run_checks(settings_from_context(ctx))
+    print_checks(checks)
+    failed = [c for c in checks if c.status == doctor_mod.FAIL]
+    if failed:
+        raise Exit(f"{len(failed)} check(s) failed: apply the fixes above", code=1)
+
+
+@task(help={"select": "Only these GPUs: all (default) or indices like 0,1"})
+@user_errors
+def gpus(ctx, select="all"):
+    """List GPUs through NVML and the TORCH_CUDA_ARCH_LIST they imply."""
+    from workbench import gpus as gpus_mod
+
+    found = gpus_mod.select(gpus_mod.query_gpus(), select)
+    driver = gpus_mod.driver_info()
+    print_gpus(found, driver)
+    if found:
+        console.print(f"TORCH_CUDA_ARCH_LIST={gpus_mod.torch_cuda_arch_list(found)}")
+
+
+TASKS = [doctor, gpus]
