@@ -53,29 +53,34 @@ def check_python() -> Check:
                  "rebuild the image (invoke build): the venv /opt/workbench-venv must be first on PATH and yours")
 
 
-def check_torch() -> Check:
-    rc, out = _probe("import torch; print(torch.__version__, torch.version.cuda or 'cpu')")
-    if rc == 0:
-        version, cuda = out.split()
-        return Check("torch", "ok", f"torch {version} (CUDA {cuda})")
-    return Check("torch", "broken", f"import torch failed: {out}",
-                 "the base image provides torch: rebuild on vllm/vllm-openai (invoke build)")
+_TORCH_PROBE = (
+    "import torch; n = torch.cuda.device_count(); "
+    "print(torch.__version__, torch.version.cuda or 'cpu', n, "
+    "'; '.join(torch.cuda.get_device_name(i) for i in range(n)))"
+)
 
 
-def check_cuda(torch_ok: bool) -> Check:
-    if torch_ok:
-        rc, out = _probe("import torch; n = torch.cuda.device_count(); "
-                         "print(n, '; '.join(torch.cuda.get_device_name(i) for i in range(n)))")
-        if rc == 0 and out.split(" ", 1)[0] not in ("", "0"):
-            n, names = out.split(" ", 1)
-            return Check("cuda", "ok", f"{n} GPU(s) visible: {names}")
-        if rc != 0:
-            return Check("cuda", "broken", f"CUDA query failed: {out}",
-                         "check the NVIDIA driver on the host (nvidia-smi) and `invoke doctor`")
+def check_torch_and_cuda() -> list[Check]:
+    """One interpreter imports torch for both checks (an import costs seconds)."""
+    rc, out = _probe(_TORCH_PROBE)
+    if rc != 0:
+        torch = Check("torch", "broken", f"import torch (or its CUDA query) failed: {out}",
+                      "the base image provides torch: rebuild on vllm/vllm-openai (invoke build)")
+        return [torch, _cuda_without_torch()]
+    version, cuda, n, *names = out.split(" ", 3)
+    torch = Check("torch", "ok", f"torch {version} (CUDA {cuda})")
+    if n != "0":
+        return [torch, Check("cuda", "ok", f"{n} GPU(s) visible: {' '.join(names)}")]
+    return [torch, _cuda_without_torch(torch_sees_none=True)]
+
+
+def _cuda_without_torch(torch_sees_none: bool = False) -> Check:
     devices = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
-    if devices:
+    if devices and torch_sees_none:
         return Check("cuda", "broken", f"{len(devices)} NVIDIA device node(s) but torch sees no GPU",
                      "driver/runtime mismatch: run `invoke doctor` on the host")
+    if devices:
+        return Check("cuda", "info", f"{len(devices)} NVIDIA device node(s); torch is needed to use them")
     return Check("cuda", "info", "no GPU visible (fine on a GPU-less host: CPU-only work, Triton interpreter)",
                  "for GPUs: a host with the NVIDIA container toolkit and .devcontainer/devcontainer.json")
 
@@ -127,10 +132,22 @@ def check_custom_kernels(torch_ok: bool) -> Check:
     return Check("custom_kernels", "broken", f"{KERNELS} is not mounted", "reopen the container from the workbench")
 
 
-def run_checks() -> list[Check]:
-    checks = [check_python(), check_torch()]
-    torch_ok = checks[-1].status == "ok"
-    checks += [check_cuda(torch_ok), check_vllm(), check_custom_kernels(torch_ok)]
+CHECKS = ("python", "torch", "cuda", "vllm", "custom_kernels")
+
+
+def run_checks(only: set[str] | None = None) -> list[Check]:
+    """The checks in order; ``only`` limits them to some names (tests, quick re-checks)."""
+    wanted = only or set(CHECKS)
+    checks = [check_python()] if "python" in wanted else []
+    torch_ok = True
+    if wanted & {"torch", "cuda"}:
+        pair = check_torch_and_cuda()
+        torch_ok = pair[0].status == "ok"
+        checks += [c for c in pair if c.name in wanted]
+    if "vllm" in wanted:
+        checks.append(check_vllm())
+    if "custom_kernels" in wanted:
+        checks.append(check_custom_kernels(torch_ok))
     return checks
 
 
@@ -138,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when something is broken")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(CHECKS)}")
     args = parser.parse_args(argv)
-    checks = run_checks()
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if only - set(CHECKS):
+        parser.error(f"--only {args.only}: unknown check(s) {sorted(only - set(CHECKS))}; valid: {', '.join(CHECKS)}")
+    checks = run_checks(only)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
