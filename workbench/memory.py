@@ -43,6 +43,8 @@ CUDA_CONTEXT_BYTES = 512 * MiB
 NCCL_BYTES = 256 * MiB
 NON_TORCH_BYTES = 256 * MiB  # cuBLAS workspaces, attention-backend buffers grown during profile_run
 CUDAGRAPH_BYTES = 512 * MiB  # typical "Graph capturing finished ... took 0.5 GiB" for small/medium models
+# Left free for the other processes on the GPU to grow into (their usage is measured once, now).
+RESERVE_BYTES = 1 * GiB
 
 # Model dtypes (ModelConfig dtype) and KV cache dtypes (CacheConfig.cache_dtype, 0.13.0 CacheDType).
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
@@ -246,6 +248,7 @@ class MemoryPlan:
     activation_bytes: int
     non_torch_bytes: int
     outside_budget_bytes: int  # CUDA context + NCCL + CUDA graphs + vLLM's 150 MiB redundancy
+    reserve_bytes: int  # kept free for the other processes' growth
     gpu: GpuMemory
     gpu_memory_utilization: float
     requested_bytes: int
@@ -287,7 +290,8 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
                 max_num_batched_tokens: int | None = None, kv_cache_dtype: str = "auto", dtype: str = "auto",
                 tp: int = 1, block_size: int = DEFAULT_BLOCK_SIZE, enforce_eager: bool = False,
                 activation_bytes: int | None = None, non_torch_bytes: int | None = None,
-                cudagraph_bytes: int | None = None, usage: str = "llm") -> MemoryPlan:
+                cudagraph_bytes: int | None = None, usage: str = "llm",
+                reserve_bytes: int = RESERVE_BYTES) -> MemoryPlan:
     """Size weights, activations and the KV pool as vLLM 0.13.0 would, and pick a gpu_memory_utilization.
 
     The recommendation is the smallest utilization whose KV pool holds max_num_seqs sequences of
@@ -328,7 +332,7 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
     total = gpu.total_bytes
     # Startup check (init_device): free memory after the context/NCCL must cover total * utilization;
     # CUDA graphs and the redundancy buffer also need to fit afterwards.
-    max_util = min(1.0, _floor2((gpu.free_bytes - outside) / total))
+    max_util = min(1.0, _floor2((gpu.free_bytes - outside - reserve_bytes) / total))
     min_util = _ceil2((non_kv + per_seq) / total)  # check_enough_kv_cache_memory: one max_model_len request
     want_util = _ceil2((non_kv + max_num_seqs * per_seq) / total)
     recommended = max(min_util, min(want_util, max_util))
@@ -344,7 +348,8 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
         max_num_batched_tokens=max_num_batched_tokens, parameters_per_gpu=params, weights_bytes=weights,
         kv_bytes_per_token_per_layer=per_token_layer, kv_bytes_per_token=per_token_layer * shape.num_layers,
         page_size_bytes=page, kv_bytes_per_sequence=per_seq, activation_bytes=act, non_torch_bytes=non_torch,
-        outside_budget_bytes=outside, gpu=gpu, gpu_memory_utilization=util, requested_bytes=requested,
+        outside_budget_bytes=outside, reserve_bytes=reserve_bytes, gpu=gpu, gpu_memory_utilization=util,
+        requested_bytes=requested,
         kv_pool_bytes=kv_pool, num_blocks=blocks, kv_tokens=blocks * block_size,
         max_concurrency=max_concurrency_for(blocks, max_model_len, block_size),
         fits=kv_pool >= per_seq, startup_ok=gpu.free_bytes - CUDA_CONTEXT_BYTES - (NCCL_BYTES if tp > 1 else 0)
@@ -383,16 +388,20 @@ def explain(plan: MemoryPlan) -> list[str]:
         f"9. Max concurrency at {plan.max_model_len:,} tokens per request: {plan.max_concurrency:.2f}x "
         f"(max_num_seqs {plan.max_num_seqs}).",
         f"10. Utilization range: >= {plan.min_utilization:.2f} to hold one max_model_len request; <= "
-        f"{plan.max_utilization:.2f} so that (free - outside-budget memory) still covers it.",
+        f"{plan.max_utilization:.2f} so that free - outside-budget memory - {_gib(plan.reserve_bytes)} reserve for "
+        "the others still covers it.",
     ]
     if plan.min_utilization > plan.max_utilization:
         lines.append(f"11. Does NOT fit next to the other processes: free {_gib(g.free_bytes)} on the GPU, need "
                      f"~{_gib(plan.min_utilization * g.total_bytes + plan.outside_budget_bytes)}: lower "
                      "--max-model-len, use --kv-cache-dtype fp8, raise --tp, or free the GPU.")
     else:
-        lines.append(f"11. Recommended gpu_memory_utilization={plan.recommended_utilization:.2f}: enough KV for "
-                     f"max_num_seqs x max_model_len where possible, leaving {_gib(plan.headroom_bytes)} free for "
-                     "the other processes' growth at this setting.")
+        capped = plan.recommended_utilization >= plan.max_utilization
+        why = (f"the most the free memory allows (KV for {plan.max_concurrency:.1f} of the {plan.max_num_seqs} "
+               "wanted sequences at max_model_len)" if capped else
+               f"the least that holds max_num_seqs {plan.max_num_seqs} x max_model_len {plan.max_model_len:,}")
+        lines.append(f"11. Recommended gpu_memory_utilization={plan.recommended_utilization:.2f}: {why}; leaves "
+                     f"{_gib(plan.headroom_bytes)} free for the other processes' growth.")
     if not plan.startup_ok:
         lines.append(f"!! At {plan.gpu_memory_utilization:.2f} vLLM refuses to start: free memory is below "
                      "total x util ('Free memory on device ... is less than desired GPU memory utilization').")

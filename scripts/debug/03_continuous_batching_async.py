@@ -2,8 +2,10 @@
 """Step 3: continuous batching with AsyncLLM - requests arrive while others are decoding, join the running
 batch at the next step and leave when done; the timeline shows each request's first and last token.
 
-Breakpoints: vllm/v1/core/sched/scheduler.py Scheduler.schedule (who runs this step),
-vllm/v1/engine/async_llm.py AsyncLLM.generate (one request's stream).
+AsyncLLM always runs the engine core in a child process (EngineCoreClient.make_client: asyncio without
+multiprocessing is not supported in 0.13.0), so VLLM_ENABLE_V1_MULTIPROCESSING=0 does not apply here and the
+debug configuration sets "subProcess": true. Breakpoints: vllm/v1/core/sched/scheduler.py Scheduler.schedule
+(who runs this step, in the child), vllm/v1/engine/async_llm.py AsyncLLM.generate (this process).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from _common import PROMPTS, engine_kwargs, in_process_engine, parser
+from _common import PROMPTS, engine_kwargs, parser
 
 
 async def one_request(engine, index: int, prompt: str, delay_s: float, max_tokens: int, t0: float) -> dict:
@@ -54,7 +56,6 @@ def main() -> int:
     p.add_argument("--stagger-s", type=float, default=0.05, help="seconds between arrivals")
     p.add_argument("--max-num-seqs", type=int, default=4, help="batch limit (smaller: requests must wait)")
     args = p.parse_args()
-    in_process_engine()
     asyncio.run(run(args))
     return 0
 

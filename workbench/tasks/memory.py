@@ -29,6 +29,7 @@ from workbench.errors import user_errors
         "enforce_eager": "no CUDA graphs (as vLLM's --enforce-eager)",
         "activation_gib": "measured peak activation (vLLM logs it at start-up) instead of the estimate",
         "cudagraph_gib": "measured CUDA graph memory (vLLM logs it) instead of the 0.5 GiB estimate",
+        "reserve_gib": "GiB left free for the other processes' growth (default 1)",
         "serve": "use `vllm serve` defaults for max_num_seqs/batched tokens (default: the LLM class's)",
         "json": "print the plan as JSON",
     },
@@ -36,8 +37,8 @@ from workbench.errors import user_errors
 @user_errors
 def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs=None, max_num_batched_tokens=None,
                 kv_cache_dtype="auto", dtype="auto", tp=1, gpu=0, total_gib=None, used_gib=0.0,
-                block_size=16, enforce_eager=False, activation_gib=None, cudagraph_gib=None, serve=False,
-                json_=False):
+                block_size=16, enforce_eager=False, activation_gib=None, cudagraph_gib=None, reserve_gib=1.0,
+                serve=False, json_=False):
     """Weights, KV bytes per token, KV pool, max concurrency, headroom and a gpu_memory_utilization."""
     from workbench import memory
     from workbench.errors import WorkbenchError
@@ -65,7 +66,7 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
         enforce_eager=enforce_eager,
         activation_bytes=int(float(activation_gib) * gib) if activation_gib is not None else None,
         cudagraph_bytes=int(float(cudagraph_gib) * gib) if cudagraph_gib is not None else None,
-        usage="serve" if serve else "llm",
+        usage="serve" if serve else "llm", reserve_bytes=int(float(reserve_gib) * gib),
     )
     if json_:
         print(json.dumps(plan.to_dict(), indent=2))
