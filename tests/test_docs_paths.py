@@ -5,6 +5,8 @@ What counts as a path: a token starting with ``vllm/`` or ``csrc/`` (not precede
 ``.`` or ``-``, so ``/workspace/vllm/...`` and ``vllm/vllm-openai:v0.13.0`` are not taken) that ends in a
 file extension or ``/`` (a directory). ``path::Name`` and ``path::Class.method`` must name a top-level
 def/class (and a method of it) in a Python file, or appear as a word in a C++/CUDA file.
+A reference struck through (``~~vllm/v1/executor/gpu_executor.py~~``) says "this does not exist": it must
+then be absent, so a claim that something is gone stays honest too.
 """
 
 from __future__ import annotations
@@ -28,9 +30,17 @@ def doc_files(root: Path = ROOT) -> list[Path]:
     return sorted((root / "docs").glob("*.md")) + [p for p in [root / "README.md"] if p.is_file()]
 
 
+STRUCK_RE = re.compile(r"~~(.+?)~~")
+
+
 def references(text: str) -> list[tuple[str, str | None]]:
-    """(path, symbol or None) for each source reference in a Markdown text."""
-    return [(m.group(1), m.group(2)) for m in PATH_RE.finditer(text)]
+    """(path, symbol or None) for each source reference in a Markdown text, struck-through ones excluded."""
+    return [(m.group(1), m.group(2)) for m in PATH_RE.finditer(STRUCK_RE.sub("", text))]
+
+
+def struck_references(text: str) -> list[tuple[str, str | None]]:
+    """References inside ~~...~~: named as absent from the pinned source."""
+    return [ref for span in STRUCK_RE.findall(text) for ref in references(span)]
 
 
 @cache
@@ -67,18 +77,25 @@ def problem(tree: Path, path: str, symbol: str | None) -> str | None:
 def stale_references(tree: Path, files: list[Path]) -> list[str]:
     found = []
     for doc in files:
-        for path, symbol in references(doc.read_text(encoding="utf-8")):
+        name = doc.relative_to(doc.parent.parent) if doc.parent.name == "docs" else doc.name
+        text = doc.read_text(encoding="utf-8")
+        for path, symbol in references(text):
             why = problem(tree, path, symbol)
             if why:
-                found.append(f"{doc.relative_to(doc.parent.parent) if doc.parent.name == 'docs' else doc.name}: {why}")
+                found.append(f"{name}: {why}")
+        for path, symbol in struck_references(text):
+            if problem(tree, path, symbol) is None:
+                ref = path + (f"::{symbol}" if symbol else "")
+                found.append(f"{name}: ~~{ref}~~ is struck through as absent, but it exists")
     return sorted(set(found))
 
 
 def test_reference_syntax():
     text = ("see `vllm/v1/worker/gpu_worker.py::Worker.determine_available_memory`, csrc/attention/ and "
-            "vllm/vllm-openai:v0.13.0, /workspace/vllm/vllm/envs.py and vllm/ alone")
+            "vllm/vllm-openai:v0.13.0, /workspace/vllm/vllm/envs.py and vllm/ alone; not ~~`vllm/worker/`~~")
     assert references(text) == [("vllm/v1/worker/gpu_worker.py", "Worker.determine_available_memory"),
                                 ("csrc/attention/", None)]
+    assert struck_references(text) == [("vllm/worker/", None)]
 
 
 @pytest.mark.vllm_source
@@ -99,8 +116,10 @@ def test_a_stale_reference_fails_with_the_list(tmp_path):
     doc = tmp_path / "docs" / "old-guide.md"
     doc.write_text(f"The executor lives in `{STALE_EXAMPLE}`; the worker in "
                    "`vllm/v1/worker/gpu_worker.py::Worker.no_such_method`; the runner in "
-                   "`vllm/v1/worker/gpu_model_runner.py::GPUModelRunner.execute_model`.\n")
+                   "`vllm/v1/worker/gpu_model_runner.py::GPUModelRunner.execute_model`. Gone: ~~`vllm/envs.py`~~, "
+                   "~~`vllm/worker/`~~.\n")
     stale = stale_references(tree, doc_files(tmp_path))
-    assert stale == [f"docs/old-guide.md: {STALE_EXAMPLE}: no such file",
+    assert stale == ["docs/old-guide.md: vllm/v1/executor/gpu_executor.py: no such file",
                      "docs/old-guide.md: vllm/v1/worker/gpu_worker.py::Worker.no_such_method: no such top-level "
-                     "def/class (or Class.method)"]
+                     "def/class (or Class.method)",
+                     "docs/old-guide.md: ~~vllm/envs.py~~ is struck through as absent, but it exists"]
