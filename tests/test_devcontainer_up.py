@@ -96,6 +96,9 @@ def workspace(tmp_path):
             n.remove()
         for v in client.volumes.list(filters={"name": proj.name}):
             v.remove(force=True)
+        # The CLI tags a per-workspace image for its remote-user UID update: vsc-<project>-<hash>-uid.
+        for tag in [t for img in client.images.list() for t in img.tags if t.startswith(f"vsc-{project}-")]:
+            client.images.remove(tag, noprune=False)
     finally:
         client.close()
 
@@ -147,6 +150,12 @@ def test_reopen_in_container_on_a_gpu_less_host(devcontainer_cli, workspace):
                 "/cache/huggingface", "/cache/ccache", "/workspace/workbench"} <= mounts
         assert container.attrs["HostConfig"]["DeviceRequests"] in (None, [])
         assert container.attrs["Config"]["WorkingDir"] == "/workspace/vllm"
+        host = container.attrs["HostConfig"]
+        assert host["IpcMode"] == "host" and host["Init"] is True
+        inside = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+        assert inside["HF_HOME"] == "/cache/huggingface" and inside["CCACHE_DIR"] == "/cache/ccache"
+        assert inside.get("VLLM_WORKBENCH") == "1"
+        assert not {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"} & set(inside)  # secrets never in the create config
     finally:
         client.close()
 
