@@ -74,7 +74,7 @@ class ModelShape:
     @property
     def parameters(self) -> int:
         """Parameter count of the whole model (embeddings, attention, MLP, norms, lm_head unless tied)."""
-        return weight_elements(self, tp=1)
+        return weight_elements(self, tp=1, pad_vocab=False)
 
 
 def shipped_configs(configs_dir: Path = CONFIGS_DIR) -> list[str]:
@@ -136,8 +136,9 @@ def _pad(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def weight_elements(shape: ModelShape, tp: int = 1) -> int:
-    """Parameters held by one GPU at tensor parallel size ``tp`` (vLLM's column/row/vocab-parallel split)."""
+def weight_elements(shape: ModelShape, tp: int = 1, pad_vocab: bool = True) -> int:
+    """Parameters held by one GPU at tensor parallel size ``tp`` (vLLM's column/row/vocab-parallel split);
+    with ``pad_vocab`` the embedding rows vLLM allocates (vocab padded to a multiple of 64, then split)."""
     h, i, d = shape.hidden_size, shape.intermediate_size, shape.head_dim
     q = shape.num_heads * d // tp
     # KV heads are split across ranks, replicated when fewer than tp (get_num_kv_heads: max(1, kv // tp)).
@@ -146,8 +147,8 @@ def weight_elements(shape: ModelShape, tp: int = 1) -> int:
     mlp = 3 * h * (i // tp)  # gate_up (merged column-parallel) + down (row-parallel)
     norms = 2 * h  # input_layernorm + post_attention_layernorm, replicated
     per_layer = attn + mlp + norms
-    # Vocab padding applies only in vLLM's parallel embedding; at tp=1 the count equals the checkpoint's.
-    vocab = shape.vocab_size if tp == 1 else _pad(shape.vocab_size, VOCAB_PADDING * tp) // tp
+    # VocabParallelEmbedding / ParallelLMHead: pad_vocab_size(vocab, 64), then vocab_range per rank.
+    vocab = -(-_pad(shape.vocab_size, VOCAB_PADDING) // tp) if pad_vocab else shape.vocab_size // tp
     embed = vocab * h
     lm_head = 0 if shape.tie_word_embeddings else vocab * h
     return shape.num_layers * per_layer + h + embed + lm_head
