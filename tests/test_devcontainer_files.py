@@ -47,13 +47,26 @@ def test_devcontainer_is_built_on_the_compose_file(config, service):
     assert ".:/workspace/workbench" in override["services"][service]["volumes"]
 
 
+def _image_venv() -> str:
+    """The venv Dockerfile.dev puts first on PATH (ENV VIRTUAL_ENV=...)."""
+    for line in (ROOT / "Dockerfile.dev").read_text().splitlines():
+        if line.startswith("ENV VIRTUAL_ENV="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("Dockerfile.dev sets no VIRTUAL_ENV")
+
+
 def test_launch_configurations_debug_vllm_in_process():
     cfg = jsonc(ROOT / ".vscode" / "launch.json")
+    python = f"{_image_venv()}/bin/python"
+    for config in (".devcontainer/devcontainer.json", ".devcontainer/cpu/devcontainer.json"):
+        settings = jsonc(ROOT / config)["customizations"]["vscode"]["settings"]
+        assert settings["python.defaultInterpreterPath"] == python
     names = [c["name"] for c in cfg["configurations"]]
     assert any("offline inference" in n for n in names) and any(n.startswith("trace") for n in names)
     assert any(n.startswith("bench") for n in names)
     for c in cfg["configurations"]:
         assert c["justMyCode"] is False, c["name"]
+        assert c["python"] == python and c["type"] == "debugpy"
         env = c["env"]
         assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_LOGGING_LEVEL"] in ("DEBUG", "INFO")
         assert "CUDA_VISIBLE_DEVICES" in env
