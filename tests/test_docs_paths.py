@@ -118,7 +118,8 @@ def test_a_stale_reference_fails_with_the_list(tmp_path):
                    "`vllm/v1/worker/gpu_worker.py::Worker.no_such_method`; the runner in "
                    "`vllm/v1/worker/gpu_model_runner.py::GPUModelRunner.execute_model`. Gone: ~~`vllm/envs.py`~~, "
                    "~~`vllm/worker/`~~.\n")
-    (tmp_path / "README.md").write_text("Hook: `csrc/no_such_kernel.cu`, `csrc/cache_kernels.cu::reshape_and_cache_flash`\n")
+    (tmp_path / "README.md").write_text("Hook: `csrc/no_such_kernel.cu`, "
+                                        "`csrc/cache_kernels.cu::reshape_and_cache_flash`\n")
     stale = stale_references(tree, doc_files(tmp_path))
     assert stale == ["README.md: csrc/no_such_kernel.cu: no such file",
                      "docs/old-guide.md: vllm/v1/executor/gpu_executor.py: no such file",
