@@ -24,11 +24,12 @@ def tiny():
 
 
 def test_shipped_configs_are_the_three_models():
-    assert {"TinyLlama-1.1B", "Qwen2.5-0.5B", "Llama-3-8B"} <= set(memory.shipped_configs())
+    assert {"tinyllama-1.1b", "qwen2.5-0.5b", "llama-3-8b"} <= {n.lower() for n in memory.shipped_configs()}
+    assert memory.resolve_config_path("tinyllama-1.1b") == memory.resolve_config_path("TinyLlama-1.1B")
 
 
 def test_tinyllama_fp16_kv_is_1kib_per_token_per_layer(tiny):
-    cfg = json.loads((memory.CONFIGS_DIR / "TinyLlama-1.1B" / "config.json").read_text())
+    cfg = json.loads(memory.resolve_config_path("TinyLlama-1.1B").read_text())
     assert tiny.num_layers == cfg["num_hidden_layers"] == 22
     assert (tiny.num_kv_heads, tiny.head_dim) == (4, 64)  # 2048 hidden / 32 heads
     per_layer = memory.kv_bytes_per_token_per_layer(tiny, memory.kv_dtype_bytes("auto", "float16"))
@@ -67,7 +68,7 @@ def test_fp8_kv_cache_halves_the_pool_cost(tiny):
 
 
 def test_float32_checkpoint_runs_in_bf16_on_ampere_and_fp16_before(tmp_path):
-    cfg = json.loads((memory.CONFIGS_DIR / "TinyLlama-1.1B" / "config.json").read_text())
+    cfg = json.loads(memory.resolve_config_path("TinyLlama-1.1B").read_text())
     cfg["torch_dtype"] = "float32"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     shape = memory.load_model_shape(str(tmp_path))
@@ -134,7 +135,7 @@ def test_bad_input_is_one_line_with_the_fix(tiny, kwargs, message):
 
 
 def test_unknown_model_lists_the_shipped_configs():
-    with pytest.raises(WorkbenchError, match=r"TinyLlama-1\.1B"):
+    with pytest.raises(WorkbenchError, match=r"(?i)tinyllama-1\.1b"):
         memory.load_model_shape("Mistral-404B")
 
 
@@ -148,7 +149,7 @@ def test_task_prints_the_explanation_and_json():
     assert out.returncode == 0, out.stderr
     assert "2 (K,V) x 4 KV heads x 64 head_dim x 2 bytes" in out.stdout
     assert "--gpu-memory-utilization" in out.stdout
-    js = _invoke("plan-memory", "--model", str(memory.CONFIGS_DIR / "Qwen2.5-0.5B" / "config.json"),
+    js = _invoke("plan-memory", "--model", str(memory.resolve_config_path("Qwen2.5-0.5B")),
                  "--total-gib", "80", "--max-model-len", "4096", "--json")
     assert js.returncode == 0, js.stderr
     data = json.loads(js.stdout)

@@ -94,8 +94,9 @@ def vllm_results():
         plan = memory.plan_memory(shape, memory.gpu_memory_by_hand(total, used), dtype=dtype, kv_cache_dtype=kv,
                                   tp=tp, block_size=bs, max_model_len=mml, gpu_memory_utilization=util)
         plans.append(plan)
-        cases.append({"config_dir": str(memory.CONFIGS_DIR / name), "model_dtype": dtype, "kv_cache_dtype": kv,
-                      "tp": tp, "block_size": bs, "max_model_len": mml, "available": plan.kv_pool_bytes})
+        cases.append({"config_dir": str(memory.resolve_config_path(name).parent), "model_dtype": dtype,
+                      "kv_cache_dtype": kv, "tp": tp, "block_size": bs, "max_model_len": mml,
+                      "available": plan.kv_pool_bytes})
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True,
                           env=env, timeout=300, cwd=tree)

@@ -50,7 +50,11 @@ RESERVE_BYTES = 1 * GiB
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
 KV_CACHE_DTYPES = {"auto": None, "bfloat16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1}
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "custom_kernels" / "configs"
+_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = _ROOT / "custom_kernels" / "configs"
+# Shipped model configs: custom_kernels/configs/<name>/ and the kernels package's own
+# custom_kernels/custom_kernels/configs/<name>/ (names matched case-insensitively).
+CONFIG_DIRS = (CONFIGS_DIR, _ROOT / "custom_kernels" / "custom_kernels" / "configs")
 
 
 @dataclass(frozen=True)
@@ -77,28 +81,36 @@ class ModelShape:
         return weight_elements(self, tp=1, pad_vocab=False)
 
 
-def shipped_configs(configs_dir: Path = CONFIGS_DIR) -> list[str]:
-    """Names of the model configs shipped under custom_kernels/configs/."""
-    return sorted(p.parent.name for p in configs_dir.glob("*/config.json"))
+def _shipped(configs_dirs: tuple[Path, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in configs_dirs:
+        for cfg in sorted(folder.glob("*/config.json")):
+            found.setdefault(cfg.parent.name.lower(), cfg)
+    return found
 
 
-def resolve_config_path(model: str, configs_dir: Path = CONFIGS_DIR) -> Path:
-    """A shipped config name (e.g. TinyLlama-1.1B), a config.json, or a folder holding one."""
-    shipped = configs_dir / model / "config.json"
-    if "/" not in model and shipped.is_file():
+def shipped_configs(configs_dirs: tuple[Path, ...] = CONFIG_DIRS) -> list[str]:
+    """Names of the model configs shipped with the workbench (see CONFIG_DIRS)."""
+    return sorted(cfg.parent.name for cfg in _shipped(configs_dirs).values())
+
+
+def resolve_config_path(model: str, configs_dirs: tuple[Path, ...] = CONFIG_DIRS) -> Path:
+    """A shipped config name (e.g. TinyLlama-1.1B, any case), a config.json, or a folder holding one."""
+    shipped = _shipped(configs_dirs).get(model.lower())
+    if "/" not in model and shipped is not None:
         return shipped
     path = Path(model).expanduser()
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():
         return path
-    names = ", ".join(shipped_configs(configs_dir)) or "none"
+    names = ", ".join(shipped_configs(configs_dirs)) or "none"
     raise WorkbenchError(f"--model {model!r} is neither a shipped config ({names}) nor a config.json path")
 
 
-def load_model_shape(model: str, configs_dir: Path = CONFIGS_DIR) -> ModelShape:
+def load_model_shape(model: str, configs_dirs: tuple[Path, ...] = CONFIG_DIRS) -> ModelShape:
     """Read the shape of a decoder-only model from its config.json (head_dim as vLLM's get_head_size)."""
-    path = resolve_config_path(model, configs_dir)
+    path = resolve_config_path(model, configs_dirs)
     try:
         cfg = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
