@@ -27,7 +27,7 @@ class LinearShape:
 
 
 def available_models() -> list[str]:
-    """Names of the shipped configs (custom_kernels/configs/<name>/config.json)."""
+    """Names of the shipped configs (custom_kernels/custom_kernels/configs/<name>/config.json)."""
     return sorted(p.parent.name for p in CONFIG_DIR.glob("*/config.json"))
 
 
