@@ -121,10 +121,16 @@ class PlannedRun:
     output_json: str  # container path
     log: str  # container path
     counts_pattern: str  # container path with {pid}
+    hook_dir: str  # container path of the sitecustomize.py counter hook
 
     def command(self) -> list[str]:
-        """The container command: the run, its output tee'd to a log, the run's exit status kept."""
-        line = f"set -o pipefail; {shlex.join(self.argv)} 2>&1 | tee {shlex.quote(self.log)}"
+        """The container command: the run, its output tee'd to a log, the run's exit status kept.
+
+        The hook folder goes first on PYTHONPATH (keeping the container's own entries) so its
+        sitecustomize.py runs in every Python process of the run, including vLLM's engine core."""
+        hook = shlex.quote(self.hook_dir)
+        line = (f'set -o pipefail; export PYTHONPATH={hook}${{PYTHONPATH:+:$PYTHONPATH}}; '
+                f"{shlex.join(self.argv)} 2>&1 | tee {shlex.quote(self.log)}")
         return ["bash", "-c", line]
 
 
@@ -150,9 +156,6 @@ def plan_runs(spec: BenchSpec, session: str) -> list[PlannedRun]:
             env = {
                 GEMM_SWITCH: "1" if arm == "custom" else "0",
                 COUNTS_ENV: str(base / "runs" / f"{run_id}.counts-{{pid}}.json"),
-                # sitecustomize.py in this folder installs the counter dump in every Python process,
-                # including vLLM's engine-core subprocess (where the model, and the GEMMs, run).
-                "PYTHONPATH": str(base / HOOK_DIR),
             }
             if spec.compile_cache == "off":
                 env["VLLM_DISABLE_COMPILE_CACHE"] = "1"
@@ -162,7 +165,7 @@ def plan_runs(spec: BenchSpec, session: str) -> list[PlannedRun]:
                 index=len(runs), mode=mode, arm=arm, repeat=repeat, run_id=run_id,
                 argv=tuple(vllm_bench_argv(spec, mode, str(out))), env=env,
                 output_json=str(out), log=str(base / "runs" / f"{run_id}.log"),
-                counts_pattern=env[COUNTS_ENV],
+                counts_pattern=env[COUNTS_ENV], hook_dir=str(base / HOOK_DIR),
             ))
     return runs
 
@@ -206,28 +209,47 @@ def _chain_next_sitecustomize():
             return
 
 
+def _error_dump(target, message):
+    import json
+    path = target.replace("{pid}", str(os.getpid()))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump({"pid": os.getpid(), "error": message, "total_calls": 0, "call_counts": {}}, fh)
+
+
 def _install():
     target = os.environ.get("CUSTOM_KERNELS_COUNTS_FILE")
     if not target:
         return
-    try:
-        from custom_kernels.counts_dump import install_exit_dump
-    except Exception as err:  # custom_kernels missing, or too old to have the dump
-        import json
-        path = target.replace("{pid}", str(os.getpid()))
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump({"pid": os.getpid(), "error": f"custom_kernels.counts_dump: {type(err).__name__}: {err}",
-                       "total_calls": 0, "call_counts": {}}, fh)
+    # Load counts_dump.py by file, without importing the custom_kernels package: whether and when vLLM
+    # imports it (plugin or patch) must not change; the dump records if it did.
+    import importlib.util
+    spec = importlib.util.find_spec("custom_kernels")
+    if spec is None or not spec.submodule_search_locations:
+        _error_dump(target, "custom_kernels is not installed in this Python environment")
         return
-    install_exit_dump(target)
+    source = os.path.join(list(spec.submodule_search_locations)[0], "counts_dump.py")
+    if not os.path.isfile(source):
+        _error_dump(target, f"custom_kernels has no counts_dump.py ({source}): update custom_kernels")
+        return
+    dump_spec = importlib.util.spec_from_file_location("_custom_kernels_counts_dump", source)
+    module = importlib.util.module_from_spec(dump_spec)
+    sys.modules["_custom_kernels_counts_dump"] = module
+    dump_spec.loader.exec_module(module)
+    module.install_exit_dump(target)
 
 
 try:
     _chain_next_sitecustomize()
 except Exception:
     pass
-_install()
+try:
+    _install()
+except Exception as err:  # never break the process; the reader reports the missing or errored dump
+    try:
+        _error_dump(os.environ["CUSTOM_KERNELS_COUNTS_FILE"], f"counter hook failed: {type(err).__name__}: {err}")
+    except Exception:
+        pass
 '''
 
 
