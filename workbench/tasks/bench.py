@@ -79,8 +79,9 @@ def bench(c, custom_gemm=False, model=None, mode="latency", input_len=128, outpu
 
 
 def _print_plan(console: Console, session: str, runs, results_root: Path) -> None:
-    console.print(f"[bold]plan[/] results/{session} → {results_root / session} ({len(runs)} runs, ABBA order)")
-    console.print(f"  env capture: {shlex.join(benchlib.env_capture_command(session))}")
+    console.print(f"[bold]plan[/] results/{session} → {results_root / session} ({len(runs)} runs, ABBA order)",
+                  soft_wrap=True)
+    console.print(f"  env capture: {shlex.join(benchlib.env_capture_command(session))}", soft_wrap=True)
     for r in runs:
         env = " ".join(f"{k}={v}" for k, v in r.env.items())
         console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True)
@@ -157,7 +158,7 @@ def _decode_proxy(console: Console, model: str, out, extra: str, dry_run: bool):
     cmd = [sys.executable, "-m", "workbench.decode_proxy", "--model", model, *benchlib.parse_extra(extra)]
     if out:
         cmd += ["--out", str(out)]
-    console.print(f"$ {shlex.join(cmd)}")
+    console.print(f"$ {shlex.join(cmd)}", soft_wrap=True)
     if dry_run:
         return None
     rc = subprocess.call(cmd)
@@ -172,7 +173,7 @@ def _kernels(console: Console, settings, model, tp: int, extra: str, dry_run: bo
                              "(the kernels package) to get the kernel-level benchmark")
     args = (["--model", model] if model else []) + ["--tp", str(tp)] + list(benchlib.parse_extra(extra))
     cmd = benchlib.kernels_bench_command(args)
-    console.print(f"$ {shlex.join(cmd)}  (in the dev container)")
+    console.print(f"$ {shlex.join(cmd)}  (in the dev container)", soft_wrap=True)
     if dry_run:
         return None
     rc = _exec_fn(settings)(cmd, {})
