@@ -186,6 +186,24 @@ def make_step(model, mode: str, input_ids, device) -> Callable[[], Any]:
     raise ValueError(f"mode {mode!r} is not one of {MODES}")
 
 
+def _compiled_frames() -> int:
+    from torch._dynamo.utils import counters
+
+    return sum(counters["frames"].values())
+
+
+def _check_no_recompiles(step: Callable[[], Any], arm: str) -> None:
+    """After warm-up a compiled step must not compile again. If it does, the GEMM hook mutates Python state
+    that Dynamo guards on (e.g. a call counter read inside the traced code), every call recompiles until
+    the recompile limit and then runs eager: the "compiled" timing would be a lie, so refuse it."""
+    before = _compiled_frames()
+    step()
+    step()
+    if _compiled_frames() != before:
+        raise RuntimeError(f"the {arm} arm recompiles on every call under torch.compile: the GEMM hook is "
+                           "traced and guards on mutable Python state; make it an opaque torch custom op")
+
+
 def time_steps(step: Callable[[], Any], iters: int, device) -> float:
     """Mean milliseconds per step over ``iters`` back-to-back steps (CUDA events on GPU)."""
     import torch
@@ -220,6 +238,8 @@ def run_case(model, mode: str, phase: str, batch: int, tokens: int, vocab: int, 
                 steps[arm] = make_step(model, mode, input_ids, device)
                 for _ in range(warmup):
                     steps[arm]()
+                if mode == "compile":
+                    _check_no_recompiles(steps[arm], arm)
             per_arm: dict[str, list[float]] = {arm: [] for arm in ARMS}
             for r in range(rounds):
                 for arm in (ARMS if r % 2 == 0 else tuple(reversed(ARMS))):
