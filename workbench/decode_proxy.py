@@ -116,6 +116,16 @@ def set_arm(arm: str) -> None:
     _ARM["name"] = arm
 
 
+def kernel_totals() -> dict[str, int]:
+    """Calls per kernel name, when the package records which implementation it dispatched to."""
+    mod = sys.modules.get("custom_kernels")
+    totals: dict[str, int] = {}
+    for per_layer in (getattr(mod, "KERNEL_COUNTS", {}) or {}).values() if mod else ():
+        for kernel, n in per_layer.items():
+            totals[kernel] = totals.get(kernel, 0) + n
+    return totals
+
+
 def total_calls() -> int:
     """custom_kernels' host call counter total (CALL_COUNTS of unquantized_gemm)."""
     mod = sys.modules.get("custom_kernels")
@@ -339,7 +349,8 @@ def run_proxy(model_name: str, out: Path | None, *, device: str | None = None, d
     correctness = check_outputs(model, vocab, dev)
     custom_calls_check = total_calls() - before
     log(f"{n_linear} linears routed; custom vs cuBLAS logits max rel err {correctness['max_rel_err']:.2e}")
-    cases = [("prefill", prefill_batch, prefill_tokens)] + [("decode", b, 1) for b in batches]
+    cases = ([("prefill", prefill_batch, prefill_tokens)] if prefill_tokens > 0 else []) + [
+        ("decode", b, 1) for b in batches]
     results: list[CaseResult] = []
     calls_by_arm = {arm: 0 for arm in ARMS}
     for mode in modes:
@@ -360,7 +371,9 @@ def run_proxy(model_name: str, out: Path | None, *, device: str | None = None, d
     data = {
         "model": config_path.parent.name, "config": config_path.name, "dtype": dtype_name, "layers": layers,
         "linears_routed": n_linear, "env": environment(dev), "correctness": correctness,
-        "custom_kernel_calls": {"correctness_check": custom_calls_check, "timed_custom_arm": calls_by_arm["custom"]},
+        "custom_kernel_calls": {"correctness_check": custom_calls_check, "timed_custom_arm": calls_by_arm["custom"],
+                                "by_kernel": kernel_totals()},
+        "forced_kernel": os.environ.get("CUSTOM_KERNELS_FORCE"),
         "valid": valid,
         "note": ("step = one forward over batch x tokens new tokens, no KV cache; speedup = cuBLAS median / custom "
                  "median; within_noise = Mann-Whitney p >= 0.05 over rounds. custom_kernel_calls count host calls "
@@ -388,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default bf16 on GPU, fp32 on CPU")
     parser.add_argument("--modes", help=f"comma-separated of {','.join(MODES)} (default: cudagraph,compile on GPU)")
     parser.add_argument("--batches", default="1,8,32", help="decode batch sizes (M = batch)")
-    parser.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill step")
+    parser.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill step (0: none)")
     parser.add_argument("--prefill-batch", type=int, default=1, help="prompts per prefill step")
     parser.add_argument("--rounds", type=int, default=6, help="alternating A/B rounds (spread is across rounds)")
     parser.add_argument("--iters", type=int, default=20, help="steps timed per round")
