@@ -85,6 +85,14 @@ def test_compare_separated_arms_is_significant_and_signed_by_direction():
     assert c.baseline_iqr[0] <= c.baseline_median <= c.baseline_iqr[1]
 
 
+def test_compare_small_but_separated_delta_is_below_the_effect_floor():
+    base = [100.0, 100.1, 100.2, 100.05, 100.15]
+    c = stats.compare("tokens_per_second", base, [v * 1.01 for v in base])  # +1%, fully separated
+    assert c.p_value < 0.05 and c.ratio_ci[0] > 1.0
+    assert not c.significant and c.verdict == "within noise"
+    assert stats.compare("tokens_per_second", base, [v * 1.01 for v in base], min_effect_pct=0.5).significant
+
+
 def test_compare_overlapping_or_too_few_runs_is_within_noise():
     rng = random.Random(5)
     base = [rng.gauss(100, 3) for _ in range(6)]

@@ -44,7 +44,8 @@ def test_tiny_model_runs_on_cpu_and_routes_every_linear(tmp_path):
     data = json.loads(out.read_text())
     assert data["valid"] is True and data["dtype"] == "float32"
     assert data["linears_routed"] == 2 * 7 + 1  # q,k,v,o,gate,up,down per layer + lm_head
-    assert data["correctness"]["max_rel_err"] < 1e-4
+    assert data["correctness"]["passed"] and data["correctness"]["ref"] == "fp32"
+    assert data["correctness"]["custom_max_abs_err"] <= 2 * data["correctness"]["cublas_max_abs_err"] + 1e-5
     assert data["custom_kernel_calls"]["correctness_check"] == data["linears_routed"]
     assert data["custom_kernel_calls"]["timed_custom_arm"] > 0
     cases = {(r["phase"], r["m"]) for r in data["results"]}
@@ -53,7 +54,33 @@ def test_tiny_model_runs_on_cpu_and_routes_every_linear(tmp_path):
         assert r["error"] == ""
         assert len(r["arms"]["cublas"]["rounds_ms"]) == len(r["arms"]["custom"]["rounds_ms"]) == 4
         assert r["speedup"] > 0 and 0.0 <= r["p_value"] <= 1.0
+        assert r["within_noise"] == decode_proxy.judge(r["arms"]["cublas"]["rounds_ms"],
+                                                       r["arms"]["custom"]["rounds_ms"])[2]
     assert data["env"]["transformers"] and data["env"]["device"] == "cpu"
+
+
+def test_judge_needs_separation_and_a_real_effect():
+    base = [10.0, 10.01, 10.02, 10.005, 10.015, 10.012]
+    # Completely separated rounds but 0.5% apart: significant, yet under the measured A/A floor.
+    p, significant, within = decode_proxy.judge(base, [v * 0.995 for v in base])
+    assert significant and within and p < 0.01
+    p, significant, within = decode_proxy.judge(base, [v * 0.9 for v in base])  # 10% faster custom arm
+    assert significant and not within
+    assert decode_proxy.judge(base, list(reversed(base)))[2]  # same values: nothing to see
+
+
+def test_wrong_kernel_fails_the_correctness_check(tmp_path):
+    """A custom GEMM that is off by more than rounding must make the run invalid before any timing."""
+    import torch
+    import torch.nn.functional as F
+
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "num_hidden_layers": 1}))
+    model = decode_proxy.build_model(tmp_path / "config.json", torch.float32, torch.device("cpu"))
+    decode_proxy.route_linears(model, lambda layer, x, w, b=None: F.linear(x, w * 1.01, b))
+    bad = decode_proxy.check_outputs(model, TINY["vocab_size"], torch.device("cpu"))
+    assert not bad["passed"] and bad["custom_max_abs_err"] > 2 * bad["cublas_max_abs_err"]
+    decode_proxy.route_linears(model, lambda layer, x, w, b=None: F.linear(x, w, b))
+    assert decode_proxy.check_outputs(model, TINY["vocab_size"], torch.device("cpu"))["passed"]
 
 
 def test_bad_model_is_one_line_exit_2(tmp_path):

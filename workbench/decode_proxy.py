@@ -30,6 +30,10 @@ from typing import Any
 from workbench.stats import mann_whitney_u
 
 ARMS = ("cublas", "custom")
+# Measured A/A floor (H200, both arms F.linear, separate CUDA-graph captures of identical kernels):
+# medians differ by up to 1.4% with complete separation of the rounds (p = 0.002), so a real
+# kernel effect must exceed 2% before the proxy calls it one.
+MIN_EFFECT_PCT = 2.0
 MODES = ("eager", "cudagraph", "compile")
 CONFIG_ROOTS = (Path(__file__).resolve().parents[1] / "custom_kernels" / "custom_kernels" / "configs",
                 Path(__file__).resolve().parents[1] / "custom_kernels" / "configs")
@@ -152,7 +156,8 @@ class CaseResult:
     arms: dict[str, ArmStats] = field(default_factory=dict)
     speedup: float = math.nan  # cuBLAS median / custom median (> 1: custom faster)
     p_value: float = math.nan  # two-sided Mann-Whitney U over the per-round times
-    within_noise: bool = True
+    significant: bool = False  # p < 0.05
+    within_noise: bool = True  # not significant, or |speedup - 1| below MIN_EFFECT_PCT
     error: str = ""
 
 
@@ -266,26 +271,48 @@ def run_case(model, mode: str, phase: str, batch: int, tokens: int, vocab: int, 
                                     rounds_ms=values)
     cub, cus = result.arms["cublas"], result.arms["custom"]
     result.speedup = cub.median_ms / cus.median_ms if cus.median_ms else math.nan
-    # Beyond noise only if the per-round times separate (Mann-Whitney p < 0.05; needs >= 4 rounds).
-    _, result.p_value = mann_whitney_u(cub.rounds_ms, cus.rounds_ms)
-    result.within_noise = result.p_value >= 0.05
+    result.p_value, result.significant, result.within_noise = judge(cub.rounds_ms, cus.rounds_ms)
     return result
 
 
-def check_outputs(model, vocab: int, device, batch: int = 2, tokens: int = 8) -> dict[str, float]:
-    """Correctness before timing: logits of the custom arm vs cuBLAS on the same input (eager)."""
+def judge(cublas_ms: Sequence[float], custom_ms: Sequence[float],
+          min_effect_pct: float = MIN_EFFECT_PCT) -> tuple[float, bool, bool]:
+    """(p, significant, within_noise): beyond noise only if the per-round times separate (Mann-Whitney
+    p < 0.05, which needs >= 4 rounds) AND the medians differ by at least ``min_effect_pct``."""
+    _, p = mann_whitney_u(cublas_ms, custom_ms)
+    speedup = statistics.median(cublas_ms) / statistics.median(custom_ms)
+    significant = p < 0.05
+    return p, significant, not significant or abs(speedup - 1.0) * 100.0 < min_effect_pct
+
+
+def check_outputs(model, vocab: int, device, batch: int = 2, tokens: int = 8) -> dict[str, Any]:
+    """Correctness before timing: both arms' logits against an fp32 reference of the same model.
+
+    The reference casts the model to fp32 in place and back (bf16/fp16 -> fp32 -> back is exact), so no
+    second copy of the weights is kept. Pass rule (flash-attention's): the custom arm's error is at
+    most 2x cuBLAS's own error in the same dtype, plus a small absolute slack for fp32 runs.
+    """
     import torch
 
     ids = torch.randint(0, vocab, (batch, tokens), generator=torch.Generator().manual_seed(1)).to(device)
+    dtype = next(model.parameters()).dtype
     with torch.inference_mode():
         set_arm("cublas")
+        model.float()
         ref = model(input_ids=ids, use_cache=False).logits.float()
-        set_arm("custom")
-        got = model(input_ids=ids, use_cache=False).logits.float()
+        model.to(dtype)
+        got = {}
+        for arm in ARMS:
+            set_arm(arm)
+            got[arm] = model(input_ids=ids, use_cache=False).logits.float()
         set_arm("cublas")
-    err = (got - ref).abs().max().item()
     scale = ref.abs().max().item() or 1.0
-    return {"max_abs_err": err, "max_rel_err": err / scale}
+    err = {arm: (got[arm] - ref).abs().max().item() for arm in ARMS}
+    ok = err["custom"] <= 2.0 * err["cublas"] + 1e-5 * scale
+    return {"ref": "fp32", "cublas_max_abs_err": err["cublas"], "custom_max_abs_err": err["custom"],
+            "max_rel_err": err["custom"] / scale, "custom_vs_cublas_err_ratio":
+            err["custom"] / err["cublas"] if err["cublas"] else (0.0 if err["custom"] == 0 else math.inf),
+            "passed": ok}
 
 
 def environment(device) -> dict[str, Any]:
@@ -348,7 +375,8 @@ def run_proxy(model_name: str, out: Path | None, *, device: str | None = None, d
     before = total_calls()
     correctness = check_outputs(model, vocab, dev)
     custom_calls_check = total_calls() - before
-    log(f"{n_linear} linears routed; custom vs cuBLAS logits max rel err {correctness['max_rel_err']:.2e}")
+    log(f"{n_linear} linears routed; logits vs fp32: cuBLAS err {correctness['cublas_max_abs_err']:.3g}, custom err "
+        f"{correctness['custom_max_abs_err']:.3g} ({'ok' if correctness['passed'] else 'FAILED: > 2x cuBLAS'})")
     cases = ([("prefill", prefill_batch, prefill_tokens)] if prefill_tokens > 0 else []) + [
         ("decode", b, 1) for b in batches]
     results: list[CaseResult] = []
@@ -365,9 +393,8 @@ def run_proxy(model_name: str, out: Path | None, *, device: str | None = None, d
                 cub, cus = res.arms["cublas"], res.arms["custom"]
                 log(f"{mode:9} {phase:7} M={res.m:<5} cuBLAS {cub.median_ms:8.3f} ms  custom {cus.median_ms:8.3f} ms  "
                     f"speedup {res.speedup:.3f}x{'  (within noise)' if res.within_noise else ''}")
-    # Valid only if the custom arm really went through custom_kernels (its counters moved) and agrees.
-    tol = 2e-2 if torch_dtype in (torch.bfloat16, torch.float16) else 1e-4
-    valid = custom_calls_check > 0 and correctness["max_rel_err"] <= tol
+    # Valid only if the custom arm really went through custom_kernels (its counters moved) and is as accurate.
+    valid = custom_calls_check > 0 and correctness["passed"]
     data = {
         "model": config_path.parent.name, "config": config_path.name, "dtype": dtype_name, "layers": layers,
         "linears_routed": n_linear, "env": environment(dev), "correctness": correctness,
@@ -376,8 +403,9 @@ def run_proxy(model_name: str, out: Path | None, *, device: str | None = None, d
         "forced_kernel": os.environ.get("CUSTOM_KERNELS_FORCE"),
         "valid": valid,
         "note": ("step = one forward over batch x tokens new tokens, no KV cache; speedup = cuBLAS median / custom "
-                 "median; within_noise = Mann-Whitney p >= 0.05 over rounds. custom_kernel_calls count host calls "
-                 "(CUDA-graph replays run no Python, so only captures count)."),
+                 "median; within_noise = Mann-Whitney p >= 0.05 over rounds or |speedup - 1| < 2% (the A/A "
+                 "floor). custom_kernel_calls count host calls (CUDA-graph replays run no Python, so only "
+                 "captures count)."),
         "settings": {"modes": modes, "batches": list(batches), "prefill_tokens": prefill_tokens,
                      "prefill_batch": prefill_batch, "rounds": rounds, "iters": iters, "warmup": warmup},
         "results": [asdict(r) for r in results],
@@ -424,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not data["valid"]:
-        print("INVALID: the custom arm made no custom_kernels call or its logits disagree with cuBLAS",
+        print("INVALID: the custom arm made no custom_kernels call, or its logits are > 2x less accurate than cuBLAS's",
               file=sys.stderr)
         return 3
     return 0
