@@ -71,11 +71,16 @@ def torch_info() -> dict:
 
 
 def git_state(path: str) -> dict:
+    """Commit, describe and dirty state of a checkout. safe.directory: the mount may be owned by another
+    uid than the container user (git then refuses with "dubious ownership"); we only read."""
     if not Path(path, ".git").exists():
         return {"path": path, "error": "not a git checkout"}
-    _, commit = _run(["git", "-C", path, "rev-parse", "HEAD"])
-    _, describe = _run(["git", "-C", path, "describe", "--tags", "--always", "--dirty"])
-    _, status = _run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"])
+    git = ["git", "-c", f"safe.directory={path}", "-C", path]
+    rc, commit = _run([*git, "rev-parse", "HEAD"])
+    if rc != 0:
+        return {"path": path, "error": commit.splitlines()[0] if commit else f"git exited {rc}"}
+    _, describe = _run([*git, "describe", "--tags", "--always", "--dirty"])
+    _, status = _run([*git, "status", "--porcelain", "--untracked-files=no"])
     return {"path": path, "commit": commit, "describe": describe, "dirty": bool(status.strip()),
             "changed_files": status.splitlines()[:50]}
 
@@ -115,11 +120,11 @@ def series_state(fork: str, patches: str, version: str | None) -> dict:
         if not name:
             continue
         patch = series_dir / name
-        rc, _ = _run(["git", "-C", fork, "apply", "--reverse", "--check", str(patch)])
+        rc, _ = _run(["git", "-c", f"safe.directory={fork}", "-C", fork, "apply", "--reverse", "--check", str(patch)])
         if rc == 0:
             state[name] = "applied"
         else:
-            rc2, _ = _run(["git", "-C", fork, "apply", "--check", str(patch)])
+            rc2, _ = _run(["git", "-c", f"safe.directory={fork}", "-C", fork, "apply", "--check", str(patch)])
             state[name] = "not applied" if rc2 == 0 else "conflicts"
     return {"series": str(series_dir), "patches": state}
 
