@@ -221,18 +221,19 @@ def local_executor(tmp_path: Path, tree: Path, plugin: str, mp_method: str = "fo
 @pytest.mark.vllm_source
 def test_session_valid_when_the_switch_routes_gemms(tree, tmp_path):
     results, run = local_executor(tmp_path, tree, "honors")
-    spec = bench.BenchSpec(model="Qwen/Qwen2.5-0.5B", mode="both", repeats=2)
+    spec = bench.BenchSpec(model="Qwen/Qwen2.5-0.5B", mode="both", repeats=1)
     outcome = bench_session.run_session(results, "S1", spec, run)
     assert outcome.validity.valid, outcome.validity.reasons
     assert all(c and c > 0 for c in outcome.validity.custom_calls)
-    assert outcome.validity.baseline_calls == (0, 0, 0, 0)
+    assert outcome.validity.baseline_calls == (0, 0)
     assert {mode for mode, _ in outcome.rows} == {"latency", "throughput"}
     summary = json.loads(outcome.summary_path.read_text())
     assert summary["valid"] is True and "Mann-Whitney" in summary["note"]
     assert summary["env"]["custom_kernels"]["version"]  # scripts/bench_env.py ran through the executor
     assert outcome.chart_path is not None and outcome.chart_path.stat().st_size > 1000
     plan = json.loads((results / "S1" / "plan.json").read_text())
-    assert [r["arm"] for r in plan["runs"][:4]] == ["baseline", "custom", "custom", "baseline"]
+    assert [(r["mode"], r["arm"]) for r in plan["runs"]] == [("latency", "baseline"), ("latency", "custom"),
+                                                             ("throughput", "baseline"), ("throughput", "custom")]
     assert (results / "S1" / "runs" / "latency-custom-r0.log").read_text().startswith("stand-in vllm")
     # Reloading the saved records gives the same judgment (what --compare reads).
     again = bench_session.summarize_session(results / "S1", bench.load_records(results / "S1"))
@@ -243,6 +244,10 @@ def test_session_valid_when_the_switch_routes_gemms(tree, tmp_path):
     rows, chart, validities = bench_session.compare_sessions(results / "S1", results / "S2", out_dir=tmp_path)
     assert {c.metric for _, c in rows} == {"p50_s", "p90_s", "p99_s", "avg_latency_s"}
     assert all(v.valid for v in validities) and chart is not None
+    done = _invoke("--compare", str(results / "S1"), "--compare", str(results / "S2"))
+    assert done.returncode == 0, done.stderr
+    assert "p50_s" in done.stdout and "S1: valid" in done.stdout and "S2: valid" in done.stdout
+    assert (results / "S2" / "compare-S1-vs-S2.png").is_file()
 
 
 @pytest.mark.vllm_source
@@ -289,6 +294,17 @@ def test_task_bad_input_is_one_line_and_nonzero(args, message):
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_task_kernels_delegates_or_says_it_is_missing():
+    done = _invoke("--kernels", "--model", "qwen2.5-0.5b", "--dry-run")
+    if (ROOT / "custom_kernels" / "custom_kernels" / "bench" / "gemm.py").is_file():
+        assert done.returncode == 0, done.stderr
+        assert "python3 -m custom_kernels.bench.gemm --model qwen2.5-0.5b --tp 1" in done.stdout
+    else:
+        assert done.returncode == 1
+        assert done.stderr.strip() == ("error: custom_kernels.bench.gemm is not in this checkout: update "
+                                       "custom_kernels/ (the kernels package) to get the kernel-level benchmark")
 
 
 def test_task_decode_proxy_dry_run_prints_the_command():
