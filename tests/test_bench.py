@@ -46,7 +46,8 @@ def test_plan_runs_same_args_and_seed_for_both_arms():
     thr = runs[4].argv
     assert thr[thr.index("--dataset-name") + 1] == "random" and "--num-prompts" in thr
     assert all(r.env["VLLM_DISABLE_COMPILE_CACHE"] == "1" for r in runs)
-    per_arm = bench.plan_runs(bench.BenchSpec(compile_cache="per-arm", repeats=1), "S")
+    per_arm = bench.plan_runs(bench.BenchSpec(compile_cache="per-arm", repeats=1, gemm_layers="model.layers.0"), "S")
+    assert {r.env["VLLM_CUSTOM_GEMM_LAYERS"] for r in per_arm} == {"model.layers.0"}
     assert {r.env["VLLM_CACHE_ROOT"] for r in per_arm} == {"/tmp/vllm-workbench-cache-baseline",
                                                            "/tmp/vllm-workbench-cache-custom"}
     cmd = runs[0].command()

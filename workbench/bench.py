@@ -44,10 +44,13 @@ class BenchSpec:
     tp: int = 1
     seed: int = 0
     extra: tuple[str, ...] = ()
-    # Compile cache: vLLM keys it on its *known* env vars only, so VLLM_USE_CUSTOM_GEMM does not change
-    # the key and the custom arm could load the baseline's compiled graph. "off" disables it (both arms
+    # Compile cache: vLLM keys it on its *known* env vars only. The patch series registers
+    # VLLM_USE_CUSTOM_GEMM (so it changes the key); the plugin route alone does not, and then the custom
+    # arm could load the baseline's compiled graph. "off" disables it (both arms
     # recompile, outside the timed region); "per-arm" gives each arm its own VLLM_CACHE_ROOT.
     compile_cache: str = "off"
+    # VLLM_CUSTOM_GEMM_LAYERS (the patch series' layer filter, e.g. "model.layers.*.mlp.*"); both arms get it.
+    gemm_layers: str = ""
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -157,6 +160,8 @@ def plan_runs(spec: BenchSpec, session: str) -> list[PlannedRun]:
                 GEMM_SWITCH: "1" if arm == "custom" else "0",
                 COUNTS_ENV: str(base / "runs" / f"{run_id}.counts-{{pid}}.json"),
             }
+            if spec.gemm_layers:
+                env["VLLM_CUSTOM_GEMM_LAYERS"] = spec.gemm_layers
             if spec.compile_cache == "off":
                 env["VLLM_DISABLE_COMPILE_CACHE"] = "1"
             else:

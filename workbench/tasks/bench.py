@@ -28,6 +28,8 @@ HELP = {
     "tp": "tensor-parallel size",
     "extra": "more `vllm bench` arguments, same for both arms, e.g. \"--enforce-eager --max-model-len 2048\"",
     "compile_cache": "off (default: VLLM_DISABLE_COMPILE_CACHE=1) or per-arm (separate VLLM_CACHE_ROOT per arm)",
+    "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, "
+                   "e.g. \"model.layers.*.mlp.*\")",
     "dry_run": "print the plan (every command line and env) and exit without running anything",
     "compare": "two saved results/<timestamp>-<model> folders to compare: --compare A --compare B",
     "decode_proxy": "model-level A/B without vLLM or the container: HF model from a config, random weights",
@@ -49,8 +51,8 @@ def _exec_fn(settings):
 @task(help=HELP, iterable=["compare"], auto_shortflags=False)
 @user_errors
 def bench(c, custom_gemm=False, model=None, mode="latency", input_len=128, output_len=128, num_prompts=200,
-               batch_size=8, repeats=5, tp=1, extra="", compile_cache="off", dry_run=False, compare=None,
-               decode_proxy=False, kernels=False, out=None):
+          batch_size=8, repeats=5, tp=1, extra="", compile_cache="off", gemm_layers="", dry_run=False, compare=None,
+          decode_proxy=False, kernels=False, out=None):
     """Benchmark: `--custom-gemm` (vLLM A/B), `--compare A --compare B`, `--decode-proxy`, `--kernels`."""
     console = Console()
     settings = settings_from_context(c)
@@ -69,7 +71,7 @@ def bench(c, custom_gemm=False, model=None, mode="latency", input_len=128, outpu
     spec = benchlib.validate_spec(benchlib.BenchSpec(
         model=model or benchlib.BenchSpec.model, mode=mode, input_len=int(input_len), output_len=int(output_len),
         num_prompts=int(num_prompts), batch_size=int(batch_size), repeats=int(repeats), tp=int(tp),
-        extra=benchlib.parse_extra(extra), compile_cache=compile_cache))
+        extra=benchlib.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers))
     session = benchlib.session_name(spec.model)
     runs = benchlib.plan_runs(spec, session)
     if dry_run:
