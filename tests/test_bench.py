@@ -312,3 +312,15 @@ def test_task_decode_proxy_dry_run_prints_the_command():
     done = _invoke("--decode-proxy", "--model", "qwen2.5-0.5b", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "-m workbench.decode_proxy --model qwen2.5-0.5b" in done.stdout
+
+
+@pytest.mark.vllm_source
+def test_session_stops_when_both_arms_fail_from_the_start(tree, tmp_path):
+    results, run = local_executor(tmp_path, tree, "honors")
+
+    def broken(cmd, env):  # e.g. a model id that does not exist: vllm exits 1 for both arms
+        return run(["bash", "-c", "echo 'OSError: no such model' >&2; exit 1"] if cmd[0] == "bash" else cmd, env)
+
+    outcome = bench_session.run_session(results, "S", bench.BenchSpec(mode="both", repeats=3), broken)
+    assert len(outcome.records) == 2  # not 12
+    assert not outcome.validity.valid and "2 run(s) failed" in outcome.validity.reasons[0]

@@ -103,6 +103,9 @@ def test_session_in_the_dev_container_is_invalid_without_custom_kernels(project)
         os.chmod(path, 0o755)
 
     settings = project.settings
+    from workbench.tasks.bench import _exec_fn
+
+    container_exec = _exec_fn(settings, quiet=True)  # what `invoke bench` uses: the engine, output not streamed
 
     def exec_fn(cmd: list[str], env: dict[str, str]) -> int:
         # On a real host invoke's user is the container's user; here the host is root and the image user
@@ -110,7 +113,7 @@ def test_session_in_the_dev_container_is_invalid_without_custom_kernels(project)
         for folder, _, _ in os.walk(results):
             os.chown(folder, project_support.TEST_UID, project_support.TEST_GID)
         env = {**env, "PATH": f"/workspace/scripts/test-bin:{CONTAINER_PATH}"}
-        return engine.exec_in_container(settings, cmd, env=env)
+        return container_exec(cmd, env)
 
     results = settings.path(settings.results)
     spec = bench.BenchSpec(model="Qwen/Qwen2.5-0.5B", mode="latency", repeats=1)

@@ -62,6 +62,8 @@ def run_session(results_root: Path, session: str, spec: bench.BenchSpec, exec_fn
         records.append(result)
         if on_done:
             on_done(run, result, i + 1, len(runs))
+        if len(records) >= 2 and all(r.error for r in records):
+            break  # both arms fail from the start (bad model, out of memory, no GPU): don't repeat it N times
     return summarize_session(session_dir, records, spec_meta={"spec": asdict(spec)})
 
 

@@ -30,6 +30,7 @@ HELP = {
     "compile_cache": "off (default: VLLM_DISABLE_COMPILE_CACHE=1) or per-arm (separate VLLM_CACHE_ROOT per arm)",
     "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, "
                    "e.g. \"model.layers.*.mlp.*\")",
+    "verbose": "stream vLLM's output while it runs (it is always saved to results/<session>/runs/*.log)",
     "dry_run": "print the plan (every command line and env) and exit without running anything",
     "compare": "two saved results/<timestamp>-<model> folders to compare: --compare A --compare B",
     "decode_proxy": "model-level A/B without vLLM or the container: HF model from a config, random weights",
@@ -38,21 +39,26 @@ HELP = {
 }
 
 
-def _exec_fn(settings):
-    """The dev container executor from the foundation's engine (imported only when needed)."""
+def _exec_fn(settings, quiet: bool = False):
+    """The dev container executor from the foundation's engine (imported only when needed). ``quiet``:
+    don't stream the command's output (each run's output is in its runs/*.log anyway)."""
     try:
         from workbench.engine import exec_in_container
     except ImportError as err:
         raise WorkbenchError(f"the dev-container engine is unavailable ({err}); update the workbench checkout "
                              "(workbench/engine.py) and run `invoke up`") from None
-    return lambda cmd, env: exec_in_container(settings, cmd, env=env or None)
+    import inspect
+
+    params = inspect.signature(exec_in_container).parameters
+    sink = {"out": lambda data: None, "err": lambda data: None} if quiet and "out" in params and "err" in params else {}
+    return lambda cmd, env: exec_in_container(settings, cmd, env=env or None, **sink)
 
 
 @task(help=HELP, iterable=["compare"], auto_shortflags=False)
 @user_errors
 def bench(c, custom_gemm=False, model=None, mode="latency", input_len=128, output_len=128, num_prompts=200,
-          batch_size=8, repeats=5, tp=1, extra="", compile_cache="off", gemm_layers="", dry_run=False, compare=None,
-          decode_proxy=False, kernels=False, out=None):
+          batch_size=8, repeats=5, tp=1, extra="", compile_cache="off", gemm_layers="", verbose=False, dry_run=False,
+          compare=None, decode_proxy=False, kernels=False, out=None):
     """Benchmark: `--custom-gemm` (vLLM A/B), `--compare A --compare B`, `--decode-proxy`, `--kernels`."""
     console = Console()
     settings = settings_from_context(c)
@@ -77,7 +83,7 @@ def bench(c, custom_gemm=False, model=None, mode="latency", input_len=128, outpu
     if dry_run:
         _print_plan(console, session, runs, results_root)
         return None
-    return _run(console, settings, spec, session, runs, results_root)
+    return _run(console, settings, spec, session, runs, results_root, verbose)
 
 
 def _print_plan(console: Console, session: str, runs, results_root: Path) -> None:
@@ -89,12 +95,12 @@ def _print_plan(console: Console, session: str, runs, results_root: Path) -> Non
         console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True)
 
 
-def _run(console: Console, settings, spec, session: str, runs, results_root: Path):
+def _run(console: Console, settings, spec, session: str, runs, results_root: Path, verbose: bool = False):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from workbench import bench_session
 
-    exec_fn = _exec_fn(settings)
+    exec_fn = _exec_fn(settings, quiet=not verbose)
     results_root.mkdir(parents=True, exist_ok=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
@@ -107,6 +113,11 @@ def _run(console: Console, settings, spec, session: str, runs, results_root: Pat
             calls = result.counts["total_calls"] if result.counts else "no dump"
             value = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:2]) or result.error
             progress.console.print(f"  {run.run_id:24} {result.seconds:6.0f} s  {value}  custom-kernel calls: {calls}")
+            if result.error and not verbose:
+                log = benchlib.host_path(results_root, run.log)
+                tail = log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []
+                for line in tail:
+                    progress.console.print(f"    | {line}", markup=False, highlight=False)
             progress.advance(bar)
 
         outcome = bench_session.run_session(results_root, session, spec, exec_fn, on_start, on_done)
