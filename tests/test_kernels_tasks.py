@@ -1,4 +1,4 @@
-"""The tune / bench_kernels tasks: the commands they run in the container, and their errors."""
+"""The tune task and `bench --kernels`: the commands they run in the container, and their errors."""
 
 from __future__ import annotations
 
@@ -48,11 +48,12 @@ def test_config_outside_custom_kernels_is_refused(tmp_path):
 
 
 def test_tasks_dry_run_print_the_command(capsys):
-    from workbench.tasks.kernels import bench_kernels, tune
+    from workbench.tasks.bench import bench
+    from workbench.tasks.kernels import tune
 
     ctx = Context(Config(overrides={"workbench": {"root": str(ROOT)}}))
     tune(ctx, model=["qwen2.5-0.5b"], tp=1, dry_run=True)
-    bench_kernels(ctx, model=[], dry_run=True)
+    bench(ctx, kernels=True, dry_run=True)
     out = capsys.readouterr().out
     assert "(dry run) in the container: python3 -m custom_kernels.tune --model qwen2.5-0.5b" in out
     assert "python3 -m custom_kernels.bench.gemm --tp 1 --dtype bfloat16 --plot" in out

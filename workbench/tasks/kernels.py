@@ -1,4 +1,4 @@
-"""Tasks for custom_kernels: tune the GEMM dispatch table, benchmark the kernels against cuBLAS."""
+"""Tasks for custom_kernels: tune the GEMM dispatch table (the benchmark is `invoke bench --kernels`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from invoke import task
 
 from ..config import settings_from_context
 from ..errors import WorkbenchError, user_errors
-from ..kernels import bench_command, run_kernel_command, tune_command
+from ..kernels import run_kernel_command, tune_command
 
 _COMMON_HELP = {
     "model": "model config: a shipped name (qwen2.5-0.5b, tinyllama-1.1b, llama-3-8b) or a config.json "
@@ -37,13 +37,4 @@ def tune(ctx, model=None, tp=1, dtype="bfloat16", buckets="", kernels="", here=F
     _finish(ctx, tune_command(root, list(model or []), int(tp), dtype, buckets, kernels), here, dry_run, "tune")
 
 
-@task(iterable=["model"], help={**_COMMON_HELP, "m": "comma-separated M values (default 1,2,4,...,8192)",
-                                "plot": "draw the PNG (default on; --no-plot to skip)"})
-@user_errors
-def bench_kernels(ctx, model=None, tp=1, dtype="bfloat16", m="", plot=True, here=False, dry_run=False):
-    """GEMM microbenchmark: dispatch path, Triton and cuBLASLt vs cuBLAS; CSV/JSON/PNG per GPU."""
-    root = settings_from_context(ctx).root
-    _finish(ctx, bench_command(root, list(model or []), int(tp), dtype, m, plot), here, dry_run, "benchmark")
-
-
-TASKS = [tune, bench_kernels]
+TASKS = [tune]  # the kernel benchmark is `invoke bench --kernels` (workbench/tasks/bench.py)

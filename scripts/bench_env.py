@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Record the environment of a benchmark session as JSON (runs inside the dev container).
+
+What a number depends on: GPU and clocks, driver, CUDA, torch, the vLLM that is *imported* (its
+version, file location, fork commit and whether the tree is dirty), which patches of the series are
+applied, the custom_kernels version, its vLLM plugin entry point and dispatch table. Every probe is
+best-effort: a missing piece is recorded as an error string, never a crash.
+
+Usage: python3 scripts/bench_env.py [--out FILE] [--fork /workspace/vllm] [--patches /workspace/patches]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ENV_PREFIXES = ("VLLM_", "CUDA_", "TORCH_", "NCCL_", "CUSTOM_KERNELS_")
+
+
+def _run(cmd: list[str], cwd: str | None = None) -> tuple[int, str]:
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+        return done.returncode, (done.stdout or done.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return 127, str(err)
+
+
+def gpus() -> list[dict] | str:
+    """GPU name, driver, memory, clocks, utilization, via nvidia-smi (present wherever the driver is)."""
+    if not shutil.which("nvidia-smi"):
+        return "nvidia-smi not found (no NVIDIA driver visible)"
+    fields = ["index", "name", "driver_version", "memory.total", "memory.used", "utilization.gpu",
+              "clocks.sm", "clocks.max.sm", "clocks.mem", "temperature.gpu", "power.draw", "pstate"]
+    rc, out = _run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"])
+    if rc != 0:
+        return f"nvidia-smi failed: {out[:200]}"
+    rows = []
+    for line in out.splitlines():
+        values = [v.strip() for v in line.split(",")]
+        rows.append(dict(zip(fields, values, strict=False)))
+    rc, apps = _run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"])
+    if rc == 0:
+        rows.append({"compute_apps_running": [a for a in apps.splitlines() if a.strip()]})
+    return rows
+
+
+def torch_info() -> dict:
+    try:
+        import torch
+    except Exception as err:
+        return {"error": f"torch: {type(err).__name__}: {err}"}
+    info = {"version": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    return info
+
+
+def git_state(path: str) -> dict:
+    """Commit, describe and dirty state of a checkout. safe.directory: the mount may be owned by another
+    uid than the container user (git then refuses with "dubious ownership"); we only read."""
+    if not Path(path, ".git").exists():
+        return {"path": path, "error": "not a git checkout"}
+    git = ["git", "-c", f"safe.directory={path}", "-C", path]
+    rc, commit = _run([*git, "rev-parse", "HEAD"])
+    if rc != 0:
+        return {"path": path, "error": commit.splitlines()[0] if commit else f"git exited {rc}"}
+    _, describe = _run([*git, "describe", "--tags", "--always", "--dirty"])
+    _, status = _run([*git, "status", "--porcelain", "--untracked-files=no"])
+    return {"path": path, "commit": commit, "describe": describe, "dirty": bool(status.strip()),
+            "changed_files": status.splitlines()[:50]}
+
+
+def vllm_info(fork: str) -> dict:
+    info: dict = {"fork": git_state(fork)}
+    try:
+        from importlib import metadata
+
+        info["dist_version"] = metadata.version("vllm")
+    except Exception as err:
+        info["dist_version"] = f"not installed ({type(err).__name__})"
+    # Where `import vllm` resolves (without importing it: that takes seconds and loads plugins).
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("vllm")
+        info["import_path"] = str(Path(spec.origin).parent) if spec and spec.origin else None
+        info["imports_fork"] = bool(info["import_path"]) and str(info["import_path"]).startswith(
+            str(Path(fork).resolve()))
+    except Exception as err:
+        info["import_path"] = f"error: {err}"
+    return info
+
+
+def series_state(fork: str, patches: str, version: str | None) -> dict:
+    """Which patches of patches/<version>/series are applied to the fork's working tree."""
+    root = Path(patches)
+    candidates = [root / version] if version else []
+    candidates += sorted(p for p in root.glob("*") if (p / "series").is_file()) if root.is_dir() else []
+    series_dir = next((c for c in candidates if (c / "series").is_file()), None)
+    if series_dir is None:
+        return {"error": f"no series file under {patches}"}
+    state = {}
+    for line in (series_dir / "series").read_text().splitlines():
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        patch = series_dir / name
+        rc, _ = _run(["git", "-c", f"safe.directory={fork}", "-C", fork, "apply", "--reverse", "--check", str(patch)])
+        if rc == 0:
+            state[name] = "applied"
+        else:
+            rc2, _ = _run(["git", "-c", f"safe.directory={fork}", "-C", fork, "apply", "--check", str(patch)])
+            state[name] = "not applied" if rc2 == 0 else "conflicts"
+    return {"series": str(series_dir), "patches": state}
+
+
+def custom_kernels_info() -> dict:
+    info: dict = {}
+    try:
+        from importlib import metadata
+
+        info["dist_version"] = metadata.version("custom-kernels")
+        plugins = metadata.entry_points(group="vllm.general_plugins")
+        info["vllm_plugins"] = sorted(f"{ep.name}={ep.value}" for ep in plugins)
+    except Exception as err:
+        info["dist_version"] = f"not installed ({type(err).__name__})"
+    try:
+        import custom_kernels
+
+        info["version"] = getattr(custom_kernels, "__version__", None)
+        info["path"] = str(Path(custom_kernels.__file__).parent)
+    except Exception as err:
+        info["error"] = f"import custom_kernels: {type(err).__name__}: {err}"
+        return info
+    try:
+        from custom_kernels import dispatch
+
+        path = Path(dispatch.table_path())
+        info["dispatch_table"] = str(path)
+        if path.is_file():
+            raw = path.read_bytes()
+            info["dispatch_table_sha256"] = hashlib.sha256(raw).hexdigest()
+            table = json.loads(raw)
+            info["dispatch_table_gpus"] = sorted((table.get("gpus") or {}).keys())
+            info["dispatch_table_content"] = table if len(raw) < 200_000 else "too large, see sha256"
+    except Exception as err:
+        info["dispatch_table"] = f"unavailable ({type(err).__name__}: {err})"
+    return info
+
+
+def collect(fork: str, patches: str) -> dict:
+    vllm = vllm_info(fork)
+    version = vllm.get("dist_version") if isinstance(vllm.get("dist_version"), str) else None
+    base_version = version.split("+")[0].split(".dev")[0] if version and not version.startswith("not") else None
+    install_json = Path("/opt/workbench/install.json")
+    return {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "gpus": gpus(),
+        "torch": torch_info(),
+        "vllm": vllm,
+        "series": series_state(fork, patches, base_version),
+        "custom_kernels": custom_kernels_info(),
+        "install": json.loads(install_json.read_text()) if install_json.is_file() else None,
+        "env": {k: v for k, v in sorted(os.environ.items())
+                if k.startswith(ENV_PREFIXES) and "TOKEN" not in k and "KEY" not in k},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="write the JSON here (default: stdout)")
+    parser.add_argument("--fork", default="/workspace/vllm", help="the vLLM fork checkout")
+    parser.add_argument("--patches", default="/workspace/patches", help="the patch series root")
+    args = parser.parse_args(argv)
+    data = collect(args.fork, args.patches)
+    text = json.dumps(data, indent=1, default=str)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"environment written to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
