@@ -173,7 +173,9 @@ def test_nvml_path_reads_the_real_gpu():
     nvml = query_gpus()[0]
     assert gpu.total_bytes == nvml.memory_total_bytes and gpu.compute_capability == nvml.compute_capability
     _, total_cuda = torch.cuda.mem_get_info(0)
-    assert total_cuda == gpu.total_bytes
+    # NVML's total includes memory CUDA never hands out: measured on an H200, NVML 150,754,820,096 B vs
+    # CUDA 150,109,880,320 B (0.43% lower). vLLM budgets against CUDA's figure; the plan says so.
+    assert 0 <= gpu.total_bytes - total_cuda < 0.01 * gpu.total_bytes
     # Holding 4 GiB in this process shows up as in-use memory, and lowers the recommendation.
     before = memory.plan_memory(memory.load_model_shape("Llama-3-8B"), gpu, max_model_len=8192)
     block = torch.empty(4 * GiB, dtype=torch.uint8, device="cuda:0")

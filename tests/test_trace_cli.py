@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.kernels import import_custom_kernels  # noqa: E402
 from workbench.trace.cli import main  # noqa: E402
 from workbench.trace.command import TRACE_ENV, container_path, pick_mode, trace_command  # noqa: E402
 from workbench.trace.kernel_map import KernelIndex  # noqa: E402
@@ -26,7 +27,7 @@ from workbench.trace.kernels import (  # noqa: E402
     profile_to_chrome_trace,
 )
 from workbench.trace.records import KernelStat, load_trace  # noqa: E402
-from workbench.trace.targets import hf_model_from_config, import_custom_kernels, swapped_linear_gemm  # noqa: E402
+from workbench.trace.targets import hf_model_from_config, swapped_linear_gemm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QWEN = {"model_type": "qwen2", "vocab_size": 97, "hidden_size": 48, "intermediate_size": 112,

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from workbench.kernels import import_custom_kernels  # noqa: E402
 from workbench.trace.kernel_map import ORIGIN_CUSTOM, build_index  # noqa: E402
 from workbench.trace.kernels import kernels_from_trace, profile_to_chrome_trace  # noqa: E402
 from workbench.trace.modules import ModuleTracer  # noqa: E402
@@ -25,7 +26,6 @@ from workbench.trace.records import save_trace  # noqa: E402
 from workbench.trace.targets import (  # noqa: E402
     greedy_generate,
     hf_model_from_config,
-    import_custom_kernels,
     swapped_linear_gemm,
 )
 
@@ -87,7 +87,13 @@ def test_kernel_profile_custom_gemm_off_and_on(setup, tmp_path):
         routed.append(1)
         return ck.unquantized_gemm(layer, x, weight, bias)
 
-    rows_on, groups_on = _profile(model, ids, index, tmp_path / "on.json", gemm=gemm)
+    # The tuned table sends this toy model's shapes (not in it) to cuBLAS - correct dispatch, but then no
+    # custom kernel runs (seen on an H200). Force one so the profile must show it, mapped to its file.
+    os.environ["CUSTOM_KERNELS_FORCE"] = "triton_splitk"
+    try:
+        rows_on, groups_on = _profile(model, ids, index, tmp_path / "on.json", gemm=gemm)
+    finally:
+        os.environ.pop("CUSTOM_KERNELS_FORCE", None)
     _keep("gpu-kernels-custom-on", {"device": "cuda", "profiler": "torch", "kernels": rows_on,
                                     "groups": groups_on, "model": "Qwen2 4L h512 bf16 random", "custom_gemm": True})
     # Every linear of every step (warm-up + profiled run) went through the contract, and it counted itself.

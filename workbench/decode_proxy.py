@@ -97,7 +97,10 @@ def route_linears(model, gemm: Callable | None = None) -> int:
     import torch.nn.functional as F
 
     if gemm is None:
-        from custom_kernels import unquantized_gemm as gemm
+        from workbench.kernels import import_custom_kernels
+
+        # From the repo root the custom_kernels/ project folder would import as an empty namespace package.
+        gemm = import_custom_kernels(Path(__file__).resolve().parents[1] / "custom_kernels").unquantized_gemm
 
     count = 0
     for name, module in model.named_modules():
@@ -338,8 +341,9 @@ def environment(device) -> dict[str, Any]:
         except Exception as err:
             env["nvml"] = f"unavailable ({type(err).__name__})"
     try:
-        import custom_kernels
+        from workbench.kernels import import_custom_kernels
 
+        custom_kernels = import_custom_kernels(Path(__file__).resolve().parents[1] / "custom_kernels")
         env["custom_kernels"] = getattr(custom_kernels, "__version__", None)
         env["custom_kernels_path"] = str(Path(custom_kernels.__file__).parent)
     except Exception as err:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import WorkbenchError
@@ -94,3 +95,25 @@ def run_kernel_command(settings: Settings, cmd: list[str], here: bool = False) -
     from .engine import exec_in_container  # the foundation's docker layer (issue 2)
 
     return exec_in_container(settings, cmd, env=kernel_env(CONTAINER_ROOT), workdir=CONTAINER_ROOT)
+
+
+def import_custom_kernels(package_dir: Path | None = None) -> Any:
+    """The custom_kernels package (installed, or from ``package_dir``: the project's custom_kernels/ folder
+    that holds the package of the same name, which would otherwise import as an empty namespace package)."""
+    import importlib
+    import sys
+
+    try:
+        mod = importlib.import_module("custom_kernels")
+    except ImportError:
+        mod = None
+    if mod is not None and hasattr(mod, "unquantized_gemm"):
+        return mod
+    sys.modules.pop("custom_kernels", None)
+    if package_dir is not None and (Path(package_dir) / "custom_kernels" / "__init__.py").is_file():
+        sys.path.insert(0, str(package_dir))
+        mod = importlib.import_module("custom_kernels")
+        if hasattr(mod, "unquantized_gemm"):
+            return mod
+    raise WorkbenchError("custom_kernels is not importable: pip install -e custom_kernels (the container's "
+                         "invoke install does it)")

@@ -129,7 +129,8 @@ def with_custom_gemm(target: Any, args: argparse.Namespace, console: Console) ->
         return 0
     from torch import nn
 
-    from workbench.trace.targets import import_custom_kernels, swapped_linear_gemm
+    from workbench.kernels import import_custom_kernels
+    from workbench.trace.targets import swapped_linear_gemm
 
     ck = import_custom_kernels(custom_kernels_dir(args))
     swapped = sum(isinstance(m, nn.Linear) for m in target.model.modules())

@@ -133,28 +133,6 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return value
 
 
-def import_custom_kernels(package_dir: Path | None = None) -> Any:
-    """The custom_kernels package (installed, or from ``package_dir``: the project's custom_kernels/ folder
-    that holds the package of the same name, which would otherwise import as an empty namespace package)."""
-    import importlib
-    import sys
-
-    try:
-        mod = importlib.import_module("custom_kernels")
-    except ImportError:
-        mod = None
-    if mod is not None and hasattr(mod, "unquantized_gemm"):
-        return mod
-    sys.modules.pop("custom_kernels", None)
-    if package_dir is not None and (Path(package_dir) / "custom_kernels" / "__init__.py").is_file():
-        sys.path.insert(0, str(package_dir))
-        mod = importlib.import_module("custom_kernels")
-        if hasattr(mod, "unquantized_gemm"):
-            return mod
-    raise WorkbenchError("custom_kernels is not importable: pip install -e custom_kernels (the container's "
-                         "invoke install does it)")
-
-
 @contextlib.contextmanager
 def swapped_linear_gemm(model: nn.Module, gemm: Callable[..., torch.Tensor]) -> Iterator[int]:
     """Route every ``nn.Linear`` forward of ``model`` through ``gemm(layer, x, weight, bias)`` (the
