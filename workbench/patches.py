@@ -36,6 +36,7 @@ COMMITTED = "committed"  # part of the fork's HEAD (e.g. the user committed it)
 APPLIED = "applied"  # in the working tree, not committed
 PENDING = "pending"  # applies cleanly on top of what is applied
 CONFLICT = "conflict"  # does not apply (the fork moved on, or an earlier patch is missing)
+UNKNOWN = "unknown"  # your edits in its files hide whether it is applied
 
 
 # --------------------------------------------------------------------------------------- git plumbing
@@ -203,8 +204,10 @@ class SeriesState:
     """Where the fork stands against a series (computed from content, never from a record)."""
 
     series: Series
+    fork: Path
     committed: int  # the first `committed` patches are in HEAD
     applied: int  # the first `applied` patches are in HEAD or the worktree (applied >= committed)
+    applied_high: int  # > applied when user edits hide whether patches applied..applied_high-1 are in
     applicable: int  # the first `applicable` patches apply in sequence on HEAD (applicable >= applied)
     user_dirty: list[str]  # series files with edits that no patch explains (never touched)
     conflict: str = ""  # git's message for the first patch that does not apply
@@ -216,7 +219,7 @@ class SeriesState:
 
     @property
     def reverted_by_revert(self) -> tuple[Patch, ...]:
-        return self.series.patches[self.committed:self.applied]
+        return self.series.patches[self.committed:self.applied_high]
 
 
 @contextmanager
@@ -271,7 +274,10 @@ def series_state(fork: Path, series: Series) -> SeriesState:
     files = list(series.files)
     # 1. How many leading patches are already in HEAD: the largest c whose reverse applies on HEAD.
     committed = 0
-    for c in range(len(patches), 0, -1):
+    with _temp_index(fork) as env:  # fast path: patch 1 applies on HEAD, so nothing is committed
+        first_applies = bool(patches) and _git(fork, *_apply_args(patches[0], cached=True, check=True),
+                                               env=env, check=False).returncode == 0
+    for c in range(0 if first_applies else len(patches), 0, -1):
         with _temp_index(fork) as env:
             if all(_git(fork, *_apply_args(p, reverse=True, cached=True), env=env, check=False).returncode == 0
                    for p in reversed(patches[:c])):
@@ -290,35 +296,46 @@ def series_state(fork: Path, series: Series) -> SeriesState:
                 break
             applicable += 1
             expected.append(_index_blobs(fork, files, env))
-    # 3. Which simulated state does the worktree match best? Ties go to the most applied.
+    # 3. Which simulated states explain each file? valid[f] = the k whose content the worktree file has.
+    #    Files no state explains carry user edits. The applied count is a k every explained file agrees
+    #    on; when user edits hide it (or patches were applied out of order) it is a range, and both ends
+    #    are used conservatively: apply starts at the low end, revert at the high end, so a patch under
+    #    a user edit is never skipped or half-reverted — the run refuses instead.
     work = _worktree_blobs(fork, files)
-    best_k, best_bad = 0, None
-    for i, state in enumerate(expected):
-        bad = [f for f in files if work[f] != _blob(state.get(f))]
-        if best_bad is None or len(bad) <= len(best_bad):
-            best_k, best_bad = i, bad
-    user_dirty = set(best_bad or [])
-    # Staged changes on series files that are neither HEAD nor the matched state are user work too.
+    ks = range(len(expected))
+    valid = {f: {k for k in ks if work[f] == _blob(expected[k].get(f))} for f in files}
+    user_dirty = {f for f in files if not valid[f]}
+    agreed = set(ks)
+    for f in files:
+        agreed &= valid[f] or set(ks)
+    if not agreed:  # e.g. patch 2 applied by hand without patch 1: no prefix of the series explains the tree
+        agreed = set(ks)
+        user_dirty |= {f for f in files if work[f] != _blob(expected[0].get(f))}
+    low, high = min(agreed), max(agreed)
+    # Staged changes on series files that are neither HEAD nor an explained state are user work too.
     index = _index_blobs(fork, files)
     for f in files:
         staged = index.get(f)
         if staged is not None and (";" in staged or staged.split()[2] != "0"):
             user_dirty.add(f)  # unmerged entries (a merge or 3-way apply in progress)
-        elif _blob(staged) not in (_blob(expected[0].get(f)), _blob(expected[best_k].get(f))):
+        elif _blob(staged) not in {_blob(expected[k].get(f)) for k in (0, *valid[f])}:
             user_dirty.add(f)
-    applied = committed + best_k
+    applied = committed + low
+    applied_high = committed + high
     statuses = []
-    for i, _p in enumerate(patches):
+    for i in range(len(patches)):
         if i < committed:
             statuses.append(COMMITTED)
         elif i < applied:
             statuses.append(APPLIED)
+        elif i < applied_high:
+            statuses.append(UNKNOWN)
         elif i < applicable:
             statuses.append(PENDING)
         else:
             statuses.append(CONFLICT)
-    return SeriesState(series=series, committed=committed, applied=applied, applicable=applicable,
-                       user_dirty=sorted(user_dirty), conflict=conflict, statuses=statuses)
+    return SeriesState(series=series, fork=fork, committed=committed, applied=applied, applied_high=applied_high,
+                       applicable=applicable, user_dirty=sorted(user_dirty), conflict=conflict, statuses=statuses)
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -379,7 +396,7 @@ def _refuse_dirty(state: SeriesState, patches: Sequence[Patch], verb: str) -> No
     if dirty:
         raise WorkbenchError(
             f"refusing to {verb}: your uncommitted edits are in files the series touches ({', '.join(dirty)}); "
-            f"commit or stash them in the fork (`git -C <fork> stash`), then rerun — nothing was changed")
+            f"commit or stash them in the fork (`git -C {state.fork} stash`), then rerun — nothing was changed")
 
 
 def _run_patches(fork: Path, patches: Sequence[Patch], reverse: bool, three_way: bool) -> None:
@@ -425,11 +442,11 @@ def apply_series(fork: Path, series: Series, three_way: bool = False, dry_run: b
     state = series_state(fork, series)
     done_before = [p.name for p in series.patches[:state.applied]]
     pending = list(state.pending)
-    _refuse_dirty(state, pending, "apply the series")
     if state.applicable < len(series.patches) and not three_way:
         raise WorkbenchError(
             f"the series for vLLM {series.version} does not apply to this fork ({state.conflict}); nothing was "
             f"changed — port it (edit in the fork, commit, `invoke patch --refresh`), or try `invoke patch --3way`")
+    _refuse_dirty(state, pending, "apply the series")
     if not dry_run and pending:
         _run_patches(fork, pending, reverse=False, three_way=three_way)
     if not dry_run:
