@@ -9,10 +9,10 @@ from pathlib import Path
 from invoke import Collection
 
 from workbench.config import DEFAULTS
-from workbench.tasks import container, host, patch
+from workbench.tasks import container, host, install, patch, source
 
 ns = Collection()
-for module in (container, host, patch):
+for module in (container, host, patch, source, install):
     for task in module.TASKS:
         ns.add_task(task)
 ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     # The vLLM fork (a git submodule by default), relative to the project root or absolute.
     "fork": "vllm",
     "hf_cache": "~/.cache/huggingface",
+    # Precompiled vLLM wheels (vllm-<version>-*.whl) for `invoke install --precompiled`; the dev
+    # container sees this folder at /workspace/wheels.
+    "wheels": "wheels",
     "results": "results",
     "ccache_volume": "vllm-workbench-ccache",
     # "all", "none" or a comma-separated list of GPU indices.
@@ -52,6 +55,7 @@ class Settings:
     service: str = DEFAULTS["service"]
     fork: str = DEFAULTS["fork"]
     hf_cache: str = DEFAULTS["hf_cache"]
+    wheels: str = DEFAULTS["wheels"]
     results: str = DEFAULTS["results"]
     ccache_volume: str = DEFAULTS["ccache_volume"]
     gpus: str = DEFAULTS["gpus"]
@@ -93,6 +97,10 @@ class Settings:
     @property
     def fork_path(self) -> Path:
         return self.path(self.fork)
+
+    @property
+    def wheels_path(self) -> Path:
+        return self.path(self.wheels)
 
     @property
     def compose_path(self) -> Path:
