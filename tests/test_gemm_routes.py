@@ -104,14 +104,18 @@ def routed(layers: dict) -> set[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def patched_tree(tmp_path_factory):
-    """A git repo of the 0.13.0 sdist with the 0.13.0 series applied by workbench.patches."""
-    repo = make_fork_repo("0.13.0", tmp_path_factory.mktemp("patched") / "vllm")
-    series = P.load_series(ROOT / "patches", "0.13.0")
+def _patched(tmp_path_factory, version: str) -> Path:
+    """A git repo of the release sdist with its series applied by workbench.patches."""
+    repo = make_fork_repo(version, tmp_path_factory.mktemp(f"patched-{version}") / "vllm")
+    series = P.load_series(ROOT / "patches", version)
     P.apply_series(repo, series)
     assert P.series_state(repo, series).statuses == [P.APPLIED] * 3
     return repo
+
+
+@pytest.fixture(scope="module")
+def patched_tree(tmp_path_factory):
+    return _patched(tmp_path_factory, "0.13.0")
 
 
 # --------------------------------------------------------------------------------------- patched source
@@ -130,6 +134,13 @@ def test_plugin_stands_aside_on_a_patched_fork(patched_tree):
     # The fork routes by itself; the plugin must not wrap a second time (calls stay exactly 1).
     layers = probe(patched_tree, "plugin", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*"})
     assert routed(layers) == {MLP, MLP1}
+
+
+@pytest.mark.vllm_source
+def test_patched_0_33_0_routes_with_the_layer_filter(tmp_path_factory):
+    tree = _patched(tmp_path_factory, "0.33.0")
+    env = {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1"}
+    assert routed(probe(tree, "patched", env, version="0.33.0")) == {MLP}
 
 
 # --------------------------------------------------------------------------------------- plugin on stock vLLM

@@ -166,7 +166,8 @@ def detect_version(fork: Path) -> tuple[str, str]:
     else setuptools-scm's ``vllm/_version.py``, else the sdist's PKG-INFO."""
     fork = Path(fork)
     if (fork / ".git").exists():
-        result = _git(fork, "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", "HEAD", check=False)
+        result = _git(fork, "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*.[0-9]*.[0-9]*",
+                      "--exclude", "*rc*", "HEAD", check=False)
         tag = result.stdout.decode().strip()
         if result.returncode == 0 and re.fullmatch(r"v\d+\.\d+\.\d+", tag):
             return tag[1:], f"git tag {tag}"
