@@ -234,17 +234,24 @@ class InstallPlan:
 
 # Removes a regular (non-editable) vllm so the editable fork is the one Python imports.
 _REMOVE_NON_EDITABLE = r"""
-import importlib.metadata as md, json, subprocess, sys
+import importlib.metadata as md, json, os, subprocess, sys
 try:
     dist = md.distribution("vllm")
 except md.PackageNotFoundError:
     sys.exit(0)
-direct = dist.read_text("direct_url.json") or "{}"
-if json.loads(direct).get("dir_info", {}).get("editable"):
-    print("vllm is already an editable install:", json.loads(direct).get("url"))
+direct = json.loads(dist.read_text("direct_url.json") or "{}")
+if direct.get("dir_info", {}).get("editable"):
+    print("vllm is already an editable install:", direct.get("url"))
     sys.exit(0)
-print("removing the non-editable vllm", dist.version, "from", dist.locate_file(""))
-sys.exit(subprocess.call([sys.executable, "-m", "pip", "uninstall", "-y", "vllm"]))
+where = str(dist.locate_file(""))
+print("removing the non-editable vllm", dist.version, "from", where)
+# A vllm outside this venv (the base image's system install) belongs to the base interpreter.
+inside = os.path.realpath(where).startswith(os.path.realpath(sys.prefix) + os.sep)
+python = sys.executable if inside else os.path.join(sys.base_prefix, "bin", "python3")
+env = {**os.environ, "PIP_BREAK_SYSTEM_PACKAGES": "1"}
+if subprocess.call([python, "-m", "pip", "uninstall", "-y", "vllm"], env=env) != 0:
+    sys.exit(f"error: cannot remove the non-editable vllm in {where} (not writable?): rebuild the dev image "
+             "(`invoke build`: Dockerfile.dev removes it) or remove it as root")
 """
 
 # Proves the install: vllm imports from the mounted fork and its compiled extension loads.
