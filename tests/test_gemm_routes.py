@@ -77,12 +77,32 @@ def _deps_dir(version: str) -> Path | None:
     return target
 
 
+def _entry_point_dist(tmp: Path) -> Path:
+    """A folder holding custom_kernels' dist metadata with the `vllm.general_plugins` entry point exactly
+    as custom_kernels/pyproject.toml declares it, so vLLM's own loader finds it without an install."""
+    import tomllib
+
+    declared = tomllib.loads((KERNELS / "pyproject.toml").read_text())["project"]["entry-points"]
+    group = declared["vllm.general_plugins"]
+    dist = tmp / "custom_kernels-0.1.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: custom-kernels\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[vllm.general_plugins]\n" +
+                                           "".join(f"{k} = {v}\n" for k, v in group.items()))
+    return tmp
+
+
 def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
           layers: list[str] = LAYERS) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    deps = _deps_dir(version)
-    if deps is not None:
-        clean["PYTHONPATH"] = str(deps)
+    paths = [str(p) for p in (_deps_dir(version),) if p is not None]
+    if route == "entrypoint":
+        import tempfile
+
+        paths.append(str(_entry_point_dist(Path(tempfile.mkdtemp(prefix="wb-ep-")))))
+        clean["VLLM_PLUGINS"] = "custom_gemm"  # only ours, whatever else this venv has installed
+    if paths:
+        clean["PYTHONPATH"] = os.pathsep.join(paths)
     result = subprocess.run([sys.executable, str(PROBE), str(tree), str(KERNELS), route, *layers],
                             env={**clean, **env}, capture_output=True, text=True, timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE")]
@@ -146,11 +166,12 @@ def test_patched_0_33_0_routes_with_the_layer_filter(tmp_path_factory):
 # --------------------------------------------------------------------------------------- plugin on stock vLLM
 @pytest.mark.vllm_source
 @pytest.mark.parametrize("version", ["0.13.0", "0.33.0"])
-@pytest.mark.parametrize(("env", "expected"), [
-    ({}, set()),
-    ({"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
-    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*"}, {ATTN}),
+@pytest.mark.parametrize(("route", "env", "expected"), [
+    ("plugin", {}, set()),
+    ("plugin", {"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
+    # through vLLM's own load_general_plugins() and the entry point custom_kernels declares
+    ("entrypoint", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*"}, {ATTN}),
 ])
-def test_plugin_routes_on_stock_vllm(version, env, expected):
+def test_plugin_routes_on_stock_vllm(version, route, env, expected):
     tree = vllm_source_tree(version)
-    assert routed(probe(tree, "plugin", env, version=version)) == expected
+    assert routed(probe(tree, route, env, version=version)) == expected

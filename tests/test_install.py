@@ -124,10 +124,12 @@ def test_committed_csrc_change_is_seen_too(fork, tmp_path):
 
 
 def test_container_paths(tmp_path):
-    assert inst.container_path(tmp_path / "wheels" / "a.whl", tmp_path) == "/workspace/wheels/a.whl"
-    assert inst.container_path(tmp_path / "vllm" / "x" / "y.py", tmp_path) == "/workspace/vllm/x/y.py"
-    assert inst.container_path(tmp_path / "elsewhere" / "a.whl", tmp_path) is None
-    assert inst.container_path(Path("/") / "opt" / "a.whl", tmp_path) is None
+    mounts = inst.default_mounts(tmp_path, tmp_path / "vllm", tmp_path / "elsewhere" / "wheels")
+    assert inst.container_path(tmp_path / "elsewhere" / "wheels" / "a.whl", mounts) == "/workspace/wheels/a.whl"
+    assert inst.container_path(tmp_path / "vllm" / "x" / "y.py", mounts) == "/workspace/vllm/x/y.py"
+    assert inst.container_path(tmp_path / "results" / "r.json", mounts) == "/workspace/results/r.json"
+    assert inst.container_path(tmp_path / "other" / "a.whl", mounts) is None
+    assert inst.container_path(Path("/") / "opt" / "a.whl", mounts) is None
 
 
 # --------------------------------------------------------------------------------------- jobs and arch
@@ -246,3 +248,40 @@ def test_provenance_script_writes_json(tmp_path):
                    capture_output=True)
     written = json.loads(target.read_text())
     assert {k: written[k] for k in record} == record and written["time"].endswith("Z")
+
+
+# --------------------------------------------------------------------------------------- the tasks, as a user runs them
+def _invoke(args: list[str], fork: Path, wheels: Path) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "INVOKE_WORKBENCH_FORK": str(fork), "INVOKE_WORKBENCH_WHEELS": str(wheels)}
+    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(root), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_install_dry_run_with_a_local_wheel(fork, tmp_path):
+    wheel = wheel_file(tmp_path / "wheels")
+    result = _invoke(["install", "--precompiled", "--dry-run", "--no-deps"], fork, wheel.parent)
+    assert result.returncode == 0, result.stderr
+    assert "cached wheel of the fork's release 0.13.0" in result.stdout
+    assert f"VLLM_PRECOMPILED_WHEEL_LOCATION=/workspace/wheels/{wheel.name}" in result.stdout
+    assert "pip install --no-build-isolation --no-deps -e /workspace/vllm" in result.stdout
+    elsewhere = wheel_file(tmp_path / "downloads")
+    explicit = _invoke(["install", "--wheel", str(elsewhere), "--dry-run"], fork, wheel.parent)
+    assert explicit.returncode == 0, explicit.stderr
+    assert "would copy" in explicit.stdout and not (tmp_path / "wheels" / "x").exists()
+
+
+def test_install_refusals_are_one_line(fork, tmp_path):
+    wheel = wheel_file(tmp_path / "wheels")
+    (fork / "csrc" / "gemm.cu").write_text("// my kernel\n")
+    refused = _invoke(["install", "--dry-run"], fork, wheel.parent)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "csrc/gemm.cu" in refused.stderr and "invoke install --full" in refused.stderr
+    no_gpu = _invoke(["install", "--full", "--dry-run"], fork, wheel.parent)
+    if no_gpu.returncode == 0:
+        pytest.skip("this host has an NVIDIA GPU: the no-GPU message does not apply")
+    assert no_gpu.stderr.count("\n") == 1 and "--arch" in no_gpu.stderr
+    full = _invoke(["install", "--full", "--arch", "9.0a", "--jobs", "3", "--dry-run"], fork, wheel.parent)
+    assert full.returncode == 0, full.stderr
+    assert "TORCH_CUDA_ARCH_LIST=9.0a" in full.stdout and "MAX_JOBS=3" in full.stdout
+    assert "CCACHE_NOHASHDIR=true" in full.stdout

@@ -109,7 +109,7 @@ def test_precompiled_editable_install_of_the_real_source(container):
     choice = inst.resolve_wheel(fork, version, None, project / "wheels")
     assert choice.kind == "cached" and choice.commit is not None
     assert inst.check_wheel_matches(fork, choice) == []
-    location = inst.container_path(Path(choice.location), project)
+    location = inst.container_path(Path(choice.location), inst.default_mounts(project, fork, project / "wheels"))
     assert location == f"{inst.CONTAINER_WHEELS}/vllm-0.13.0-cp38-abi3-manylinux1_x86_64.whl"
     plan = inst.precompiled_plan(version, choice, location, ["0.13.0/x.patch"], no_deps=True)
     outputs = run_plan(ctr, plan)

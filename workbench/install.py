@@ -50,6 +50,11 @@ def _git(fork: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def head_commit(fork: Path) -> str | None:
+    """The fork's HEAD commit (None outside a git checkout)."""
+    return _git(fork, "rev-parse", "HEAD")
+
+
 def _commit_of(fork: Path, rev: str) -> str | None:
     return _git(fork, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
 
@@ -139,16 +144,25 @@ def check_wheel_matches(fork: Path, wheel: WheelChoice) -> list[str]:
     return []
 
 
-def container_path(host_path: Path, root: Path) -> str | None:
-    """Where a host file under the project's mounted folders appears in the dev container."""
-    mounts = {"vllm": CONTAINER_FORK, "custom_kernels": CONTAINER_KERNELS, "wheels": CONTAINER_WHEELS,
-              "results": "/workspace/results", "patches": "/workspace/patches", "scripts": "/workspace/scripts"}
-    try:
-        rel = Path(host_path).resolve().relative_to(Path(root).resolve())
-    except ValueError:
-        return None
-    top = rel.parts[0] if rel.parts else ""
-    return f"{mounts[top]}/{Path(*rel.parts[1:]).as_posix()}" if top in mounts and len(rel.parts) > 1 else None
+def default_mounts(root: Path, fork: Path, wheels: Path) -> dict[Path, str]:
+    """Host folder -> dev container path, as docker-compose.yml mounts them (wheels: read-only)."""
+    root = Path(root)
+    return {Path(fork): CONTAINER_FORK, root / "custom_kernels": CONTAINER_KERNELS, Path(wheels): CONTAINER_WHEELS,
+            root / "results": "/workspace/results", root / "patches": "/workspace/patches",
+            root / "scripts": "/workspace/scripts"}
+
+
+def container_path(host_path: Path, mounts: dict[Path, str]) -> str | None:
+    """Where a host file under one of the mounted folders appears in the dev container (None: not visible)."""
+    host = Path(host_path).resolve()
+    for folder, target in mounts.items():
+        try:
+            rel = host.relative_to(Path(folder).resolve())
+        except ValueError:
+            continue
+        if rel.parts:
+            return f"{target}/{rel.as_posix()}"
+    return None
 
 
 # --------------------------------------------------------------------------------------- build resources

@@ -32,21 +32,25 @@ def _run(settings: Settings, plan: inst.InstallPlan, console: Console, dry_run: 
     console.print(f"[green]installed ({plan.mode}); provenance in {inst.PROVENANCE}[/green]")
 
 
-def _wheel_location(settings: Settings, wheel: inst.WheelChoice, console: Console) -> str | None:
-    """The wheel as the container sees it: URLs as they are, files via the mounted wheels folder."""
+def _wheel_location(settings: Settings, wheel: inst.WheelChoice, console: Console, dry_run: bool) -> str | None:
+    """The wheel as the container sees it: URLs as they are, files through the mounted wheels folder
+    (a wheel elsewhere on the host is copied there first)."""
     if wheel.location is None or "://" in wheel.location:
         return wheel.location
     host = Path(wheel.location).expanduser()
     if not host.is_file():
         raise WorkbenchError(f"no wheel file at {host}: pass an existing .whl path or an http(s) URL")
-    mapped = inst.container_path(host, settings.root)
+    mounts = inst.default_mounts(settings.root, settings.fork_path, settings.wheels_path)
+    mapped = inst.container_path(host, mounts)
     if mapped is None:
-        settings.wheels_path.mkdir(parents=True, exist_ok=True)
         target = settings.wheels_path / host.name
-        if not target.exists():
+        if dry_run:
+            console.print(f"would copy {host} to {target} (the container sees {inst.CONTAINER_WHEELS})")
+        elif not target.exists():
             console.print(f"copying {host} to {target} (the container sees {inst.CONTAINER_WHEELS})")
+            settings.wheels_path.mkdir(parents=True, exist_ok=True)
             shutil.copy2(host, target)
-        mapped = inst.container_path(target, settings.root)
+        mapped = inst.container_path(target, mounts)
     return mapped
 
 
@@ -86,13 +90,13 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
         if wheel:
             raise WorkbenchError("--wheel is for --precompiled; a full build compiles csrc/ itself")
         arch_list, chosen = _arch_and_jobs(settings, arch, int(jobs) if jobs else None)
-        commit = inst._git(fork, "rev-parse", "HEAD")
+        commit = inst.head_commit(fork)
         plan = inst.full_plan(version, commit, arch_list, chosen, series, no_deps=no_deps)
     else:
         choice = inst.resolve_wheel(fork, version, wheel, settings.wheels_path)
         for warning in inst.check_wheel_matches(fork, choice):
             console.print(f"[yellow]warning: {warning}[/yellow]")
-        plan = inst.precompiled_plan(version, choice, _wheel_location(settings, choice, console), series,
+        plan = inst.precompiled_plan(version, choice, _wheel_location(settings, choice, console, dry_run), series,
                                      no_deps=no_deps)
     _run(settings, plan, console, dry_run)
 
