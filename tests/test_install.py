@@ -241,6 +241,16 @@ def test_verify_script_refuses_a_vllm_from_elsewhere(tmp_path):
     assert result.returncode == 0 and other.returncode == 1 and "not the mounted fork" in other.stderr
 
 
+def test_rebuild_extends_the_install_record(tmp_path):
+    target = tmp_path / "install.json"
+    target.write_text(json.dumps({"mode": "full", "commit": "c" * 40, "series": ["0.13.0/1.patch"]}))
+    step = inst.rebuild_plan("9.0a", inst.Jobs(2, 1, "t")).steps[-1]
+    subprocess.run([sys.executable, *step.cmd[1:-2], str(target), "9.0a"], check=True, capture_output=True)
+    record = json.loads(target.read_text())
+    assert record["mode"] == "full" and record["series"] == ["0.13.0/1.patch"]
+    assert record["rebuild"]["arch_list"] == "9.0a" and record["rebuild"]["time"].endswith("Z")
+
+
 def test_provenance_script_writes_json(tmp_path):
     target = tmp_path / "opt" / "workbench" / "install.json"
     record = {"mode": "precompiled", "wheel": "w.whl", "commit": None, "arch_list": None, "series": []}

@@ -394,6 +394,19 @@ def cmake_presets(arch: str, jobs: Jobs, python: str = "/opt/workbench-venv/bin/
 
 _WRITE_FILE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
 
+# Adds the rebuild to the install record (keeping mode, wheel, commit, series of the install it extends).
+_RECORD_REBUILD = r"""
+import json, os, sys, time
+path, arch = sys.argv[1], sys.argv[2]
+record = json.load(open(path)) if os.path.exists(path) else {"mode": "rebuild-only"}
+record["rebuild"] = {"arch_list": arch, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path + ".tmp", "w") as fh:
+    json.dump(record, fh, indent=2)
+os.replace(path + ".tmp", path)
+print("provenance:", path)
+"""
+
 
 def rebuild_plan(arch: str, jobs: Jobs) -> InstallPlan:
     """Incremental csrc/ build: regenerate the CMake preset, configure, build and install the .so files."""
@@ -407,6 +420,7 @@ def rebuild_plan(arch: str, jobs: Jobs) -> InstallPlan:
              [PYTHON, "-c", _WRITE_FILE, f"{CONTAINER_FORK}/CMakeUserPresets.json", presets]),
         Step("configure, build and install csrc/ incrementally", ["bash", "-c", script], env, CONTAINER_FORK),
         Step("verify vllm imports from the fork and vllm._C loads", [PYTHON, "-c", _VERIFY, CONTAINER_FORK]),
+        Step("record the rebuild in the provenance", [PYTHON, "-c", _RECORD_REBUILD, PROVENANCE, arch]),
     ]
     provenance = {"mode": "rebuild", "arch_list": arch, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return InstallPlan("rebuild", steps, provenance, [f"TORCH_CUDA_ARCH_LIST={arch}",
