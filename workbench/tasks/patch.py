@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke import Task, task
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from workbench import patches
@@ -30,7 +31,7 @@ def _status_table(state: patches.SeriesState) -> Table:
               patches.CONFLICT: "red", patches.UNKNOWN: "magenta"}
     for i, (p, s) in enumerate(zip(state.series.patches, state.statuses, strict=True), 1):
         state_cell = f"[{colors[s]}]{s}[/{colors[s]}]"
-        table.add_row(str(i), f"{p.name}\n[dim]{p.subject}[/dim]", state_cell, "\n".join(p.files))
+        table.add_row(str(i), f"{escape(p.name)}\n[dim]{escape(p.subject)}[/dim]", state_cell, "\n".join(p.files))
     return table
 
 
@@ -58,7 +59,7 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
         verb = "would write" if dry_run else "wrote"
         console.print(f"{verb} {len(names)} patch(es) to {root / version}:")
         for name in names:
-            console.print(f"  {name}")
+            console.print(f"  {escape(name)}")
         return
     chosen = patches.resolve_series(fork, root, series)
     if status:
@@ -67,7 +68,7 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
         state = patches.series_state(fork, chosen)
         console.print(_status_table(state))
         if state.conflict:
-            console.print(f"[red]does not apply:[/red] {state.conflict}")
+            console.print(f"[red]does not apply:[/red] {escape(state.conflict)}")
         if state.user_dirty:
             console.print(f"[yellow]your uncommitted edits in files the series touches:[/yellow] "
                           f"{', '.join(state.user_dirty)} (apply/revert leave those files alone and refuse "
