@@ -7,6 +7,7 @@ from pathlib import Path
 
 from invoke import task
 from rich.console import Console
+from rich.markup import escape
 
 from workbench import install as inst
 from workbench import patches
@@ -17,7 +18,7 @@ from workbench.source import require_initialised
 
 def _run(settings: Settings, plan: inst.InstallPlan, console: Console, dry_run: bool) -> None:
     for note in plan.notes:
-        console.print(f"[bold]{note}[/bold]")
+        console.print(f"[bold]{escape(note)}[/bold]")
     if dry_run:
         for line in plan.describe():
             console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -95,7 +96,7 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
     else:
         choice = inst.resolve_wheel(fork, version, wheel, settings.wheels_path)
         for warning in inst.check_wheel_matches(fork, choice):
-            console.print(f"[yellow]warning: {warning}[/yellow]")
+            console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
         plan = inst.precompiled_plan(version, choice, _wheel_location(settings, choice, console, dry_run), series,
                                      no_deps=no_deps)
     _run(settings, plan, console, dry_run)

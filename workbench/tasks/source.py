@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from invoke import task
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from workbench import source as src
@@ -38,9 +39,9 @@ def source(c, fork=None, ref=None):
     table.add_row("commit", info.commit + pinned)
     table.add_row("branch", info.branch or "detached HEAD")
     shown = ", ".join(info.dirty[:10]) + (f" (+{len(info.dirty) - 10} more)" if len(info.dirty) > 10 else "")
-    table.add_row("dirty files", shown or "none")
-    table.add_row("patches applied", "\n".join(info.applied) or "none")
-    table.add_row("precompiled wheel", info.wheel)
+    table.add_row("dirty files", escape(shown) or "none")
+    table.add_row("patches applied", escape("\n".join(info.applied)) or "none")
+    table.add_row("precompiled wheel", escape(info.wheel))
     console.print(table)
 
 
