@@ -26,11 +26,11 @@ DEFAULTS: dict[str, Any] = {
     # The vLLM fork (a git submodule by default), relative to the project root or absolute.
     "fork": "vllm",
     "hf_cache": "~/.cache/huggingface",
-    # Precompiled vLLM wheels (vllm-<version>-*.whl) for `invoke install --precompiled`; the dev
-    # container sees this folder at /workspace/wheels.
-    "wheels": "wheels",
     "results": "results",
     "ccache_volume": "vllm-workbench-ccache",
+    # Precompiled vLLM wheels (vllm-<version>-*.whl) for `invoke install --precompiled`; the dev
+    # container must see this folder at /workspace/wheels (read-only mount).
+    "wheels": "wheels",
     # "all", "none" or a comma-separated list of GPU indices.
     "gpus": "all",
     # Variables that reach the container only at exec time, never its create config or an image.
@@ -55,9 +55,9 @@ class Settings:
     service: str = DEFAULTS["service"]
     fork: str = DEFAULTS["fork"]
     hf_cache: str = DEFAULTS["hf_cache"]
-    wheels: str = DEFAULTS["wheels"]
     results: str = DEFAULTS["results"]
     ccache_volume: str = DEFAULTS["ccache_volume"]
+    wheels: str = DEFAULTS["wheels"]
     gpus: str = DEFAULTS["gpus"]
     secrets: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULTS["secrets"]))
     uid: str = ""
@@ -99,10 +99,6 @@ class Settings:
         return self.path(self.fork)
 
     @property
-    def wheels_path(self) -> Path:
-        return self.path(self.wheels)
-
-    @property
     def compose_path(self) -> Path:
         return self.path(self.compose_file)
 
@@ -113,6 +109,10 @@ class Settings:
     @property
     def host_gid(self) -> int:
         return int(self.gid) if self.gid else os.getgid()
+
+    @property
+    def wheels_path(self) -> Path:
+        return self.path(self.wheels)
 
 
 def settings_from_context(ctx) -> Settings:
