@@ -23,10 +23,10 @@ def git(repo: Path, *args: str) -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
-def make_fork(path: Path, tag: str = "v0.13.0") -> Path:
+def make_fork(path: Path, tag: str = "v0.13.0", marker: str = "") -> Path:
     (path / "vllm").mkdir(parents=True)
     (path / "csrc").mkdir()
-    (path / "vllm" / "__init__.py").write_text("")
+    (path / "vllm" / "__init__.py").write_text(marker)
     (path / "csrc" / "ops.cu").write_text("\n")
     git(path, "init", "-q", "-b", "main")
     git(path, "add", "-A")
@@ -80,7 +80,7 @@ def test_uninitialised_submodule_is_one_line_with_the_fix(project, tmp_path):
 
 def test_switch_fork_and_ref(project, tmp_path):
     root, _ = project
-    mine = make_fork(tmp_path / "my-fork")
+    mine = make_fork(tmp_path / "my-fork", marker="# my fork's own v0.13.0 commit\n")  # its tag differs
     git(mine, "checkout", "-q", "-b", "gemm-hook")
     (mine / "vllm" / "hook.py").write_text("HOOK = True\n")
     git(mine, "add", "-A")

@@ -103,6 +103,9 @@ def switch_fork(root: Path, fork: Path, url: str | None, ref: str | None) -> str
         _git(root, "submodule", "update", "--init", "--", SUBMODULE)
     if ref:
         source = url or submodule_url(root)
-        _git(fork, "fetch", "--tags", source, ref)
+        _git(fork, "fetch", "--no-tags", source, ref)
         _git(fork, "checkout", "--detach", "FETCH_HEAD")
+        # The fork's release tags (version detection); a fork whose tag differs from one already here
+        # is not forced over it (exit status ignored: the other tags still arrive).
+        _git(fork, "fetch", "--no-tags", source, "refs/tags/v*:refs/tags/v*", check=False)
     return _git(fork, "rev-parse", "HEAD")
