@@ -9,10 +9,10 @@ from pathlib import Path
 from invoke import Collection
 
 from workbench.config import DEFAULTS
-from workbench.tasks import bench, container, host, kernels, memory, trace
+from workbench.tasks import bench, container, host, install, kernels, memory, patch, source, trace
 
 ns = Collection()
-for module in (container, host, bench, kernels, memory, trace):
+for module in (container, host, source, patch, install, bench, kernels, memory, trace):
     for task in module.TASKS:
         ns.add_task(task)
 ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})

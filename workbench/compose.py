@@ -166,6 +166,7 @@ def compose_variables(settings: Settings) -> dict[str, str]:
         "WORKBENCH_CONTAINER": settings.container,
         "WORKBENCH_FORK": str(settings.fork_path),
         "WORKBENCH_RESULTS": str(settings.results_path),
+        "WORKBENCH_WHEELS": str(settings.wheels_path),
         "HF_HOME": str(settings.hf_cache_path),
         "WORKBENCH_CCACHE_VOLUME": settings.ccache_volume,
         "WORKBENCH_BASE_IMAGE": settings.base_image,
@@ -347,3 +348,9 @@ def _gpu_requests(deploy: dict, name: str, path: Path) -> tuple[GpuRequest, ...]
 
 def _extra_hosts(entries: tuple[str, ...]) -> dict[str, str]:
     return dict(e.split(":", 1) for e in entries)
+
+
+def bind_mounts(settings: Settings) -> dict[Path, str]:
+    """Host folder -> container path for every bind mount the compose file declares (the same for the
+    GPU and CPU services): how host files (a wheel, a result) are named inside the dev container."""
+    return {Path(m.source): m.target for m in load_spec(settings, "none").mounts if m.type == "bind"}

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "hf_cache": "",
     "results": "results",
     "ccache_volume": "vllm-workbench-ccache",
+    # Precompiled vLLM wheels (vllm-<version>-*.whl) for `invoke install --precompiled`; the dev
+    # container must see this folder at /workspace/wheels (read-only mount).
+    "wheels": "wheels",
     # "all", "none" or a comma-separated list of GPU indices.
     "gpus": "all",
     # Variables that reach the container only at exec time, never its create config or an image.
@@ -55,6 +58,7 @@ class Settings:
     hf_cache: str = ""
     results: str = DEFAULTS["results"]
     ccache_volume: str = DEFAULTS["ccache_volume"]
+    wheels: str = DEFAULTS["wheels"]
     gpus: str = DEFAULTS["gpus"]
     secrets: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULTS["secrets"]))
     uid: str = ""
@@ -114,6 +118,10 @@ class Settings:
     @property
     def host_gid(self) -> int:
         return int(self.gid) if self.gid else os.getgid()
+
+    @property
+    def wheels_path(self) -> Path:
+        return self.path(self.wheels)
 
 
 def settings_from_context(ctx) -> Settings:

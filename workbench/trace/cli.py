@@ -238,8 +238,10 @@ def print_modules(doc: dict[str, Any], console: Console, top: int) -> None:
 
 
 def default_fork() -> Path | None:
+    """The first vLLM source tree found; an uninitialised submodule (empty vllm/) is no tree."""
     here = Path(__file__).resolve().parents[2]
-    return _first_dir(os.environ.get("WORKBENCH_FORK"), "/workspace/vllm", str(here / "vllm"))
+    candidates = (os.environ.get("WORKBENCH_FORK"), "/workspace/vllm", str(here / "vllm"))
+    return _first_dir(*(c for c in candidates if c and (Path(c) / "csrc").is_dir()))
 
 
 def run_kernels(args: argparse.Namespace, console: Console) -> dict[str, Any]:

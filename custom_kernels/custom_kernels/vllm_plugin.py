@@ -1,0 +1,105 @@
+"""vLLM general plugin: route unquantized linear GEMMs to ``custom_kernels.unquantized_gemm`` on a
+stock (unpatched) vLLM, when ``VLLM_USE_CUSTOM_GEMM=1``.
+
+vLLM loads ``vllm.general_plugins`` entry points in every process before it builds the model, so
+``register()`` runs early enough to wrap the linear layer classes. Why the wrapping is done on the
+classes rather than on ``dispatch_unquantized_gemm``: the binding of that function differs by release
+and neither can be redirected from outside — vLLM 0.13.0's linear.py imported the name at module load
+and calls it on every forward; 0.33.0 calls it once in ``UnquantizedLinearMethod.__init__`` and keeps
+the result in ``self._gemm_impl``. Wrapping ``LinearBase.__init__`` (decide per layer, once, from its
+prefix), ``UnquantizedLinearMethod.apply`` (route) and ``process_weights_after_loading`` (skip the CPU
+weight packing, which would replace ``layer.weight`` with an empty tensor) works the same on both.
+
+``VLLM_CUSTOM_GEMM_LAYERS`` selects layers by prefix, as in the patch series: comma-separated globs
+on the full prefix; a pattern without wildcards also matches the layers below it; ``!pattern``
+excludes; empty selects every unquantized linear layer. With the patch series applied (the fork's
+envs.py knows VLLM_USE_CUSTOM_GEMM) the plugin stands aside: the fork does the routing itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+_MARK = "_custom_gemm_plugin"  # set on the wrappers: register() is idempotent
+
+
+def _enabled() -> bool:
+    return os.environ.get("VLLM_USE_CUSTOM_GEMM", "0").strip().lower() in ("1", "true", "yes")
+
+
+def layer_patterns() -> list[str]:
+    """The VLLM_CUSTOM_GEMM_LAYERS patterns, empty entries dropped."""
+    return [p.strip() for p in os.environ.get("VLLM_CUSTOM_GEMM_LAYERS", "").split(",") if p.strip()]
+
+
+def layer_selected(prefix: str, patterns: list[str]) -> bool:
+    """Whether a layer prefix is chosen by the patterns (same rules as the patch series)."""
+
+    def match(pattern: str) -> bool:
+        if any(c in pattern for c in "*?["):
+            return fnmatch.fnmatchcase(prefix, pattern)
+        return prefix == pattern or prefix.startswith(pattern + ".")
+
+    includes = [p for p in patterns if not p.startswith("!")]
+    excludes = [p[1:] for p in patterns if p.startswith("!")]
+    if includes and not any(match(p) for p in includes):
+        return False
+    return not any(match(p) for p in excludes)
+
+
+def _fork_is_patched() -> bool:
+    from vllm import envs
+
+    return "VLLM_USE_CUSTOM_GEMM" in getattr(envs, "environment_variables", {})
+
+
+def register() -> None:
+    """Entry point (``vllm.general_plugins``): install the GEMM routing when VLLM_USE_CUSTOM_GEMM=1."""
+    if not _enabled():
+        return
+    if _fork_is_patched():
+        logger.info("custom_kernels plugin: the vLLM fork routes VLLM_USE_CUSTOM_GEMM itself (patch series)")
+        return
+    from vllm.model_executor.layers import linear
+
+    method = linear.UnquantizedLinearMethod
+    base = linear.LinearBase
+    if getattr(base.__init__, _MARK, False):
+        return
+    import custom_kernels
+
+    original_init = base.__init__
+    original_apply = method.apply
+    original_process = method.process_weights_after_loading
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        # Decided once per layer, here, so the forward pass reads a flag (nothing for torch.compile to trace).
+        self.use_custom_gemm = (isinstance(getattr(self, "quant_method", None), method) and _enabled()
+                                and layer_selected(getattr(self, "prefix", "") or "", layer_patterns()))
+
+    @functools.wraps(original_apply)
+    def apply(self, layer, x, bias=None):
+        if getattr(layer, "use_custom_gemm", False):
+            return custom_kernels.unquantized_gemm(layer, x, layer.weight, bias)
+        return original_apply(self, layer, x, bias)
+
+    @functools.wraps(original_process)
+    def process_weights_after_loading(self, layer):
+        if getattr(layer, "use_custom_gemm", False):
+            return None  # keep the plain [N, K] weight: the CPU path would pack it and drop layer.weight
+        return original_process(self, layer)
+
+    for fn in (__init__, apply, process_weights_after_loading):
+        setattr(fn, _MARK, True)
+    base.__init__ = __init__
+    method.apply = apply
+    method.process_weights_after_loading = process_weights_after_loading
+    logger.info("custom_kernels plugin: unquantized linear GEMMs -> custom_kernels.unquantized_gemm (layers: %s)",
+                ",".join(layer_patterns()) or "all")

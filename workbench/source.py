@@ -1,0 +1,111 @@
+"""The vLLM fork as a git submodule: what it is (version, commit, branch, dirty files, patches, the
+matching precompiled wheel) and switching it to another fork URL / ref without losing local work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench import install, patches
+from workbench.errors import WorkbenchError
+
+SUBMODULE = "vllm"
+UPSTREAM = "https://github.com/vllm-project/vllm.git"
+PINNED_COMMIT = "72506c98349d6bcd32b4e33eec7b5513453c1502"  # v0.13.0
+_FILE_OK = ("-c", "protocol.file.allow=always")  # local fork URLs (file:// or paths), refused by default since git 2.38
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    result = subprocess.run(["git", *_FILE_OK, *args], cwd=repo, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        msg = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise WorkbenchError(f"git {' '.join(args)} failed in {repo}: {msg}")
+    return result.stdout.strip()
+
+
+@dataclass
+class SourceInfo:
+    path: Path
+    url: str
+    pinned: str  # the gitlink the project records
+    version: str
+    version_source: str
+    commit: str
+    branch: str | None  # None: detached HEAD (the usual state of a submodule)
+    dirty: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    wheel: str = ""
+
+
+def submodule_url(root: Path, name: str = SUBMODULE) -> str:
+    return _git(root, "config", "-f", ".gitmodules", f"submodule.{name}.url", check=False)
+
+
+def pinned_commit(root: Path, name: str = SUBMODULE) -> str:
+    """The commit the project's index records for the submodule (its gitlink)."""
+    out = _git(root, "ls-files", "-s", "--", name, check=False).split()
+    return out[1] if len(out) >= 2 and out[0] == "160000" else ""
+
+
+def require_initialised(fork: Path) -> Path:
+    """The fork's path, or the one-line fix when the submodule is missing or not initialised."""
+    if not fork.is_dir() or not (fork / ".git").exists() or not (fork / "vllm").is_dir():
+        raise WorkbenchError(f"the vLLM fork at {fork} is not checked out: run `git submodule update --init vllm`")
+    return fork
+
+
+def dirty_files(fork: Path) -> list[str]:
+    """Modified, staged and untracked paths (porcelain), ignored files excluded."""
+    out = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"], cwd=fork,
+                         capture_output=True, text=True).stdout
+    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
+
+def source_info(root: Path, fork: Path, patches_root: Path, wheel_dir: Path) -> SourceInfo:
+    """Everything `invoke source` shows, computed from the repositories."""
+    require_initialised(fork)
+    try:
+        version, vsource = patches.detect_version(fork)
+    except WorkbenchError:
+        version, vsource = "unknown", "no v* tag, _version.py or PKG-INFO"
+    branch = _git(fork, "symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
+    info = SourceInfo(path=fork, url=submodule_url(root), pinned=pinned_commit(root), version=version,
+                      version_source=vsource, commit=_git(fork, "rev-parse", "HEAD"), branch=branch,
+                      dirty=dirty_files(fork), applied=patches.applied_series(fork))
+    try:
+        wheel = install.resolve_wheel(fork, version, None, wheel_dir)
+        where = wheel.location or install.wheel_url_for_commit(wheel.commit or "")
+        info.wheel = f"{where} ({wheel.reason})"
+        changed = install.compiled_changes(fork, wheel.commit) if wheel.commit else []
+        if changed:
+            info.wheel += f" — but csrc/ differs ({len(changed)} file(s)): needs `invoke install --full`"
+    except WorkbenchError as err:
+        info.wheel = f"none found: {err}"
+    return info
+
+
+def switch_fork(root: Path, fork: Path, url: str | None, ref: str | None) -> str:
+    """Point the submodule at ``url`` (recorded in .gitmodules) and check out ``ref`` detached. Refuses
+    when the fork has uncommitted work; returns the new HEAD commit."""
+    if fork.is_dir() and (fork / ".git").exists():
+        dirty = dirty_files(fork)
+        if dirty:
+            shown = ", ".join(dirty[:6]) + (" ..." if len(dirty) > 6 else "")
+            raise WorkbenchError(f"the fork has uncommitted work ({shown}): commit or stash it in {fork} "
+                                 f"before switching — nothing was changed")
+    if url:
+        _git(root, "config", "-f", ".gitmodules", f"submodule.{SUBMODULE}.url", url)
+        _git(root, "submodule", "sync", "--", SUBMODULE)
+    if not (fork / ".git").exists():
+        _git(root, "submodule", "update", "--init", "--", SUBMODULE)
+    if ref:
+        source = url or submodule_url(root)
+        _git(fork, "fetch", "--no-tags", source, ref)
+        _git(fork, "checkout", "--detach", "FETCH_HEAD")
+        # The fork's release tags (version detection); a fork whose tag differs from one already here
+        # is not forced over it (exit status ignored: the other tags still arrive).
+        _git(fork, "fetch", "--no-tags", source, "refs/tags/v*:refs/tags/v*", check=False)
+    return _git(fork, "rev-parse", "HEAD")

@@ -1,0 +1,121 @@
+"""`invoke install` (precompiled or full build of the fork, in the dev container) and `invoke rebuild`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from invoke import task
+from rich.console import Console
+from rich.markup import escape
+
+from workbench import install as inst
+from workbench import patches
+from workbench.config import Settings, settings_from_context
+from workbench.errors import WorkbenchError, user_errors
+from workbench.source import require_initialised
+
+
+def _run(settings: Settings, plan: inst.InstallPlan, console: Console, dry_run: bool) -> None:
+    for note in plan.notes:
+        console.print(f"[bold]{escape(note)}[/bold]")
+    if dry_run:
+        for line in plan.describe():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    from workbench.engine import exec_in_container  # the lead's engine; imported lazily (docker SDK)
+
+    for i, step in enumerate(plan.steps, 1):
+        console.print(f"[cyan][{i}/{len(plan.steps)}] {step.name}[/cyan]")
+        rc = exec_in_container(settings, step.cmd, env=step.env, workdir=step.workdir)
+        if rc != 0:
+            raise WorkbenchError(f"`{step.name}` failed in the container (exit {rc}); its output is above")
+    console.print(f"[green]installed ({plan.mode}); provenance in {inst.PROVENANCE}[/green]")
+
+
+def _wheel_location(settings: Settings, wheel: inst.WheelChoice, console: Console, dry_run: bool) -> str | None:
+    """The wheel as the container sees it: URLs as they are, files through the mounted wheels folder
+    (a wheel elsewhere on the host is copied there first)."""
+    if wheel.location is None or "://" in wheel.location:
+        return wheel.location
+    host = Path(wheel.location).expanduser()
+    if not host.is_file():
+        raise WorkbenchError(f"no wheel file at {host}: pass an existing .whl path or an http(s) URL")
+    from workbench.compose import bind_mounts
+
+    mounts = bind_mounts(settings)
+    mapped = inst.container_path(host, mounts)
+    if mapped is None:
+        target = settings.wheels_path / host.name
+        if dry_run:
+            console.print(f"would copy {host} to {target} (the container sees {inst.CONTAINER_WHEELS})")
+        elif not target.exists():
+            console.print(f"copying {host} to {target} (the container sees {inst.CONTAINER_WHEELS})")
+            settings.wheels_path.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(host, target)
+        mapped = inst.container_path(target, mounts)
+    return mapped
+
+
+def _arch_and_jobs(settings: Settings, arch: str | None, jobs: int | None) -> tuple[str, inst.Jobs]:
+    gpus, why = [], ""
+    if not arch:
+        from workbench.gpus import query_gpus, select
+
+        try:
+            found = query_gpus()
+        except WorkbenchError as err:  # no NVML / driver here: arch_list says to pass --arch
+            found, why = [], str(err)
+        gpus = select(found, settings.gpus)
+    return inst.arch_list(gpus, arch, why), inst.choose_jobs(*inst.host_resources(), requested=jobs)
+
+
+@task(help={
+    "precompiled": "install the fork editable over a precompiled wheel's binaries (default; Python-only changes)",
+    "full": "compile the fork's csrc/ (nvcc + ccache) and install it editable",
+    "wheel": "precompiled: this wheel (path or URL) instead of the cached / merge-base one",
+    "arch": "full: TORCH_CUDA_ARCH_LIST, e.g. '9.0a' (default: the selected GPUs' compute capability)",
+    "jobs": "full: MAX_JOBS (default: from cores and RAM, ~3 GB per nvcc thread)",
+    "no_deps": "pass --no-deps to pip (offline, or the image already has vLLM's dependencies)",
+    "dry_run": "print the in-container commands and environment, run nothing",
+})
+@user_errors
+def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, no_deps=False, dry_run=False):
+    """Install the vLLM fork editable in the dev container (precompiled or full build), verified and recorded."""
+    if precompiled and full:
+        raise WorkbenchError("choose one of --precompiled and --full")
+    settings = settings_from_context(c)
+    console = Console()
+    fork = require_initialised(settings.fork_path)
+    version, _ = patches.detect_version(fork)
+    series = patches.applied_series(fork)
+    if full:
+        if wheel:
+            raise WorkbenchError("--wheel is for --precompiled; a full build compiles csrc/ itself")
+        arch_list, chosen = _arch_and_jobs(settings, arch, int(jobs) if jobs else None)
+        commit = inst.head_commit(fork)
+        plan = inst.full_plan(version, commit, arch_list, chosen, series, no_deps=no_deps)
+    else:
+        choice = inst.resolve_wheel(fork, version, wheel, settings.wheels_path)
+        for warning in inst.check_wheel_matches(fork, choice):
+            console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
+        plan = inst.precompiled_plan(version, choice, _wheel_location(settings, choice, console, dry_run), series,
+                                     no_deps=no_deps)
+    _run(settings, plan, console, dry_run)
+
+
+@task(help={
+    "arch": "TORCH_CUDA_ARCH_LIST, e.g. '9.0a' (default: the selected GPUs' compute capability)",
+    "jobs": "parallel compile jobs (default: from cores and RAM, ~3 GB per nvcc thread)",
+    "dry_run": "print the in-container commands and environment, run nothing",
+})
+@user_errors
+def rebuild(c, arch=None, jobs=None, dry_run=False):
+    """Incremental rebuild of csrc/ through CMake presets (after a full install), ccache hit stats shown."""
+    settings = settings_from_context(c)
+    require_initialised(settings.fork_path)
+    arch_list, chosen = _arch_and_jobs(settings, arch, int(jobs) if jobs else None)
+    _run(settings, inst.rebuild_plan(arch_list, chosen), Console(), dry_run)
+
+
+TASKS = [install, rebuild]

@@ -1,0 +1,48 @@
+"""`invoke source`: show the vLLM fork (version, commit, branch, dirty files, patches, matching wheel),
+or switch it to another fork URL / ref."""
+
+from __future__ import annotations
+
+from invoke import task
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from workbench import source as src
+from workbench.config import settings_from_context
+from workbench.errors import user_errors
+
+
+@task(help={
+    "fork": "switch the submodule to this fork URL (recorded in .gitmodules); needs network for remote URLs",
+    "ref": "with or without --fork: fetch this branch / tag / commit and check it out (detached)",
+})
+@user_errors
+def source(c, fork=None, ref=None):
+    """Show the vLLM fork's state, or switch it (--fork URL --ref REF) without losing local work."""
+    settings = settings_from_context(c)
+    console = Console()
+    path = settings.fork_path
+    if fork or ref:
+        head = src.switch_fork(settings.root, path, fork, ref)
+        console.print(f"fork now at {head[:12]}; record it in the project: "
+                      f"git add .gitmodules {settings.fork} && git commit -m 'vllm: switch fork'")
+    info = src.source_info(settings.root, src.require_initialised(path), settings.root / "patches",
+                           settings.wheels_path)
+    table = Table(title=f"vLLM fork ({info.path})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("url", info.url or "(no .gitmodules entry)")
+    table.add_row("version", f"{info.version}  ({info.version_source})")
+    pinned = "" if not info.pinned else (" = pinned" if info.pinned == info.commit else
+                                        f"  (project pins {info.pinned[:12]}: `git add {settings.fork}` to record)")
+    table.add_row("commit", info.commit + pinned)
+    table.add_row("branch", info.branch or "detached HEAD")
+    shown = ", ".join(info.dirty[:10]) + (f" (+{len(info.dirty) - 10} more)" if len(info.dirty) > 10 else "")
+    table.add_row("dirty files", escape(shown) or "none")
+    table.add_row("patches applied", escape("\n".join(info.applied)) or "none")
+    table.add_row("precompiled wheel", escape(info.wheel))
+    console.print(table)
+
+
+TASKS = [source]
