@@ -182,6 +182,7 @@ def test_nvml_path_reads_the_real_gpu():
     after_gpu = memory.gpu_memory_from_nvml(0)
     assert after_gpu.used_bytes - gpu.used_bytes >= 4 * GiB - 64 * memory.MiB
     after = memory.plan_memory(memory.load_model_shape("Llama-3-8B"), after_gpu, max_model_len=8192)
-    assert after.max_utilization <= before.max_utilization - 0.04
+    # The cap falls by the held share of the card (2.9% on an H200, 5% on an H100), less 0.01 of rounding.
+    assert after.max_utilization <= before.max_utilization - (4 * GiB / gpu.total_bytes - 0.011)
     del block
     assert after.startup_ok
