@@ -7,16 +7,8 @@ Runs inside the dev container (vLLM V1, engine core in-process) or anywhere with
 """
 
 import sys
-from pathlib import Path
 
-# The project root on the host, /workspace in the container (where workbench/ is mounted).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-try:
-    from workbench.trace.cli import main
-except ImportError as err:
-    sys.exit(f"error: the workbench package is not importable ({err}): run from the project root, or mount "
-             "./workbench at /workspace/workbench in the dev container")
+from _trace_entry import run
 
 if __name__ == "__main__":
-    sys.exit(main("modules"))
+    sys.exit(run("modules"))

@@ -14,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Docker-tier fixtures (docker_client, dev_tag, project, grantable_ulimits).
+pytest_plugins = ["support.docker_fixtures"]
+
 
 def _docker_reachable() -> str | None:
     try:

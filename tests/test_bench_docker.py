@@ -22,10 +22,9 @@ project_support = pytest.importorskip("support.project", reason="the foundation'
                                       "(issue 2) is not in this checkout")
 engine = pytest.importorskip("workbench.engine", reason="workbench.engine (issue 2) is not in this checkout")
 
-from workbench import bench, bench_session, images  # noqa: E402
+from workbench import bench, bench_session  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE = "wbtest-dev"  # the same cached dev image as test_docker_lifecycle.py (tag = build-context digest)
 CONTAINER_PATH = "/opt/workbench-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 STANDIN = r'''#!/usr/bin/env python3
@@ -46,46 +45,6 @@ if __name__ == "__main__":
     shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "latency.json"), out)
     print("wrote", out)
 '''
-
-
-@pytest.fixture(autouse=True)
-def _grantable_ulimits(monkeypatch):
-    for key, value in project_support.memlock_env().items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture(scope="module")
-def client():
-    import docker
-
-    c = docker.from_env(timeout=300)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def dev_tag(client, tmp_path_factory):
-    import docker
-
-    probe = project_support.make_project(tmp_path_factory.mktemp("probe"), IMAGE, "x")
-    tag = project_support.context_digest(probe.settings)
-    try:
-        client.images.get(f"{IMAGE}:{tag}")
-    except docker.errors.ImageNotFound:
-        settings = probe.settings.with_overrides(tag=tag)
-        plan, files = images.plan_build(settings)
-        images.build(client, plan, files, on_line=lambda line: None)
-    return tag
-
-
-@pytest.fixture
-def project(tmp_path, client, dev_tag):
-    proj = project_support.make_project(tmp_path, IMAGE, dev_tag)
-    yield proj
-    for c in client.containers.list(all=True, filters={"name": proj.name}):
-        c.remove(force=True)
-    for v in client.volumes.list(filters={"name": proj.name}):
-        v.remove(force=True)
 
 
 def test_session_in_the_dev_container_is_invalid_without_custom_kernels(project):

@@ -15,53 +15,23 @@ from pathlib import Path
 import docker
 import pytest
 
-from support.project import TEST_UID, context_digest, git, make_project, memlock_env
-from workbench import engine, images
+from support.docker_fixtures import DEV_IMAGE as IMAGE
+from support.project import TEST_UID, context_digest, git
+from workbench import engine
 from workbench.errors import WorkbenchError
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "wbtest-dev"
-
-
-@pytest.fixture(autouse=True)
-def _grantable_ulimits(monkeypatch):
-    for key, value in memlock_env().items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture(scope="session")
-def client():
-    c = docker.from_env(timeout=300)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="session")
-def dev_tag(client, tmp_path_factory):
-    """Dockerfile.dev built on the test base through the real build code; kept between runs as a
-    cache (its tag is the digest of the build context), like the test base itself."""
-    probe = make_project(tmp_path_factory.mktemp("probe"), IMAGE, "x")
-    tag = context_digest(probe.settings)
-    try:
-        client.images.get(f"{IMAGE}:{tag}")
-    except docker.errors.ImageNotFound:
-        settings = probe.settings.with_overrides(tag=tag)
-        plan, files = images.plan_build(settings)
-        images.build(client, plan, files, on_line=lambda line: None)
-    return tag
 
 
 @pytest.fixture
-def project(tmp_path, client, dev_tag):
-    proj = make_project(tmp_path, IMAGE, dev_tag)
-    yield proj
-    for c in client.containers.list(all=True, filters={"name": proj.name}):
-        c.remove(force=True)
-    for t in [t for img in client.images.list(name=IMAGE) for t in img.tags if t.endswith(f"-{proj.name}")]:
-        client.images.remove(t, force=True)
-    for v in client.volumes.list(filters={"name": proj.name}):
-        v.remove(force=True)
+def client(docker_client):
+    return docker_client
+
+
+@pytest.fixture(autouse=True)
+def _ulimits(grantable_ulimits):
+    """Engine-level tests create containers outside `project.invoke` too."""
 
 
 def test_image_contents(client, dev_tag):
@@ -72,7 +42,7 @@ def test_image_contents(client, dev_tag):
         "command -v ccache gdb cmake ninja git g++ pytest | wc -l; touch $VIRTUAL_ENV/writable && echo venv ok; "
         "sudo -n true && echo sudo ok; "
         "pth=$(python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/workbench-src.pth; "
-        "tr '\\n' ' ' < $pth"],
+        "tr '\\n' ' ' < $pth; echo"],  # end on a newline: a partial last line can miss the log stream
         remove=True).decode().split("\n")
     assert out[:2] == [str(TEST_UID), str(TEST_UID)]
     assert out[2] == "True", "the preinstalled non-editable vllm must be gone"

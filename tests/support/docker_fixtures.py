@@ -1,0 +1,57 @@
+"""Fixtures shared by the docker tier (loaded from tests/conftest.py): the daemon client, the dev image
+built from Dockerfile.dev on the test base (kept between runs as a cache, tagged by the digest of its
+build context), and a throwaway project whose container and volumes are removed afterwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import project as project_support
+
+DEV_IMAGE = "wbtest-dev"
+
+
+@pytest.fixture
+def grantable_ulimits(monkeypatch):
+    """Ask only for the ulimits this daemon may grant (this sandbox: memlock 8 MiB hard)."""
+    for key, value in project_support.memlock_env().items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    client = docker.from_env(timeout=300)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def dev_tag(docker_client, tmp_path_factory):
+    import docker
+
+    from workbench import images
+
+    probe = project_support.make_project(tmp_path_factory.mktemp("probe"), DEV_IMAGE, "x")
+    tag = project_support.context_digest(probe.settings)
+    try:
+        docker_client.images.get(f"{DEV_IMAGE}:{tag}")
+    except docker.errors.ImageNotFound:
+        plan, files = images.plan_build(probe.settings.with_overrides(tag=tag))
+        images.build(docker_client, plan, files, on_line=lambda line: None)
+    return tag
+
+
+@pytest.fixture
+def project(tmp_path, docker_client, dev_tag, grantable_ulimits):
+    proj = project_support.make_project(tmp_path, DEV_IMAGE, dev_tag)
+    yield proj
+    for c in docker_client.containers.list(all=True, filters={"name": proj.name}):
+        c.remove(force=True)
+    for img in docker_client.images.list(name=DEV_IMAGE):
+        for t in img.tags:
+            if t.endswith(f"-{proj.name}"):
+                docker_client.images.remove(t, force=True)
+    for v in docker_client.volumes.list(filters={"name": proj.name}):
+        v.remove(force=True)
