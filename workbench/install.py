@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.git import output as _git
 
 CONTAINER_FORK = "/workspace/vllm"
 CONTAINER_KERNELS = "/workspace/custom_kernels"
@@ -43,11 +43,6 @@ class WheelChoice:
     location: str | None
     commit: str | None
     reason: str
-
-
-def _git(fork: Path, *args: str) -> str | None:
-    result = subprocess.run(["git", *args], cwd=fork, capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def head_commit(fork: Path) -> str | None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.git import first_line as _first_line
+from workbench.git import run as _git
 
 RECORD = "workbench/patches.json"  # inside the fork's git dir: `git rev-parse --git-path` resolves it
 
@@ -40,22 +42,6 @@ UNKNOWN = "unknown"  # your edits in its files hide whether it is applied
 
 
 # --------------------------------------------------------------------------------------- git plumbing
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
-         input: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run git in ``repo``; bytes in and out. A failing command raises WorkbenchError when ``check``."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
-    result = subprocess.run(["git", *args], cwd=repo, env=full_env, input=input, capture_output=True)
-    if check and result.returncode != 0:
-        raise WorkbenchError(f"git {' '.join(args)} failed in {repo}: {_first_line(result.stderr)}")
-    return result
-
-
-def _first_line(data: bytes | str) -> str:
-    text = data.decode(errors="replace") if isinstance(data, bytes) else data
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else "(no message)"
-
-
 def _git_out(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return _git(repo, *args, env=env).stdout.decode().strip()
 

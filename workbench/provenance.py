@@ -7,10 +7,11 @@ that matches the fork (same commit, same patch series) and to say why it picked 
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from workbench import git
 
 LABEL_PREFIX = "workbench."
 INSTALL_RECORD = "/opt/workbench/install.json"  # written by `invoke install` inside the container
@@ -35,14 +36,6 @@ class SourceState:
         return (self.commit or "unknown")[:12]
 
 
-def _git(path: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout if result.returncode == 0 else None
-
-
 def fork_initialised(path: Path) -> bool:
     """True when the fork folder holds a vLLM checkout (not an empty, uninitialised submodule)."""
     return path.is_dir() and ((path / "vllm").is_dir() or (path / "setup.py").is_file())
@@ -61,9 +54,9 @@ def applied_series(path: Path) -> tuple[str, ...]:
 
 
 def source_state(path: Path) -> SourceState:
-    commit = (_git(path, "rev-parse", "HEAD") or "").strip() or None if path.is_dir() else None
-    branch = (_git(path, "symbolic-ref", "--short", "-q", "HEAD") or "").strip() if commit else None
-    porcelain = _git(path, "status", "--porcelain", "--untracked-files=no") if commit else None
+    commit = git.output(path, "rev-parse", "HEAD") or None if path.is_dir() else None
+    branch = git.output(path, "symbolic-ref", "--short", "-q", "HEAD") if commit else None
+    porcelain = git.output(path, "status", "--porcelain", "--untracked-files=no", strip=False) if commit else None
     dirty = tuple(line[3:] for line in (porcelain or "").splitlines() if line.strip())
     return SourceState(path, commit, branch or None, dirty, applied_series(path) if commit else ())
 

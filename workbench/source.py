@@ -3,13 +3,13 @@ matching precompiled wheel) and switching it to another fork URL / ref without l
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench import install, patches
 from workbench.errors import WorkbenchError
+from workbench.git import run as run_git
 
 SUBMODULE = "vllm"
 UPSTREAM = "https://github.com/vllm-project/vllm.git"
@@ -18,12 +18,7 @@ _FILE_OK = ("-c", "protocol.file.allow=always")  # local fork URLs (file:// or p
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    result = subprocess.run(["git", *_FILE_OK, *args], cwd=repo, capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        msg = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise WorkbenchError(f"git {' '.join(args)} failed in {repo}: {msg}")
-    return result.stdout.strip()
+    return run_git(repo, *_FILE_OK, *args, check=check).stdout.decode(errors="replace").strip()
 
 
 @dataclass
