@@ -89,7 +89,7 @@ def test_up_shell_reuse_ownership_down(project, client):
 
 
 def test_secret_reaches_exec_but_never_the_image(project, client):
-    token = "hf_testsecret0123456789abcdefghijkl"
+    token = "hf_TEST-not-a-real-token-0123456789"  # shaped like a token, matches no real one
     env = {"HF_TOKEN": token}
     assert project.invoke("up", env=env, check=True)
     probe = project.invoke("shell", "--cmd", f'test "$HF_TOKEN" = "{token}" && echo token-visible', env=env)
