@@ -170,29 +170,29 @@ def test_series_of_another_release_refused_and_nothing_changes(fork):
     assert snapshot(repo) == before
 
 
-# --------------------------------------------------------------------------------------- user edits
-@pytest.mark.parametrize("rel", ["README.md", "vllm/config/__init__.py", "csrc/activation_kernels.cu"])
-def test_edits_elsewhere_survive_apply_and_revert(fork, rel):
-    repo, series, patched = fork
-    user_edit(repo, rel)
+def assert_round_trip(repo, series, patched):
+    """Apply changes only the series' files, and revert gives back the tree and index byte for byte."""
     before = snapshot(repo)
     P.apply_series(repo, series)
     assert_files(repo, patched)
     assert_only_series_changed(before[0], tree_hashes(repo), series)
     P.revert_series(repo, series)
     assert snapshot(repo) == before
+
+
+# --------------------------------------------------------------------------------------- user edits
+@pytest.mark.parametrize("rel", ["README.md", "vllm/config/__init__.py", "csrc/activation_kernels.cu"])
+def test_edits_elsewhere_survive_apply_and_revert(fork, rel):
+    repo, series, patched = fork
+    user_edit(repo, rel)
+    assert_round_trip(repo, series, patched)
 
 
 def test_untracked_files_survive(fork):
     repo, series, patched = fork
     user_edit(repo, "vllm/model_executor/layers/my_gemm.py", "def gemm(): pass\n")
     user_edit(repo, "scratch/notes.txt", "notes\n")
-    before = snapshot(repo)
-    P.apply_series(repo, series)
-    assert_files(repo, patched)
-    assert_only_series_changed(before[0], tree_hashes(repo), series)
-    P.revert_series(repo, series)
-    assert snapshot(repo) == before
+    assert_round_trip(repo, series, patched)
 
 
 def test_staged_edit_elsewhere_keeps_the_index(fork):

@@ -7,7 +7,6 @@ its filesystem), and is safe to run concurrently. Secrets reach the container on
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from workbench import compose, images, provenance
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
+from workbench.filelock import exclusive
 
 MANAGED_LABEL = "workbench.managed"
 SPEC_LABEL = "workbench.spec"
@@ -102,13 +102,8 @@ def _up_lock(name: str) -> Iterator[None]:
     """Serialize concurrent `invoke up`s for one container on this host (the daemon's name conflict
     is the backstop across hosts)."""
     key = hashlib.sha256(f"{_host_description()}|{name}".encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"vllm-workbench-up-{key}.lock"
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive(Path(tempfile.gettempdir()) / f"vllm-workbench-up-{key}.lock"):
+        yield
 
 
 @dataclass(frozen=True)

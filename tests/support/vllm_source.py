@@ -7,14 +7,14 @@ throwaway git repo (one commit, tagged v<version>) that stands in for the user's
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-from contextlib import contextmanager
 from pathlib import Path
+
+from workbench.filelock import exclusive
 
 PINNED = "0.13.0"
 NEWEST = "0.33.0"
@@ -28,21 +28,10 @@ def cache_dir() -> Path:
     return path
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def sdist_path(version: str) -> Path:
     """The release sdist tarball, downloaded with pip on first use."""
     target = cache_dir() / version
-    with _locked(cache_dir() / f".{version}.lock"):
+    with exclusive(cache_dir() / f".{version}.lock"):
         found = sorted(target.glob("vllm-*.tar.gz"))
         if found:
             return found[0]
@@ -62,7 +51,7 @@ def sdist_path(version: str) -> Path:
 def vllm_source_tree(version: str = PINNED) -> Path:
     """The extracted sdist (the directory holding setup.py, vllm/, csrc/). Treat as read-only."""
     tree = cache_dir() / version / "tree"
-    with _locked(cache_dir() / f".{version}.tree.lock"):
+    with exclusive(cache_dir() / f".{version}.tree.lock"):
         if not (tree / "setup.py").exists():
             archive = sdist_path(version)
             staging = cache_dir() / version / "staging"
