@@ -30,6 +30,8 @@ step "python environment ($cache/venv)"
 [ -x "$cache/venv/bin/python" ] || python3 -m venv "$cache/venv"
 # shellcheck disable=SC1091
 source "$cache/venv/bin/activate"
+# The newest pip, as a new user gets it: the sdist fetch and installs must work with it.
+pip install -q --upgrade pip
 pip install -q -e "$root[test]" -r "$root/tests/requirements.txt"
 python -c "import torch, invoke, docker; print('ok: torch', torch.__version__, '| invoke', invoke.__version__, '| docker SDK', docker.__version__)"
 

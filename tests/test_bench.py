@@ -204,7 +204,10 @@ def local_executor(tmp_path: Path, tree: Path, plugin: str, mp_method: str = "fo
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "vllm").write_text(f"#!/bin/sh\nexec {sys.executable} {STANDIN} \"$@\"\n")
     (bin_dir / "vllm").chmod(0o755)
-    (bin_dir / "python3").symlink_to(sys.executable)
+    # A script, not a symlink: a venv's interpreter started through a link outside the venv runs as the
+    # base interpreter, without the venv's packages.
+    (bin_dir / "python3").write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    (bin_dir / "python3").chmod(0o755)
     results = tmp_path / "results"
 
     def mapped(text: str) -> str:

@@ -40,7 +40,9 @@ def sdist_path(version: str) -> Path:
                "--no-build-isolation", f"vllm=={version}", "-d", str(target)]
         # Newer setup.py files append the build's device to the version ("0.33.0+cpu" with CPU torch),
         # which pip rejects as inconsistent with the file name; pin the version vLLM reports.
-        env = {**os.environ, "VLLM_VERSION_OVERRIDE": version}
+        # VLLM_TARGET_DEVICE=empty: with a CPU torch, newer releases declare a direct-URL dependency
+        # (triton-cpu) that pip >= 25 refuses in an sdist's metadata; the empty target declares none.
+        env = {**os.environ, "VLLM_VERSION_OVERRIDE": version, "VLLM_TARGET_DEVICE": "empty"}
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         found = sorted(target.glob("vllm-*.tar.gz"))
         if result.returncode != 0 or not found:
