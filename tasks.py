@@ -12,7 +12,9 @@ from workbench.config import DEFAULTS
 from workbench.tasks import bench, container, host, install, kernels, memory, patch, source, trace
 
 ns = Collection()
-for module in (container, host, source, patch, install, bench, kernels, memory, trace):
+for module in (container, host, source, patch, install, memory):
     for task in module.TASKS:
         ns.add_task(task)
+for module in (bench, kernels, trace):  # namespaces: one verb each (bench.ab is `invoke bench`)
+    ns.add_collection(module.ns)
 ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})

@@ -5,6 +5,7 @@ verify.py tells "not set up yet" from "broken" through real distribution metadat
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -73,8 +74,10 @@ def test_launch_configurations_debug_vllm_in_process():
         program = c.get("program", "")
         if program.startswith(CONTAINER_ROOT):
             rel = program[len(CONTAINER_ROOT):]
-            if not rel.startswith("scripts/trace_"):  # the trace scripts come with the trace issue's branch
-                assert (ROOT / rel).is_file(), f"{c['name']}: {rel} missing"
+            assert (ROOT / rel).is_file(), f"{c['name']}: {rel} missing"
+        module = c.get("module", "")
+        if module.startswith("workbench."):  # the workbench library is on the image venv's path
+            assert importlib.util.find_spec(module) is not None, f"{c['name']}: {module} missing"
     tp = next(c for c in cfg["configurations"] if "tensor parallel" in c["name"])
     assert tp["subProcess"] is True and tp["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.vllm_source import make_fork_repo, vllm_source_tree
+from tests.support.vllm_source import extra_deps_dir, make_fork_repo, vllm_source_tree
 from workbench import patches as P
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,26 +56,6 @@ def test_layer_filter_rules(prefix, patterns, expected):
 
 
 # --------------------------------------------------------------------------------------- helpers
-def _deps_dir(version: str) -> Path | None:
-    """Extra packages a release needs that conflict with the shared test venv, installed once into
-    $WORKBENCH_CACHE/vllm-deps/<version> (0.33.0 needs transformers 5; 0.13.0 uses the venv's 4.x)."""
-    if version == "0.13.0":
-        return None
-    from tests.support.vllm_source import cache_dir
-
-    target = cache_dir().parent / "vllm-deps" / version
-    stamp = target / ".complete"
-    pins = ROOT / "tests" / "support" / f"vllm-{version}-cpu-extra.txt"
-    if not stamp.exists() or stamp.read_text() != pins.read_text():
-        shutil.rmtree(target, ignore_errors=True)
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), "-r", str(pins)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"installing vLLM {version}'s CPU extras failed:\n{result.stderr[-2000:]}")
-        stamp.write_text(pins.read_text())
-    return target
-
-
 def _entry_point_dist(tmp: Path) -> Path:
     """A folder holding custom_kernels' dist metadata with the `vllm.general_plugins` entry point exactly
     as custom_kernels/pyproject.toml declares it, so vLLM's own loader finds it without an install."""
@@ -95,7 +74,7 @@ def _entry_point_dist(tmp: Path) -> Path:
 def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
           layers: list[str] = LAYERS) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    paths = [str(p) for p in (_deps_dir(version),) if p is not None]
+    paths = [str(p) for p in (extra_deps_dir(version),) if p is not None]
     if route == "entrypoint":
         import tempfile
 

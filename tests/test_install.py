@@ -17,8 +17,13 @@ import pytest
 from workbench import install as inst
 from workbench.errors import WorkbenchError
 from workbench.gpus import GpuInfo
+from workbench.runtime import Places
 
 ROOT = Path(__file__).resolve().parent.parent
+# The dev container's places (what docker-compose.yml mounts; tests/test_runtime.py checks that).
+PLACES = Places(fork="/workspace/vllm", kernels="/workspace/custom_kernels", patches="/workspace/patches",
+                results="/workspace/results", wheels="/workspace/wheels", guest="/opt/workbench-src/workbench/guest",
+                state="/opt/workbench", hf_cache="/cache/huggingface", ccache="/cache/ccache")
 GB = 1024**3
 
 
@@ -86,7 +91,7 @@ def test_merge_base_in_a_detached_head(fork, tmp_path):
     git(fork, "commit", "-qm", "detached work")
     choice = inst.resolve_wheel(fork, "0.13.0", None, tmp_path / "no-wheels")
     assert (choice.kind, choice.commit) == ("commit", upstream)
-    plan = inst.precompiled_plan("0.13.0", choice, None, [])
+    plan = inst.precompiled_plan(PLACES, "python", "0.13.0", choice, None, [])
     pip_step = plan.steps[1]
     assert pip_step.env["VLLM_PRECOMPILED_WHEEL_COMMIT"] == upstream  # setup.py's own branch lookup is skipped
     assert "VLLM_PRECOMPILED_WHEEL_LOCATION" not in pip_step.env
@@ -125,19 +130,20 @@ def test_committed_csrc_change_is_seen_too(fork, tmp_path):
 
 
 def test_container_paths(tmp_path):
-    from workbench.compose import bind_mounts
+    from workbench.compose import load_spec
     from workbench.config import Settings
+    from workbench.engine import MountMap
 
     settings = Settings.from_mapping(ROOT, {
         "fork": str(tmp_path / "vllm"), "wheels": str(tmp_path / "elsewhere" / "wheels"),
         "results": str(tmp_path / "results"), "hf_cache": str(tmp_path / "hf"),
     })
-    mounts = bind_mounts(settings)  # what docker-compose.yml declares, with these settings
-    assert inst.container_path(tmp_path / "elsewhere" / "wheels" / "a.whl", mounts) == "/workspace/wheels/a.whl"
-    assert inst.container_path(tmp_path / "vllm" / "x" / "y.py", mounts) == "/workspace/vllm/x/y.py"
-    assert inst.container_path(tmp_path / "results" / "r.json", mounts) == "/workspace/results/r.json"
-    assert inst.container_path(tmp_path / "other" / "a.whl", mounts) is None
-    assert inst.container_path(Path("/") / "opt" / "a.whl", mounts) is None
+    mounts = MountMap.of(load_spec(settings, "none"))  # what docker-compose.yml declares, with these settings
+    assert mounts.from_host(tmp_path / "elsewhere" / "wheels" / "a.whl") == "/workspace/wheels/a.whl"
+    assert mounts.from_host(tmp_path / "vllm" / "x" / "y.py") == "/workspace/vllm/x/y.py"
+    assert mounts.from_host(tmp_path / "results" / "r.json") == "/workspace/results/r.json"
+    assert mounts.from_host(tmp_path / "other" / "a.whl") is None
+    assert mounts.from_host(Path("/") / "opt" / "a.whl") is None
 
 
 # --------------------------------------------------------------------------------------- jobs and arch
@@ -176,27 +182,30 @@ def test_arch_list_from_gpus_flag_or_a_clear_error():
 # --------------------------------------------------------------------------------------- plans
 def test_precompiled_plan_with_a_local_wheel():
     choice = inst.WheelChoice("cached", "/host/wheels/w.whl", "a" * 40, "cached")
-    plan = inst.precompiled_plan("0.13.0", choice, "/workspace/wheels/w.whl", ["0.13.0/0001.patch"], no_deps=True)
+    plan = inst.precompiled_plan(PLACES, "python", "0.13.0", choice, "/workspace/wheels/w.whl",
+                                 ["0.13.0/0001.patch"], no_deps=True)
     names = [s.name for s in plan.steps]
-    assert names[0] == "remove a non-editable vllm" and names[-1] == "record provenance"
+    assert names[0] == "remove a non-editable vllm" and names[-1] == "record the install"
     pip = plan.steps[1]
-    assert pip.cmd[-3:] == ["--no-deps", "-e", inst.CONTAINER_FORK] and "--no-build-isolation" in pip.cmd
+    assert pip.cmd[-3:] == ["--no-deps", "-e", PLACES.fork] and "--no-build-isolation" in pip.cmd
+    assert pip.workdir == PLACES.fork
     assert pip.env["VLLM_USE_PRECOMPILED"] == "1"
     assert pip.env["VLLM_PRECOMPILED_WHEEL_LOCATION"] == "/workspace/wheels/w.whl"
     assert pip.env["SETUPTOOLS_SCM_PRETEND_VERSION"] == "0.13.0"
-    assert any(s.cmd[-1] == inst.CONTAINER_KERNELS and "-e" in s.cmd for s in plan.steps)
+    assert any(s.cmd[-1] == PLACES.kernels and "-e" in s.cmd for s in plan.steps)
     assert plan.provenance == {"mode": "precompiled", "wheel": "/workspace/wheels/w.whl", "commit": "a" * 40,
                                "arch_list": None, "series": ["0.13.0/0001.patch"], "version": "0.13.0"}
-    assert plan.steps[-1].cmd[-1] == inst.PROVENANCE
+    assert plan.steps[-1].cmd[:3] == ["python", f"{PLACES.guest}/install_checks.py", "record"]
+    assert plan.steps[-1].cmd[-1] == PLACES.install_record
 
 
 def test_full_plan_env_ccache_and_stats():
     jobs = inst.choose_jobs(16, 128 * GB)
-    plan = inst.full_plan("0.13.0", "b" * 40, "9.0a", jobs, [])
+    plan = inst.full_plan(PLACES, "python", "0.13.0", "b" * 40, "9.0a", jobs, [])
     build = plan.steps[1]
     assert build.env["TORCH_CUDA_ARCH_LIST"] == "9.0a"
     assert (build.env["MAX_JOBS"], build.env["NVCC_THREADS"]) == (str(jobs.max_jobs), str(jobs.nvcc_threads))
-    assert build.env["CCACHE_DIR"] == "/cache/ccache" and build.env["CCACHE_NOHASHDIR"] == "true"
+    assert build.env["CCACHE_DIR"] == PLACES.ccache and build.env["CCACHE_NOHASHDIR"] == "true"
     assert build.env["CMAKE_CUDA_COMPILER_LAUNCHER"] == "ccache"
     script = build.cmd[-1]
     assert "--no-build-isolation" in script and "ccache --show-stats" in script and "build time" in script
@@ -206,66 +215,85 @@ def test_full_plan_env_ccache_and_stats():
 
 def test_rebuild_plan_presets():
     jobs = inst.Jobs(6, 2, "test")
-    plan = inst.rebuild_plan("9.0a", jobs)
+    plan = inst.rebuild_plan(PLACES, "python", "9.0a", jobs)
     presets = json.loads(plan.steps[0].cmd[-1])
     cache = presets["configurePresets"][0]["cacheVariables"]
     assert cache["CMAKE_CUDA_COMPILER_LAUNCHER"] == "ccache" and cache["CMAKE_JOB_POOLS"] == "compile=6"
     assert cache["CMAKE_INSTALL_PREFIX"] == "${sourceDir}" and presets["buildPresets"][0]["jobs"] == 6
-    assert plan.steps[0].cmd[-2] == "/workspace/vllm/CMakeUserPresets.json"
+    assert plan.steps[0].cmd[-2] == f"{PLACES.fork}/CMakeUserPresets.json"
+    assert cache["VLLM_PYTHON_EXECUTABLE"] == "@PYTHON@" and cache["CMAKE_CUDA_COMPILER"] == "@NVCC@"
     assert "cmake --build --preset release --target install" in plan.steps[1].cmd[-1]
     assert "\n" in "\n".join(plan.describe())
 
 
-# ------------------------------------------------------------------------- container scripts, run for real
-def _verify(tmp_path: Path, fork: Path, c_module: str | None) -> subprocess.CompletedProcess:
+# ------------------------------------------------------------------------- the guest install steps, run for real
+CHECKS = ROOT / "workbench" / "guest" / "install_checks.py"
+
+
+def _verify(tmp_path: Path, fork: Path, c_module: str | None, against: Path | None = None):
     pkg = fork / "vllm"
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("__version__ = '0.13.0'\n")
     if c_module is not None:
         (pkg / "_C.py").write_text(c_module)
     env = {**os.environ, "PYTHONPATH": str(fork)}
-    plan = inst.precompiled_plan("0.13.0", inst.WheelChoice("explicit", "w.whl", None, ""), "w.whl", [])
+    plan = inst.precompiled_plan(PLACES, "python", "0.13.0", inst.WheelChoice("explicit", "w.whl", None, ""), "w.whl",
+                                 [])
     verify = next(s for s in plan.steps if s.name.startswith("verify"))
-    cmd = [sys.executable, *verify.cmd[1:-1], str(fork)]
+    assert verify.cmd[1:3] == [f"{PLACES.guest}/install_checks.py", "verify"]
+    cmd = [sys.executable, str(CHECKS), "verify", str(against or fork)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
 
 
-def test_verify_script_accepts_the_fork(tmp_path):
+def test_verify_step_accepts_the_fork(tmp_path):
     result = _verify(tmp_path, tmp_path / "ws" / "vllm", "")
     assert result.returncode == 0 and "vllm._C loads" in result.stdout
 
 
-def test_verify_script_explains_an_abi_mismatch(tmp_path):
+def test_verify_step_explains_an_abi_mismatch(tmp_path):
     result = _verify(tmp_path, tmp_path / "ws" / "vllm",
                      "raise ImportError('/ws/vllm/_C.abi3.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')")
     assert result.returncode == 1 and "ABI mismatch" in result.stderr and "--full" in result.stderr
 
 
-def test_verify_script_refuses_a_vllm_from_elsewhere(tmp_path):
-    fork = tmp_path / "ws" / "vllm"
-    result = _verify(tmp_path, fork, "")
-    other = subprocess.run([sys.executable, "-c", inst._VERIFY, str(tmp_path / "somewhere-else")],
-                           env={**os.environ, "PYTHONPATH": str(fork)}, capture_output=True, text=True)
-    assert result.returncode == 0 and other.returncode == 1 and "not the mounted fork" in other.stderr
+def test_verify_step_refuses_a_vllm_from_elsewhere(tmp_path):
+    result = _verify(tmp_path, tmp_path / "ws" / "vllm", "", against=tmp_path / "somewhere-else")
+    assert result.returncode == 1 and "not the fork" in result.stderr
 
 
 def test_rebuild_extends_the_install_record(tmp_path):
     target = tmp_path / "install.json"
     target.write_text(json.dumps({"mode": "full", "commit": "c" * 40, "series": ["0.13.0/1.patch"]}))
-    step = inst.rebuild_plan("9.0a", inst.Jobs(2, 1, "t")).steps[-1]
-    subprocess.run([sys.executable, *step.cmd[1:-2], str(target), "9.0a"], check=True, capture_output=True)
+    step = inst.rebuild_plan(PLACES, "python", "9.0a", inst.Jobs(2, 1, "t")).steps[-1]
+    assert step.cmd[2:] == ["record-rebuild", PLACES.install_record, "9.0a"]
+    subprocess.run([sys.executable, str(CHECKS), "record-rebuild", str(target), "9.0a"], check=True,
+                   capture_output=True)
     record = json.loads(target.read_text())
     assert record["mode"] == "full" and record["series"] == ["0.13.0/1.patch"]
     assert record["rebuild"]["arch_list"] == "9.0a" and record["rebuild"]["time"].endswith("Z")
 
 
-def test_provenance_script_writes_json(tmp_path):
+def test_record_step_writes_json(tmp_path):
     target = tmp_path / "opt" / "workbench" / "install.json"
     record = {"mode": "precompiled", "wheel": "w.whl", "commit": None, "arch_list": None, "series": []}
-    subprocess.run([sys.executable, "-c", inst._WRITE_PROVENANCE, json.dumps(record), str(target)], check=True,
+    subprocess.run([sys.executable, str(CHECKS), "record", json.dumps(record), str(target)], check=True,
                    capture_output=True)
     written = json.loads(target.read_text())
     assert {k: written[k] for k in record} == record and written["time"].endswith("Z")
+    assert written["python"] == sys.executable
+
+
+def test_write_presets_fills_in_the_interpreter(tmp_path):
+    presets = json.dumps(inst.cmake_presets("9.0a", inst.Jobs(2, 1, "t")))
+    subprocess.run([sys.executable, str(CHECKS), "write-presets", str(tmp_path / "p.json"), presets], check=True,
+                   capture_output=True)
+    cache = json.loads((tmp_path / "p.json").read_text())["configurePresets"][0]["cacheVariables"]
+    assert cache["VLLM_PYTHON_EXECUTABLE"] == sys.executable and cache["CMAKE_CUDA_COMPILER"].endswith("nvcc")
+
+
+def test_the_checks_script_refuses_a_bad_call():
+    done = subprocess.run([sys.executable, str(CHECKS), "verify"], capture_output=True, text=True)
+    assert done.returncode == 2 and "remove-non-editable" in done.stderr
 
 
 # --------------------------------------------------------------------------------------- the tasks, as a user runs them

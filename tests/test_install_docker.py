@@ -2,7 +2,7 @@
 0.13.0 source, mounted at /workspace/vllm, installed editable by vLLM's own setup.py from a local wheel.
 
 The plan is computed exactly as the task does (cached wheel resolution, csrc/ check, container path,
-precompiled_plan) and its steps run one by one with `docker exec`, as the engine's exec_in_container does.
+precompiled_plan) and its steps run one by one with `docker exec`, as the dev container runtime does.
 No image registry or CUDA here, so: the container is the local test base (Debian, Python 3.11, a stub
 non-editable `vllm` that the first step must remove); torch and vLLM's build requirements come from this
 test venv, mounted read-only on PYTHONPATH (same Python minor version); and the local wheel's binary
@@ -26,10 +26,14 @@ import pytest
 
 from tests.support.vllm_source import make_fork_repo
 from workbench import install as inst
+from workbench.runtime import Places
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm_source]
 
 ROOT = Path(__file__).resolve().parent.parent
+PLACES = Places(fork="/workspace/vllm", kernels="/workspace/custom_kernels", patches="/workspace/patches",
+                results="/workspace/results", wheels="/workspace/wheels", guest="/opt/workbench-src/workbench/guest",
+                state="/opt/workbench", hf_cache="/cache/huggingface", ccache="/cache/ccache")
 VENV_PATH = "/opt/workbench-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STUB_C = """#define Py_LIMITED_API 0x030B0000
 #include <Python.h>
@@ -77,9 +81,10 @@ def container(tmp_path):
     ctr = client.containers.run(
         image, ["sleep", "infinity"], detach=True, init=True, name=f"wbtest-issue3-install-{uuid.uuid4().hex[:8]}",
         environment={"PYTHONPATH": "/opt/host-site"},
-        volumes={str(fork): {"bind": inst.CONTAINER_FORK, "mode": "rw"},
-                 str(project / "custom_kernels"): {"bind": inst.CONTAINER_KERNELS, "mode": "rw"},
-                 str(project / "wheels"): {"bind": inst.CONTAINER_WHEELS, "mode": "ro"},
+        volumes={str(fork): {"bind": PLACES.fork, "mode": "rw"},
+                 str(project / "custom_kernels"): {"bind": PLACES.kernels, "mode": "rw"},
+                 str(project / "wheels"): {"bind": PLACES.wheels, "mode": "ro"},
+                 str(ROOT / "workbench" / "guest"): {"bind": PLACES.guest, "mode": "ro"},
                  sysconfig.get_paths()["purelib"]: {"bind": "/opt/host-site", "mode": "ro"}})
     try:
         # What Dockerfile.dev provides: the venv that sees the system site packages.
@@ -109,13 +114,14 @@ def test_precompiled_editable_install_of_the_real_source(container):
     choice = inst.resolve_wheel(fork, version, None, project / "wheels")
     assert choice.kind == "cached" and choice.commit is not None
     assert inst.check_wheel_matches(fork, choice) == []
-    from workbench.compose import bind_mounts
+    from workbench.compose import load_spec
     from workbench.config import Settings
+    from workbench.engine import MountMap
 
-    mounts = bind_mounts(Settings.from_mapping(ROOT, {"fork": str(fork), "wheels": str(project / "wheels")}))
-    location = inst.container_path(Path(choice.location), mounts)
-    assert location == f"{inst.CONTAINER_WHEELS}/vllm-0.13.0-cp38-abi3-manylinux1_x86_64.whl"
-    plan = inst.precompiled_plan(version, choice, location, ["0.13.0/x.patch"], no_deps=True)
+    settings = Settings.from_mapping(ROOT, {"fork": str(fork), "wheels": str(project / "wheels")})
+    location = MountMap.of(load_spec(settings, "none")).from_host(Path(choice.location))
+    assert location == f"{PLACES.wheels}/vllm-0.13.0-cp38-abi3-manylinux1_x86_64.whl"
+    plan = inst.precompiled_plan(PLACES, "python", version, choice, location, ["0.13.0/x.patch"], no_deps=True)
     outputs = run_plan(ctr, plan)
 
     assert "removing the non-editable vllm" in outputs["remove a non-editable vllm"]
@@ -128,7 +134,7 @@ def test_precompiled_editable_install_of_the_real_source(container):
     rc, out = ctr.exec_run(["python", "-c", "import vllm.workbench_probe as p; print(p.VALUE)"],
                            environment={"PATH": VENV_PATH})
     assert rc == 0 and out.decode().strip() == "42"
-    rc, out = ctr.exec_run(["cat", inst.PROVENANCE])
+    rc, out = ctr.exec_run(["cat", PLACES.install_record])
     record = json.loads(out.decode())
     assert record["mode"] == "precompiled" and record["wheel"] == location
     assert record["commit"] == choice.commit and record["series"] == ["0.13.0/x.patch"] and record["time"]

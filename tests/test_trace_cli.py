@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 from workbench.errors import WorkbenchError  # noqa: E402
 from workbench.kernels import import_custom_kernels  # noqa: E402
 from workbench.trace.cli import main  # noqa: E402
-from workbench.trace.command import TRACE_ENV, container_path, pick_mode, trace_command  # noqa: E402
+from workbench.trace.command import TRACE_ENV, runtime_path, trace_command  # noqa: E402
 from workbench.trace.kernel_map import KernelIndex  # noqa: E402
 from workbench.trace.kernels import (  # noqa: E402
     device_samples,
@@ -141,65 +141,76 @@ def test_swapped_linear_gemm_routes_and_restores():
     assert sum(custom_kernels.CALL_COUNTS.values()) == n  # restored: no more calls through the hook
 
 
-def test_scripts_run_as_files(config_file, tmp_path):
-    """scripts/trace_layers.py finds the workbench package from its own location (as in the container)."""
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "trace_layers.py"), "--hf-config",
-                             str(config_file), "--max-tokens", "1", "--out", str(tmp_path)],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+def test_the_tracer_runs_as_a_module(config_file, tmp_path):
+    """`python -m workbench.trace layers`: what invoke trace.layers runs where the runtime runs steps."""
+    result = subprocess.run([sys.executable, "-m", "workbench.trace", "layers", "--hf-config", str(config_file),
+                             "--max-tokens", "1", "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "layers.json").exists()
+    usage = subprocess.run([sys.executable, "-m", "workbench.trace", "nope"], capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode == 1 and "usage: python -m workbench.trace {layers,modules,kernels}" in usage.stderr
 
 
-# ------------------------------------------------------------------------------------------ invoke trace
+# ------------------------------------------------------------------------------------------ invoke trace.*
+
+def _container_paths():
+    from workbench.compose import load_spec
+    from workbench.config import Settings
+    from workbench.engine import MountMap
+
+    return MountMap.of(load_spec(Settings.from_mapping(ROOT, {}), "none")).from_host
+
 
 def test_trace_command_list():
-    cmd = trace_command("kernels", ROOT, model="Qwen/Qwen2.5-0.5B-Instruct", prompt="Hi there", max_tokens=4,
-                        top=10, extra="--profiler torch --no-enforce-eager")
-    assert cmd == ["python", "/workspace/scripts/trace_kernels.py", "--model", "Qwen/Qwen2.5-0.5B-Instruct",
+    to_runtime = _container_paths()
+    cmd = trace_command("kernels", ROOT, to_runtime, model="Qwen/Qwen2.5-0.5B-Instruct", prompt="Hi there",
+                        max_tokens=4, top=10, extra="--profiler torch --no-enforce-eager")
+    assert cmd == ["python", "-m", "workbench.trace", "kernels", "--model", "Qwen/Qwen2.5-0.5B-Instruct",
                    "--prompt", "Hi there", "--max-tokens", "4", "--top", "10", "--out", "/workspace/results/trace",
                    "--profiler", "torch", "--no-enforce-eager"]
-    assert trace_command("kernels", ROOT, custom_gemm=True)[-1] == "--custom-gemm"
-    assert trace_command("layers", ROOT) == ["python", "/workspace/scripts/trace_layers.py", "--out",
-                                             "/workspace/results/trace"]
+    assert trace_command("kernels", ROOT, to_runtime, custom_gemm=True)[-1] == "--custom-gemm"
+    assert trace_command("layers", ROOT, to_runtime) == ["python", "-m", "workbench.trace", "layers", "--out",
+                                                         "/workspace/results/trace"]
     assert TRACE_ENV["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
 def test_trace_command_paths_and_errors():
-    assert container_path(ROOT, "scripts/configs/qwen2-tiny.json") == "/workspace/scripts/configs/qwen2-tiny.json"
-    assert container_path(ROOT, str(ROOT / "results" / "x")) == "/workspace/results/x"
+    to_runtime = _container_paths()
+    assert runtime_path(ROOT, "scripts/configs/qwen2-tiny.json", to_runtime) == \
+        "/workspace/scripts/configs/qwen2-tiny.json"
+    assert runtime_path(ROOT, str(ROOT / "results" / "x"), to_runtime) == "/workspace/results/x"
     for bad in ("/etc/passwd", "docs/tracing.md"):
-        with pytest.raises(WorkbenchError, match="not"):
-            container_path(ROOT, bad)
+        with pytest.raises(WorkbenchError, match="not visible where the trace runs"):
+            runtime_path(ROOT, bad, to_runtime)
     with pytest.raises(WorkbenchError, match="at least 1"):
-        trace_command("layers", ROOT, max_tokens=0)
-    assert pick_mode(False, True, False) == "modules"
-    for flags in ((False, False, False), (True, True, False)):
-        with pytest.raises(WorkbenchError, match="exactly one"):
-            pick_mode(*flags)
+        trace_command("layers", ROOT, to_runtime, max_tokens=0)
+    with pytest.raises(WorkbenchError, match="quotes"):
+        trace_command("layers", ROOT, to_runtime, extra="--prefix 'x")
 
 
 def test_invoke_trace_dry_run(capsys):
     from invoke import Config, Context
 
-    from workbench.tasks.trace import trace
+    from workbench.tasks.trace import layers
 
     ctx = Context(Config(overrides={"workbench": {"root": str(ROOT)}}))
-    trace(ctx, layers=True, max_tokens=2, hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
-    # Flags arrive as invoke parses them: integers stay integers.
-    assert {a.name: a.kind for a in trace.get_arguments()}["max_tokens"] is int
+    layers(ctx, max_tokens="2", hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
     out = capsys.readouterr().out
-    assert out.strip() == ("+ python /workspace/scripts/trace_layers.py --hf-config "
+    assert out.strip() == ("on dev container vllm-workbench: + python -m workbench.trace layers --hf-config "
                            "/workspace/scripts/configs/qwen2-tiny.json --max-tokens 2 --top 20 "
                            "--out /workspace/results/trace")
+    layers(ctx, dry_run=True, runtime="host")
+    assert f"--out {ROOT / 'results' / 'trace'}" in capsys.readouterr().out
     from invoke.exceptions import Exit
 
-    with pytest.raises(Exit, match="exactly one"):
-        trace(ctx, dry_run=True)
+    with pytest.raises(Exit, match="--max-tokens 'x' is not a whole number"):
+        layers(ctx, max_tokens="x", dry_run=True)
 
 
 def test_host_side_imports_need_no_torch():
     """invoke trace runs on the host: importing its modules must not pull in torch or transformers."""
-    code = ("import sys, workbench.tasks.trace, workbench.trace.command, workbench.trace; "
+    code = ("import sys, workbench.tasks.trace, workbench.trace.command, workbench.trace, workbench.runtime; "
             "print(sorted(m for m in ('torch', 'transformers', 'rich.console') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"

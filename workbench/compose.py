@@ -348,9 +348,3 @@ def _gpu_requests(deploy: dict, name: str, path: Path) -> tuple[GpuRequest, ...]
 
 def _extra_hosts(entries: tuple[str, ...]) -> dict[str, str]:
     return dict(e.split(":", 1) for e in entries)
-
-
-def bind_mounts(settings: Settings) -> dict[Path, str]:
-    """Host folder -> container path for every bind mount the compose file declares (the same for the
-    GPU and CPU services): how host files (a wheel, a result) are named inside the dev container."""
-    return {Path(m.source): m.target for m in load_spec(settings, "none").mounts if m.type == "bind"}

@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     # UID/GID baked into the image's user; empty: the host user running invoke.
     "uid": "",
     "gid": "",
+    # Where install, rebuild, bench, trace and tune run: "docker" (the dev container) or "host" (this
+    # machine, with the interpreter below: a GPU node without Docker).
+    "runtime": "docker",
+    # The host runtime's Python (a venv's bin/python); empty: the interpreter running invoke.
+    "python": "",
 }
 
 
@@ -63,6 +68,8 @@ class Settings:
     secrets: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULTS["secrets"]))
     uid: str = ""
     gid: str = ""
+    runtime: str = DEFAULTS["runtime"]
+    python: str = ""
 
     @classmethod
     def from_mapping(cls, root: Path | str, values: dict[str, Any] | None = None) -> Settings:

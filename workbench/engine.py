@@ -13,15 +13,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from workbench import compose, images, provenance
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.filelock import exclusive
+from workbench.runtime import GUEST, Execution, Places, Runtime, posix
 
 MANAGED_LABEL = "workbench.managed"
 SPEC_LABEL = "workbench.spec"
@@ -269,19 +270,128 @@ def secret_environment(settings: Settings, environ: dict[str, str] | None = None
     return {name: environ[name] for name in settings.secrets if environ.get(name)}
 
 
-def running_container(settings: Settings, client=None, start: bool = True):
-    """The dev container, started (via `up`) when it is not running."""
+def running_container(settings: Settings, client=None, start: bool = True, name: str | None = None):
+    """The dev container, started (via `up`) when it is not running. ``name``: the one the compose
+    file gives it (default: the settings' name, which the compose file interpolates)."""
     client = client or connect()
-    container = find_container(client, settings.container)
+    name = name or settings.container
+    container = find_container(client, name)
     if container is not None:
-        require_managed(container, settings.container)
+        require_managed(container, name)
         container.reload()
         if container.status == "running":
             return container
     if not start:
-        raise WorkbenchError(f"container {settings.container} is not running: run `invoke up`")
+        raise WorkbenchError(f"container {name} is not running: run `invoke up`")
     up(settings, client=client)
-    return client.containers.get(settings.container)
+    return client.containers.get(name)
+
+
+# Where the dev image keeps the install record (Dockerfile.dev creates /opt/workbench for the user).
+IMAGE_STATE = "/opt/workbench"
+
+
+def container_places(settings: Settings, spec: compose.ContainerSpec) -> Places:
+    """The project's folders inside the container, read from the compose file's mounts (no second list)."""
+    binds = {Path(m.source).resolve(): m.target for m in spec.mounts if m.type == "bind"}
+    volumes = {m.source: m.target for m in spec.mounts if m.type == "volume"}
+
+    def target(host: Path, what: str) -> str:
+        found = binds.get(host.resolve())
+        if found is None:
+            raise WorkbenchError(f"{settings.compose_path.name} mounts no {what} ({host}) into service "
+                                 f"{spec.service!r}: restore its volumes entry")
+        return found
+
+    return Places(
+        fork=target(settings.fork_path, "vLLM fork"),
+        kernels=target(settings.root / "custom_kernels", "custom_kernels folder"),
+        patches=target(settings.root / "patches", "patches folder"),
+        results=target(settings.results_path, "results folder"),
+        wheels=target(settings.wheels_path, "wheels folder"),
+        guest=posix(target(settings.root / "workbench", "workbench library"), GUEST),
+        state=IMAGE_STATE,
+        hf_cache=target(settings.hf_cache_path, "Hugging Face cache"),
+        ccache=volumes.get(settings.ccache_volume, "/cache/ccache"),
+    )
+
+
+@dataclass(frozen=True)
+class MountMap:
+    """Host folder <-> container path for the compose file's bind mounts (longest container path first)."""
+
+    binds: tuple[tuple[str, Path], ...]
+
+    @classmethod
+    def of(cls, spec: compose.ContainerSpec) -> MountMap:
+        binds = ((m.target, Path(m.source)) for m in spec.mounts if m.type == "bind")
+        return cls(tuple(sorted(binds, key=lambda item: len(item[0]), reverse=True)))
+
+    def to_host(self, path: str) -> Path:
+        for target, source in self.binds:
+            if path == target or path.startswith(target.rstrip("/") + "/"):
+                return source / PurePosixPath(path).relative_to(target)
+        raise WorkbenchError(f"{path} is not in a folder the dev container mounts: it cannot be read from the host")
+
+    def from_host(self, path: Path) -> str | None:
+        host = Path(path).resolve()
+        for target, source in self.binds:
+            try:
+                rel = host.relative_to(source.resolve())
+            except ValueError:
+                continue
+            return posix(target, *rel.parts)
+        return None
+
+
+class DevContainer(Runtime):
+    """The dev container as a runtime: name, spec and connection resolved once, each step one exec."""
+
+    name = "docker"
+    python = "python"  # the image's venv python (/opt/workbench-venv/bin is first on PATH)
+
+    def __init__(self, settings: Settings, client, container, spec: compose.ContainerSpec):
+        self.settings = settings
+        self.client = client
+        self.container = container
+        self.spec = spec
+        self.places = container_places(settings, spec)
+        self.mounts = MountMap.of(spec)
+
+    @classmethod
+    def open(cls, settings: Settings, gpus: str | None = None, client=None, start: bool = True) -> DevContainer:
+        """Connect, read the compose file, and find (or start, via `up`) the container it names."""
+        client = client or connect()
+        spec = compose.load_spec(settings, gpus)
+        return cls(settings, client, running_container(settings, client, start=start, name=spec.name), spec)
+
+    def execute(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                cwd: str | None = None) -> Execution:
+        api = self.client.api
+        environment = {**secret_environment(self.settings), **(env or {})}
+        exec_id = api.exec_create(self.container.id, list(argv), environment=environment or None, workdir=cwd,
+                                  stdout=True, stderr=True)["Id"]
+
+        def chunks() -> Iterator[tuple[str, bytes]]:
+            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
+                if stdout:
+                    yield "stdout", stdout
+                if stderr:
+                    yield "stderr", stderr
+
+        return Execution(chunks(), lambda: int(api.exec_inspect(exec_id)["ExitCode"]))
+
+    def to_host(self, path: str) -> Path:
+        return self.mounts.to_host(path)
+
+    def from_host(self, path: Path) -> str | None:
+        return self.mounts.from_host(path)
+
+    def describe(self) -> str:
+        return f"dev container {self.container.name}"
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def exec_in_container(settings: Settings, cmd: list[str], env: dict[str, str] | None = None,
@@ -289,33 +399,7 @@ def exec_in_container(settings: Settings, cmd: list[str], env: dict[str, str] | 
                       out: Callable[[bytes], object] | None = None,
                       err: Callable[[bytes], object] | None = None) -> int:
     """Run ``cmd`` in the dev container (starting it if needed), streaming its output; the exit code."""
-    client = client or connect()
-    container = running_container(settings, client)
-    environment = {**secret_environment(settings), **(env or {})}
-    exec_id = client.api.exec_create(container.id, cmd, environment=environment or None, workdir=workdir,
-                                     stdout=True, stderr=True)["Id"]
-    write_out = out or _writer(sys.stdout)
-    write_err = err or _writer(sys.stderr)
-    for stdout, stderr in client.api.exec_start(exec_id, stream=True, demux=True):
-        if stdout:
-            write_out(stdout)
-        if stderr:
-            write_err(stderr)
-    return int(client.api.exec_inspect(exec_id)["ExitCode"])
-
-
-def _writer(stream):
-    buffer = getattr(stream, "buffer", None)
-
-    def write(data: bytes) -> None:
-        if buffer is not None:
-            buffer.write(data)
-            buffer.flush()
-        else:
-            stream.write(data.decode(errors="replace"))
-            stream.flush()
-
-    return write
+    return DevContainer.open(settings, client=client).run(cmd, env, workdir, out=out, err=err)
 
 
 def interactive_command(settings: Settings, container_name: str, cmd: str | None) -> list[str]:
@@ -336,13 +420,12 @@ def interactive_command(settings: Settings, container_name: str, cmd: str | None
 
 def shell(settings: Settings, cmd: str | None = None, interactive: bool | None = None) -> int:
     """An interactive shell (docker CLI, needs a TTY) or one command (SDK); returns its exit code."""
-    client = connect()
-    container = running_container(settings, client)
+    dev = DevContainer.open(settings)
     if interactive is None:
         interactive = cmd is None
     if interactive:
-        return subprocess.call(interactive_command(settings, container.name, cmd))
-    return exec_in_container(settings, ["bash", "-lc", cmd or "true"], client=client)
+        return subprocess.call(interactive_command(settings, dev.container.name, cmd))
+    return dev.run(["bash", "-lc", cmd or "true"])
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Install the vLLM fork into the dev container: precompiled (a wheel's compiled extensions + the fork's
 Python, editable), full (compile csrc/ with nvcc + ccache), or incremental rebuild (CMake presets).
 
-Everything here is pure: functions take facts (versions, commits, cores, RAM, GPUs) and return the
-choice or the list of in-container commands with their environment, so each rule is unit-tested. The
-task in workbench/tasks/install.py runs the plan through ``workbench.engine.exec_in_container``.
+Everything here is pure: functions take facts (versions, commits, cores, RAM, GPUs) and the runtime's
+places and interpreter, and return the choice or the list of commands with their environment, so each
+rule is unit-tested. The task in workbench/tasks/install.py runs the plan through the runtime (the dev
+container, or this host's workbench.python); the Python steps are workbench/guest/install_checks.py.
 """
 
 from __future__ import annotations
@@ -17,14 +18,8 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.git import output as _git
+from workbench.runtime import Places
 
-CONTAINER_FORK = "/workspace/vllm"
-CONTAINER_KERNELS = "/workspace/custom_kernels"
-CONTAINER_WHEELS = "/workspace/wheels"
-CCACHE_DIR = "/cache/ccache"
-PROVENANCE = "/opt/workbench/install.json"
-PYTHON = "python"  # the container's venv python (/opt/workbench-venv/bin is first on PATH)
-NVCC = "/usr/local/cuda/bin/nvcc"
 # Paths whose changes need a compile: a precompiled wheel only matches a fork with these unchanged.
 COMPILED_PATHS = ("csrc", "CMakeLists.txt", "cmake")
 GB = 1024**3
@@ -139,19 +134,6 @@ def check_wheel_matches(fork: Path, wheel: WheelChoice) -> list[str]:
     return []
 
 
-def container_path(host_path: Path, mounts: dict[Path, str]) -> str | None:
-    """Where a host file under one of the mounted folders appears in the dev container (None: not visible)."""
-    host = Path(host_path).resolve()
-    for folder, target in mounts.items():
-        try:
-            rel = host.relative_to(Path(folder).resolve())
-        except ValueError:
-            continue
-        if rel.parts:
-            return f"{target}/{rel.as_posix()}"
-    return None
-
-
 # --------------------------------------------------------------------------------------- build resources
 @dataclass(frozen=True)
 class Jobs:
@@ -233,69 +215,20 @@ class InstallPlan:
         return lines
 
 
-# Removes a regular (non-editable) vllm so the editable fork is the one Python imports.
-_REMOVE_NON_EDITABLE = r"""
-import importlib.metadata as md, json, os, subprocess, sys
-try:
-    dist = md.distribution("vllm")
-except md.PackageNotFoundError:
-    sys.exit(0)
-direct = json.loads(dist.read_text("direct_url.json") or "{}")
-if direct.get("dir_info", {}).get("editable"):
-    print("vllm is already an editable install:", direct.get("url"))
-    sys.exit(0)
-where = str(dist.locate_file(""))
-print("removing the non-editable vllm", dist.version, "from", where)
-# A vllm outside this venv (the base image's system install) belongs to the base interpreter.
-inside = os.path.realpath(where).startswith(os.path.realpath(sys.prefix) + os.sep)
-python = sys.executable if inside else os.path.join(sys.base_prefix, "bin", "python3")
-env = {**os.environ, "PIP_BREAK_SYSTEM_PACKAGES": "1"}
-if subprocess.call([python, "-m", "pip", "uninstall", "-y", "vllm"], env=env) != 0:
-    sys.exit(f"error: cannot remove the non-editable vllm in {where} (not writable?): rebuild the dev image "
-             "(`invoke build`: Dockerfile.dev removes it) or remove it as root")
-"""
-
-# Proves the install: vllm imports from the mounted fork and its compiled extension loads.
-_VERIFY = r"""
-import os, sys
-fork = sys.argv[1]
-import vllm
-path = os.path.realpath(vllm.__file__)
-print(f"vllm {vllm.__version__} imported from {path}")
-if not path.startswith(fork.rstrip("/") + "/"):
-    sys.exit(f"error: vllm imports from {path}, not the mounted fork {fork}: another vllm shadows it; "
-             "rerun `invoke install` (it removes non-editable copies)")
-try:
-    import vllm._C  # noqa: F401
-except ImportError as err:
-    msg = str(err)
-    if "undefined symbol" in msg:
-        sys.exit(f"error: vllm._C does not load ({msg.split(':')[-1].strip()} undefined): an ABI mismatch - "
-                 "the compiled extension was built against another torch/CUDA than this image's; use a wheel "
-                 "built for this torch, or compile: `invoke install --full`")
-    sys.exit(f"error: vllm._C does not load ({msg}): reinstall (`invoke install`) or compile (`--full`)")
-print("vllm._C loads")
-"""
-
-_WRITE_PROVENANCE = r"""
-import json, os, sys, time
-record = json.loads(sys.argv[1])
-record["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
-with open(sys.argv[2] + ".tmp", "w") as fh:
-    json.dump(record, fh, indent=2)
-os.replace(sys.argv[2] + ".tmp", sys.argv[2])
-print("provenance:", sys.argv[2])
-"""
+CHECKS = "install_checks.py"  # the guest script with the Python steps
 
 
-def _common_steps(version: str, provenance: dict) -> tuple[list[Step], list[Step]]:
-    before = [Step("remove a non-editable vllm", [PYTHON, "-c", _REMOVE_NON_EDITABLE])]
+def _checks(places: Places, python: str, *args: str) -> list[str]:
+    return [python, places.guest_script(CHECKS), *args]
+
+
+def _common_steps(places: Places, python: str, provenance: dict) -> tuple[list[Step], list[Step]]:
+    before = [Step("remove a non-editable vllm", _checks(places, python, "remove-non-editable"))]
     after = [
         Step("install custom_kernels (editable)",
-             [PYTHON, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", CONTAINER_KERNELS]),
-        Step("verify vllm imports from the fork and vllm._C loads", [PYTHON, "-c", _VERIFY, CONTAINER_FORK]),
-        Step("record provenance", [PYTHON, "-c", _WRITE_PROVENANCE, json.dumps(provenance), PROVENANCE]),
+             [python, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", places.kernels]),
+        Step("verify vllm imports from the fork and vllm._C loads", _checks(places, python, "verify", places.fork)),
+        Step("record the install", _checks(places, python, "record", json.dumps(provenance), places.install_record)),
     ]
     return before, after
 
@@ -306,8 +239,8 @@ def _version_env(version: str) -> dict[str, str]:
     return {"SETUPTOOLS_SCM_PRETEND_VERSION": version, "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_VLLM": version}
 
 
-def precompiled_plan(version: str, wheel: WheelChoice, wheel_location: str | None, series: list[str],
-                     no_deps: bool = False) -> InstallPlan:
+def precompiled_plan(places: Places, python: str, version: str, wheel: WheelChoice, wheel_location: str | None,
+                     series: list[str], no_deps: bool = False) -> InstallPlan:
     """Editable install of the fork's Python over a wheel's compiled extensions (VLLM_USE_PRECOMPILED)."""
     env = {"VLLM_USE_PRECOMPILED": "1", **_version_env(version)}
     if wheel_location:
@@ -317,20 +250,20 @@ def precompiled_plan(version: str, wheel: WheelChoice, wheel_location: str | Non
     provenance = {"mode": "precompiled", "wheel": wheel_location or (wheel_url_for_commit(wheel.commit)
                                                                    if wheel.commit else None),
                   "commit": wheel.commit, "arch_list": None, "series": series, "version": version}
-    before, after = _common_steps(version, provenance)
-    pip = [PYTHON, "-m", "pip", "install", "--no-build-isolation", *(["--no-deps"] if no_deps else []),
-           "-e", CONTAINER_FORK]
-    steps = [*before, Step("install the fork editable over the precompiled wheel", pip, env, CONTAINER_FORK), *after]
+    before, after = _common_steps(places, python, provenance)
+    pip = [python, "-m", "pip", "install", "--no-build-isolation", *(["--no-deps"] if no_deps else []),
+           "-e", places.fork]
+    steps = [*before, Step("install the fork editable over the precompiled wheel", pip, env, places.fork), *after]
     return InstallPlan("precompiled", steps, provenance, [f"wheel: {wheel.reason}"])
 
 
-def build_env(arch: str, jobs: Jobs) -> dict[str, str]:
+def build_env(arch: str, jobs: Jobs, ccache_dir: str) -> dict[str, str]:
     """Environment of a compile: arch list, parallelism and ccache (NOHASHDIR: hits survive path changes)."""
     return {
         "TORCH_CUDA_ARCH_LIST": arch,
         "MAX_JOBS": str(jobs.max_jobs),
         "NVCC_THREADS": str(jobs.nvcc_threads),
-        "CCACHE_DIR": CCACHE_DIR,
+        "CCACHE_DIR": ccache_dir,
         "CCACHE_NOHASHDIR": "true",
         "CMAKE_C_COMPILER_LAUNCHER": "ccache",
         "CMAKE_CXX_COMPILER_LAUNCHER": "ccache",
@@ -338,27 +271,28 @@ def build_env(arch: str, jobs: Jobs) -> dict[str, str]:
     }
 
 
-def full_plan(version: str, commit: str | None, arch: str, jobs: Jobs, series: list[str],
-              no_deps: bool = False) -> InstallPlan:
+def full_plan(places: Places, python: str, version: str, commit: str | None, arch: str, jobs: Jobs,
+              series: list[str], no_deps: bool = False) -> InstallPlan:
     """Compile the fork (csrc/) with nvcc through ccache and install it editable, build time and hit stats shown."""
-    env = {**build_env(arch, jobs), **_version_env(version)}
+    env = {**build_env(arch, jobs, places.ccache), **_version_env(version)}
     provenance = {"mode": "full", "wheel": None, "commit": commit, "arch_list": arch, "series": series,
                   "version": version, "max_jobs": jobs.max_jobs, "nvcc_threads": jobs.nvcc_threads}
-    before, after = _common_steps(version, provenance)
-    pip = shlex.join([PYTHON, "-m", "pip", "install", "--no-build-isolation", *(["--no-deps"] if no_deps else []),
-                      "-v", "-e", CONTAINER_FORK])
+    before, after = _common_steps(places, python, provenance)
+    pip = shlex.join([python, "-m", "pip", "install", "--no-build-isolation", *(["--no-deps"] if no_deps else []),
+                      "-v", "-e", places.fork])
     script = (f"set -e; ccache --zero-stats >/dev/null; start=$(date +%s); {pip}; "
               f"echo \"build time: $(( $(date +%s) - start )) s\"; ccache --show-stats")
     steps = [*before, Step("compile and install the fork editable (full build)", ["bash", "-c", script], env,
-                           CONTAINER_FORK), *after]
+                           places.fork), *after]
     return InstallPlan("full", steps, provenance, [f"TORCH_CUDA_ARCH_LIST={arch}",
                                                    f"MAX_JOBS={jobs.max_jobs} NVCC_THREADS={jobs.nvcc_threads}: "
                                                    f"{jobs.reason}"])
 
 
-def cmake_presets(arch: str, jobs: Jobs, python: str = "/opt/workbench-venv/bin/python", nvcc: str = NVCC) -> dict:
+def cmake_presets(arch: str, jobs: Jobs, python: str = "@PYTHON@", nvcc: str = "@NVCC@") -> dict:
     """A CMakeUserPresets.json equivalent to vLLM's tools/generate_cmake_presets.py, with our job count
-    (its own uses cores only, no RAM bound) and ccache launchers; installs the .so files into the tree."""
+    (its own uses cores only, no RAM bound) and ccache launchers; installs the .so files into the tree.
+    The interpreter and nvcc default to placeholders the runtime fills in (install_checks write-presets)."""
     cache = {
         "CMAKE_CUDA_COMPILER": nvcc,
         "CMAKE_BUILD_TYPE": "Release",
@@ -379,35 +313,21 @@ def cmake_presets(arch: str, jobs: Jobs, python: str = "/opt/workbench-venv/bin/
     }
 
 
-_WRITE_FILE = "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"
-
-# Adds the rebuild to the install record (keeping mode, wheel, commit, series of the install it extends).
-_RECORD_REBUILD = r"""
-import json, os, sys, time
-path, arch = sys.argv[1], sys.argv[2]
-record = json.load(open(path)) if os.path.exists(path) else {"mode": "rebuild-only"}
-record["rebuild"] = {"arch_list": arch, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-os.makedirs(os.path.dirname(path), exist_ok=True)
-with open(path + ".tmp", "w") as fh:
-    json.dump(record, fh, indent=2)
-os.replace(path + ".tmp", path)
-print("provenance:", path)
-"""
-
-
-def rebuild_plan(arch: str, jobs: Jobs) -> InstallPlan:
+def rebuild_plan(places: Places, python: str, arch: str, jobs: Jobs) -> InstallPlan:
     """Incremental csrc/ build: regenerate the CMake preset, configure, build and install the .so files."""
-    env = {k: v for k, v in build_env(arch, jobs).items() if k.startswith("CCACHE") or k == "TORCH_CUDA_ARCH_LIST"}
+    env = {k: v for k, v in build_env(arch, jobs, places.ccache).items()
+           if k.startswith("CCACHE") or k == "TORCH_CUDA_ARCH_LIST"}
     presets = json.dumps(cmake_presets(arch, jobs), indent=2)
     script = ("set -e; ccache --zero-stats >/dev/null; start=$(date +%s); cmake --preset release; "
               "cmake --build --preset release --target install; "
               "echo \"rebuild time: $(( $(date +%s) - start )) s\"; ccache --show-stats")
     steps = [
         Step("write CMakeUserPresets.json (git-ignored by vLLM)",
-             [PYTHON, "-c", _WRITE_FILE, f"{CONTAINER_FORK}/CMakeUserPresets.json", presets]),
-        Step("configure, build and install csrc/ incrementally", ["bash", "-c", script], env, CONTAINER_FORK),
-        Step("verify vllm imports from the fork and vllm._C loads", [PYTHON, "-c", _VERIFY, CONTAINER_FORK]),
-        Step("record the rebuild in the provenance", [PYTHON, "-c", _RECORD_REBUILD, PROVENANCE, arch]),
+             _checks(places, python, "write-presets", f"{places.fork}/CMakeUserPresets.json", presets)),
+        Step("configure, build and install csrc/ incrementally", ["bash", "-c", script], env, places.fork),
+        Step("verify vllm imports from the fork and vllm._C loads", _checks(places, python, "verify", places.fork)),
+        Step("record the rebuild in the install record",
+             _checks(places, python, "record-rebuild", places.install_record, arch)),
     ]
     provenance = {"mode": "rebuild", "arch_list": arch, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return InstallPlan("rebuild", steps, provenance, [f"TORCH_CUDA_ARCH_LIST={arch}",

@@ -1,46 +1,30 @@
 """The custom_kernels tasks' logic: build the tune / benchmark commands that run in the dev container.
 
-The GEMM tuner and benchmark need the GPU, so they run inside the dev container (where
-./custom_kernels is mounted at /workspace/custom_kernels); with ``here=True`` they run in this
-host's own Python instead (a GPU host without the container). Results land in the mounted folder,
+The GEMM tuner and benchmark need the GPU, so they run through the runtime: the dev container (where
+./custom_kernels is mounted) or this host (``--runtime host``). Results land in the package's folder,
 so they appear in the project: the table in custom_kernels/custom_kernels/tables/, benchmark
 CSV/JSON/PNG in custom_kernels/bench/results/<gpu>/.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .errors import WorkbenchError
+from workbench import models
+from workbench.errors import WorkbenchError
 
-CONTAINER_ROOT = "/workspace/custom_kernels"  # docker-compose.yml mounts ./custom_kernels here
-PACKAGE_DIR = Path("custom_kernels") / "custom_kernels"
 DTYPES = ("bfloat16", "float16")
 
 
-def shipped_models(root: Path) -> list[str]:
-    """Model configs shipped in custom_kernels/custom_kernels/configs/<name>/config.json."""
-    return sorted(p.parent.name for p in (root / PACKAGE_DIR / "configs").glob("*/config.json"))
-
-
 def model_argument(root: Path, model: str, kernels_root: str) -> str:
-    """A --model value the command can use where it runs: a shipped name, or a path under custom_kernels/."""
-    if model in shipped_models(root):
-        return model
-    path = Path(model).expanduser()
-    path = path if path.is_absolute() else Path.cwd() / path
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise WorkbenchError(f"no model config {model!r}: use one of {', '.join(shipped_models(root))} "
-                             f"or a config.json under custom_kernels/")
+    """A --model value the command can use where it runs: a shipped name, or a config under custom_kernels/
+    (the folder every runtime sees) as the runtime names it."""
+    config = models.resolve_config(root, model)
+    if config.parent.parent == models.config_dir(root):
+        return config.parent.name
     try:
-        rel = path.resolve().relative_to((root / "custom_kernels").resolve())
+        rel = config.resolve().relative_to((root / "custom_kernels").resolve())
     except ValueError:
         raise WorkbenchError(f"{model} is outside custom_kernels/, which is all the container sees: "
                              f"copy it to custom_kernels/custom_kernels/configs/<name>/config.json") from None
@@ -59,7 +43,7 @@ def _common(root: Path, models: list[str], tp: int, dtype: str, kernels_root: st
 
 
 def tune_command(root: Path, models: list[str], tp: int = 1, dtype: str = "bfloat16", buckets: str = "",
-                 kernels: str = "", python: str = "python3", kernels_root: str = CONTAINER_ROOT) -> list[str]:
+                 kernels: str = "", python: str = "python3", kernels_root: str = "custom_kernels") -> list[str]:
     """``python -m custom_kernels.tune ...`` for the given models (all shipped ones when empty)."""
     cmd = [python, "-m", "custom_kernels.tune", *_common(root, models, tp, dtype, kernels_root)]
     if buckets:
@@ -70,7 +54,7 @@ def tune_command(root: Path, models: list[str], tp: int = 1, dtype: str = "bfloa
 
 
 def bench_command(root: Path, models: list[str], tp: int = 1, dtype: str = "bfloat16", m: str = "",
-                  plot: bool = True, python: str = "python3", kernels_root: str = CONTAINER_ROOT) -> list[str]:
+                  plot: bool = True, python: str = "python3", kernels_root: str = "custom_kernels") -> list[str]:
     """``python -m custom_kernels.bench.gemm ...``: table + plot from one command."""
     cmd = [python, "-m", "custom_kernels.bench.gemm", *_common(root, models, tp, dtype, kernels_root)]
     if m:
@@ -85,16 +69,11 @@ def kernel_env(kernels_root: str) -> dict[str, str]:
     return {"PYTHONPATH": kernels_root, "PYTHONUNBUFFERED": "1"}
 
 
-def run_kernel_command(settings: Settings, cmd: list[str], here: bool = False) -> int:
-    """Run in the dev container (default) or in this host's Python (``here``); returns the exit code."""
-    if here:
-        local_root = str(settings.root / "custom_kernels")
-        env = {**os.environ, **kernel_env(local_root)}
-        return subprocess.call([sys.executable if cmd[0] == "python3" else cmd[0], *cmd[1:]], env=env,
-                               cwd=local_root)
-    from .engine import exec_in_container  # the foundation's docker layer (issue 2)
-
-    return exec_in_container(settings, cmd, env=kernel_env(CONTAINER_ROOT), workdir=CONTAINER_ROOT)
+def run_kernel_command(runtime, cmd: list[str]) -> int:
+    """Run a kernels-package command where ``runtime`` runs steps (the dev container or this host), from
+    the package's folder so its results land in custom_kernels/ of the checkout; returns the exit code."""
+    kernels = runtime.places.kernels
+    return runtime.run(cmd, env=kernel_env(kernels), cwd=kernels)
 
 
 def import_custom_kernels(package_dir: Path | None = None) -> Any:

@@ -32,9 +32,15 @@ def available_models() -> list[str]:
 
 
 def resolve_config(model: str | Path) -> Path:
-    """A shipped model name, a config.json, or a folder holding one -> the config.json path."""
+    """A config.json, a folder holding one, or a shipped name -> the config.json path.
+
+    Shipped names match case-insensitively and by their last path component, so an HF id such as
+    "Qwen/Qwen2.5-0.5B" finds the shipped "qwen2.5-0.5b" (the one rule the workbench uses too)."""
     path = Path(model).expanduser()
-    for candidate in (path, path / "config.json", CONFIG_DIR / str(model) / "config.json"):
+    candidates = [path, path / "config.json"]
+    for name in dict.fromkeys((str(model), str(model).lower(), str(model).rstrip("/").split("/")[-1].lower())):
+        candidates.append(CONFIG_DIR / name / "config.json")
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(

@@ -52,18 +52,43 @@ def layer_selected(prefix: str, patterns: list[str]) -> bool:
     return not any(match(p) for p in excludes)
 
 
+SWITCHES = ("VLLM_USE_CUSTOM_GEMM", "VLLM_CUSTOM_GEMM_LAYERS")
+
+
 def _fork_is_patched() -> bool:
     from vllm import envs
 
-    return "VLLM_USE_CUSTOM_GEMM" in getattr(envs, "environment_variables", {})
+    getter = getattr(envs, "environment_variables", {}).get("VLLM_USE_CUSTOM_GEMM")
+    return getter is not None and not getattr(getter, _MARK, False)
+
+
+def register_switches() -> None:
+    """Make the switches vLLM environment variables: vLLM hashes every one it knows into its
+    torch.compile cache key (``envs.compile_factors``), so a custom run can never load a baseline run's
+    compiled graph (measured on vLLM 0.24.0 before this: 0 custom calls after a baseline run with the
+    cache on), and vLLM no longer warns that the variable is unknown."""
+    from vllm import envs
+
+    known = getattr(envs, "environment_variables", None)
+    if not isinstance(known, dict):
+        return
+    for name in SWITCHES:
+        if name not in known:
+            def getter(name: str = name) -> str:
+                return os.environ.get(name, "")
+
+            setattr(getter, _MARK, True)
+            known[name] = getter
 
 
 def register() -> None:
     """Entry point (``vllm.general_plugins``): install the GEMM routing when VLLM_USE_CUSTOM_GEMM=1."""
-    if not _enabled():
-        return
     if _fork_is_patched():
-        logger.info("custom_kernels plugin: the vLLM fork routes VLLM_USE_CUSTOM_GEMM itself (patch series)")
+        if _enabled():
+            logger.info("custom_kernels plugin: the vLLM fork routes VLLM_USE_CUSTOM_GEMM itself (patch series)")
+        return
+    register_switches()
+    if not _enabled():
         return
     from vllm.model_executor.layers import linear
 

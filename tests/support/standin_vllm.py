@@ -44,6 +44,18 @@ def engine_core(steps: int, conn) -> None:
     conn.close()
 
 
+def site(folder: Path) -> Path:
+    """A folder that, first on PYTHONPATH, makes `python -m vllm.entrypoints.cli.main` this stand-in."""
+    cli = folder / "vllm" / "entrypoints" / "cli"
+    cli.mkdir(parents=True, exist_ok=True)
+    for pkg in (folder / "vllm", folder / "vllm" / "entrypoints", cli):
+        (pkg / "__init__.py").write_text("")
+    # Imported as a module (not run as a path) so spawned engine processes can unpickle engine_core.
+    (cli / "main.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                                 "import standin_vllm\nif __name__ == '__main__':\n    sys.exit(standin_vllm.main())\n")
+    return folder
+
+
 def main() -> int:
     if sys.argv[1:3] == ["bench", "latency"] or sys.argv[1:3] == ["bench", "throughput"]:
         mode = sys.argv[2]
@@ -54,11 +66,20 @@ def main() -> int:
     parser.add_argument("--output-json", required=True)
     parser.add_argument("--input-len", type=int, default=32)
     parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--random-input-len", type=int)
+    parser.add_argument("--random-output-len", type=int)
     parser.add_argument("--num-prompts", type=int, default=10)
+    parser.add_argument("--num-iters", type=int, default=5)
     args, _ = parser.parse_known_args(sys.argv[3:])
+    if mode == "throughput":
+        args.input_len = args.random_input_len or args.input_len
+        args.output_len = args.random_output_len or args.output_len
+    if os.environ.get("STANDIN_FAIL"):  # e.g. a model id that does not exist: vLLM exits 1 in both arms
+        print("OSError: no such model", file=sys.stderr)
+        return 1
     ctx = mp.get_context(os.environ.get("STANDIN_MP", "fork"))
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=engine_core, args=(5, child))
+    proc = ctx.Process(target=engine_core, args=(args.num_iters, child))
     proc.start()
     times = parent.recv()
     proc.join()

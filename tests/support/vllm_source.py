@@ -76,3 +76,23 @@ def make_fork_repo(version: str, dest: Path) -> Path:
                  ["tag", f"v{version}"]):
         subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
     return dest
+
+
+def extra_deps_dir(version: str) -> Path | None:
+    """Extra packages a release needs that conflict with the shared test venv, installed once into
+    $WORKBENCH_CACHE/vllm-deps/<version> (0.33.0 needs transformers 5; 0.13.0 uses the venv's 4.x).
+    Put it on PYTHONPATH of the subprocesses that import that release."""
+    if version == PINNED:
+        return None
+    target = cache_dir().parent / "vllm-deps" / version
+    stamp = target / ".complete"
+    pins = Path(__file__).with_name(f"vllm-{version}-cpu-extra.txt")
+    with exclusive(cache_dir() / f".{version}.deps.lock"):
+        if not stamp.exists() or stamp.read_text() != pins.read_text():
+            shutil.rmtree(target, ignore_errors=True)
+            cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), "-r", str(pins)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"installing vLLM {version}'s CPU extras failed:\n{result.stderr[-2000:]}")
+            stamp.write_text(pins.read_text())
+    return target

@@ -1,5 +1,5 @@
-"""`invoke bench`: end-to-end A/B of the custom GEMM in vLLM, saved-result comparison, the decode proxy,
-and the kernel-level GEMM benchmark (custom_kernels.bench.gemm). Logic: workbench/bench.py."""
+"""`invoke bench` (= bench.ab): the end-to-end A/B of the custom GEMM in vLLM; bench.compare: two saved
+sessions; bench.proxy: the model-level decode proxy. Logic: workbench/bench/."""
 
 from __future__ import annotations
 
@@ -8,170 +8,203 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invoke import task
+from invoke import Collection, task
 from rich.console import Console
+from rich.markup import escape
 
-from workbench import bench as benchlib
+from workbench.bench import plan as benchplan
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
+from workbench.runtime import plan_places
+from workbench.values import as_int
 
-HELP = {
-    "custom_gemm": "A/B the custom GEMM in vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating",
-    "model": "HF model id or path as vLLM takes it (--custom-gemm), or a shipped config name/config.json "
-             "(--decode-proxy, --kernels); default Qwen/Qwen2.5-0.5B / qwen2.5-0.5b",
+AB_HELP = {
+    "custom_gemm": "the A/B of the custom GEMM (what bench.ab does; accepted for the old `invoke bench --custom-gemm`)",
+    "model": "HF id or checkpoint as vLLM takes it, or a model config (shipped name like qwen2.5-0.5b, or a "
+             "config.json): a config runs with a generated tokenizer and --weights; default Qwen/Qwen2.5-0.5B",
     "mode": "latency (p50/p90/p99 of one batch), throughput (tokens/s), or both",
-    "input_len": "prompt tokens per request",
-    "output_len": "generated tokens per request",
-    "num_prompts": "requests per throughput run",
-    "batch_size": "requests per latency batch",
-    "repeats": "runs per arm (>= 4 for the significance test to be able to pass)",
-    "tp": "tensor-parallel size",
+    "input_len": "prompt tokens per request (default 128)",
+    "output_len": "generated tokens per request (default 128)",
+    "num_prompts": "requests per throughput run (default 200)",
+    "batch_size": "requests per latency batch (default 8)",
+    "repeats": "runs per arm (default 5; >= 4 for the significance test to be able to pass)",
+    "iters": "latency: timed iterations per run (default 30)",
+    "warmup_iters": "latency: warm-up iterations per run, not timed (default 5)",
+    "tp": "tensor-parallel size (default 1)",
     "extra": "more `vllm bench` arguments, same for both arms, e.g. \"--enforce-eager --max-model-len 2048\"",
-    "compile_cache": "off (default: VLLM_DISABLE_COMPILE_CACHE=1) or per-arm (separate VLLM_CACHE_ROOT per arm)",
-    "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, "
-                   "e.g. \"model.layers.*.mlp.*\")",
+    "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation) or off "
+                     "(VLLM_DISABLE_COMPILE_CACHE=1, every run compiles)",
+    "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, e.g. \"*.mlp.*,!*.o_proj\")",
+    "aa": "A/A: both arms run the baseline; its spread becomes the floor later verdicts use (results/floors.json)",
+    "weights": "auto (default: real for an HF id, dummy for a config), dummy (vLLM --load-format dummy), random "
+               "(a seeded checkpoint at the model's init scale, written once from the config), real",
+    "runtime": "docker (the dev container) or host (this machine's workbench.python); default workbench.runtime",
     "verbose": "stream vLLM's output while it runs (it is always saved to results/<session>/runs/*.log)",
     "dry_run": "print the plan (every command line and env) and exit without running anything",
-    "compare": "two saved results/<timestamp>-<model> folders to compare: --compare A --compare B",
-    "decode_proxy": "model-level A/B without vLLM or the container: HF model from a config, random weights",
-    "kernels": "run the kernel-level GEMM benchmark (python -m custom_kernels.bench.gemm) in the dev container",
-    "out": "--decode-proxy: results JSON path (default results/decode_proxy-<model>-<utc>.json)",
 }
 
 
-def _exec_fn(settings, quiet: bool = False):
-    """The dev container executor from the foundation's engine (imported only when needed). ``quiet``:
-    don't stream the command's output (each run's output is in its runs/*.log anyway)."""
-    try:
-        from workbench.engine import exec_in_container
-    except ImportError as err:
-        raise WorkbenchError(f"the dev-container engine is unavailable ({err}); update the workbench checkout "
-                             "(workbench/engine.py) and run `invoke up`") from None
-    import inspect
-
-    params = inspect.signature(exec_in_container).parameters
-    sink = {"out": lambda data: None, "err": lambda data: None} if quiet and "out" in params and "err" in params else {}
-    return lambda cmd, env: exec_in_container(settings, cmd, env=env or None, **sink)
-
-
-@task(help=HELP, iterable=["compare"], auto_shortflags=False)
+@task(help=AB_HELP, auto_shortflags=False, default=True)
 @user_errors
-def bench(c, custom_gemm=False, model=None, mode="latency", input_len=128, output_len=128, num_prompts=200,
-          batch_size=8, repeats=5, tp=1, extra="", compile_cache="off", gemm_layers="", verbose=False, dry_run=False,
-          compare=None, decode_proxy=False, kernels=False, out=None):
-    """Benchmark: `--custom-gemm` (vLLM A/B), `--compare A --compare B`, `--decode-proxy`, `--kernels`."""
-    console = Console()
+def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
+       batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
+       gemm_layers="", aa=False, weights="auto", runtime=None, verbose=False, dry_run=False):
+    """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
+    d = benchplan.BenchSpec()
+    spec = benchplan.validate_spec(benchplan.BenchSpec(
+        model=model or d.model, mode=mode, input_len=as_int("--input-len", input_len, d.input_len, 1),
+        output_len=as_int("--output-len", output_len, d.output_len, 1),
+        num_prompts=as_int("--num-prompts", num_prompts, d.num_prompts, 1),
+        batch_size=as_int("--batch-size", batch_size, d.batch_size, 1),
+        repeats=as_int("--repeats", repeats, d.repeats, 1), iters=as_int("--iters", iters, d.iters, 1),
+        warmup_iters=as_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=as_int("--tp", tp, d.tp, 1),
+        extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
+        weights=weights))
     settings = settings_from_context(c)
-    results_root = settings.path(settings.results)
-    chosen = [name for name, on in (("--custom-gemm", custom_gemm), ("--compare", bool(compare)),
-                                    ("--decode-proxy", decode_proxy), ("--kernels", kernels)) if on]
-    if len(chosen) != 1:
-        raise WorkbenchError("choose one of --custom-gemm, --compare A --compare B, --decode-proxy, --kernels "
-                             f"(got {', '.join(chosen) or 'none'})")
-    if compare:
-        return _compare(console, compare, results_root)
-    if decode_proxy:
-        return _decode_proxy(console, model or "qwen2.5-0.5b", out, extra, dry_run)
-    if kernels:
-        return _kernels(console, settings, model, tp, extra, dry_run)
-    spec = benchlib.validate_spec(benchlib.BenchSpec(
-        model=model or benchlib.BenchSpec.model, mode=mode, input_len=int(input_len), output_len=int(output_len),
-        num_prompts=int(num_prompts), batch_size=int(batch_size), repeats=int(repeats), tp=int(tp),
-        extra=benchlib.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers))
-    session = benchlib.session_name(spec.model)
-    runs = benchlib.plan_runs(spec, session)
+    console = Console()
+    session = benchplan.session_name(spec.model, aa=spec.aa)
     if dry_run:
-        _print_plan(console, session, runs, results_root)
+        _print_plan(console, settings, spec, session, runtime)
         return None
-    return _run(console, settings, spec, session, runs, results_root, verbose)
+    return _run(console, settings, spec, session, runtime, verbose)
 
 
-def _print_plan(console: Console, session: str, runs, results_root: Path) -> None:
-    console.print(f"[bold]plan[/] results/{session} → {results_root / session} ({len(runs)} runs, ABBA order)",
-                  soft_wrap=True)
-    console.print(f"  env capture: {shlex.join(benchlib.env_capture_command(session))}", soft_wrap=True)
+def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: str, runtime: str | None) -> None:
+    from workbench.bench import session as bench_session
+
+    places, python, where = plan_places(settings, runtime)
+    setup = bench_session.model_setup(settings.root, settings.results_path, places.results, spec)
+    runs = benchplan.plan_runs(spec, session, places, setup.args, python,
+                               bench_session.kernels_digest(settings.root))
+    console.print(f"[bold]plan[/] {benchplan.session_dir(places, session)} on {where} ({len(runs)} runs, ABBA order"
+                  f"{', A/A: both arms the baseline' if spec.aa else ''})", soft_wrap=True)
+    if setup.folder:
+        console.print(f"  model folder: {setup.folder} ({setup.weights} weights, tokenizer made for the config)",
+                      soft_wrap=True)
+    console.print(f"  env capture: {shlex.join(benchplan.env_capture_command(places, session, python))}",
+                  soft_wrap=True, markup=False)
     for r in runs:
         env = " ".join(f"{k}={v}" for k, v in r.env.items())
-        console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True)
+        console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True,
+                      markup=False)
 
 
-def _run(console: Console, settings, spec, session: str, runs, results_root: Path, verbose: bool = False):
+def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, runtime_flag: str | None,
+         verbose: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workbench import bench_session
+    from workbench.bench import report
+    from workbench.bench import session as bench_session
+    from workbench.runtime import open_runtime
 
-    exec_fn = _exec_fn(settings, quiet=not verbose)
-    results_root.mkdir(parents=True, exist_ok=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        bar = progress.add_task("A/B", total=len(runs))
+    rt = open_runtime(settings, runtime_flag)
+    try:
+        results_root = rt.to_host(rt.places.results)
+        results_root.mkdir(parents=True, exist_ok=True)
+        console.print(f"A/B on {rt.describe()}: results in {results_root / session}", soft_wrap=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            bar = progress.add_task("A/B", total=len(spec.modes) * 2 * spec.repeats)
 
-        def on_start(run, i, n):
-            progress.update(bar, description=f"{run.mode} {run.arm} #{run.repeat + 1}")
+            def on_start(run, i, n):
+                progress.update(bar, description=f"{run.mode} {run.arm} #{run.repeat + 1}")
 
-        def on_done(run, result, done, n):
-            calls = result.counts["total_calls"] if result.counts else "no dump"
-            value = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:2]) or result.error
-            progress.console.print(f"  {run.run_id:24} {result.seconds:6.0f} s  {value}  custom-kernel calls: {calls}")
-            if result.error and not verbose:
-                log = benchlib.host_path(results_root, run.log)
-                tail = log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []
-                for line in tail:
-                    progress.console.print(f"    | {line}", markup=False, highlight=False)
-            progress.advance(bar)
+            def on_done(run, result, done, n):
+                calls = result.counts["total_calls"] if result.counts else "no dump"
+                value = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:2]) or result.error
+                clock = result.gpu.get("sm_clock_mhz_median")
+                progress.console.print(f"  {run.run_id:24} {result.seconds:6.0f} s  {escape(value)}  custom-kernel "
+                                       f"calls: {calls}" + (f"  SM {clock:.0f} MHz" if clock else ""))
+                if result.error and not verbose:
+                    log = rt.to_host(run.log)
+                    for line in log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []:
+                        progress.console.print(f"    | {line}", markup=False, highlight=False)
+                progress.advance(bar)
 
-        outcome = bench_session.run_session(results_root, session, spec, exec_fn, on_start, on_done)
-    _report(console, outcome.rows, outcome.validity, outcome.session_dir, outcome.chart_path)
+            outcome = bench_session.run_session(rt, settings.root, session, spec, on_start, on_done,
+                                                quiet=not verbose)
+    finally:
+        rt.close()
+    _report(console, outcome, spec.aa, report)
     if not outcome.validity.valid:
         raise WorkbenchError(f"INVALID A/B ({outcome.validity.reasons[0]}); results kept in {outcome.session_dir}")
     return outcome
 
 
-def _report(console: Console, rows, validity, session_dir: Path, chart: Path | None) -> None:
-    if rows:
-        console.print(benchlib.render_table(rows))
-    note = benchlib.noise_note(rows)
+def _report(console: Console, outcome, aa: bool, report) -> None:
+    import json
+
+    from workbench.bench import verdict
+
+    labels = ("A", "A again") if aa else ("baseline", "custom")
+    if outcome.rows:
+        console.print(report.render_table(outcome.rows, labels=labels))
+    note = verdict.noise_note(outcome.rows)
     if note:
         console.print(f"[yellow]{note}[/]")
-    if validity.valid:
-        console.print(f"[green]VALID[/]: custom runs made {list(validity.custom_calls)} custom-kernel calls, "
-                      f"baseline runs {list(validity.baseline_calls)}")
+    summary = json.loads(outcome.summary_path.read_text())
+    for mode, s in summary.get("spread", {}).items():
+        need = s.get("runs_per_arm_for_2pct")
+        cv = s.get("pooled_between_runs_cv_pct")
+        within = [a.get("within_run_cv_pct") for a in (s.get("baseline", {}), s.get("custom", {}))]
+        within = [w for w in within if w is not None]
+        if cv is not None:
+            console.print(f"{mode}: runs vary by {cv:.1f}% (CV between runs)"
+                          + (f", iterations within a run by {max(within):.1f}%" if within else "")
+                          + f": a 2% effect needs ~{need} runs per arm")
+    v = outcome.validity
+    if v.valid:
+        what = "no run" if aa else f"custom runs made {list(v.custom_calls)} custom-kernel calls, baseline runs"
+        console.print(f"[green]VALID[/]: {what} {list(v.baseline_calls)}")
     else:
-        console.print("[red bold]INVALID A/B[/]: " + "; ".join(validity.reasons))
-        for fix in validity.fixes:
-            console.print(f"  fix: {fix}")
-    console.print(f"results: {session_dir}" + (f"  chart: {chart}" if chart else ""))
+        console.print("[red bold]INVALID A/B[/]: " + escape("; ".join(v.reasons)))
+        for fix in v.fixes:
+            console.print(f"  fix: {escape(fix)}")
+    if outcome.floors_path:
+        console.print(f"A/A floors recorded in {outcome.floors_path} (used by later verdicts on this GPU and model)")
+    console.print(f"results: {outcome.session_dir}" + (f"  chart: {outcome.chart_path}" if outcome.chart_path else ""),
+                  soft_wrap=True)
 
 
-def _compare(console: Console, dirs, results_root: Path):
-    from workbench import bench_session
+@task(help={"a": "the first saved session (results/<timestamp>-<model>)", "b": "the second saved session",
+            "arm": "which arm of each session to compare (default custom)"})
+@user_errors
+def compare(c, a, b, arm="custom"):
+    """Compare one arm of two saved sessions (e.g. two versions of your kernel)."""
+    from workbench.bench import report, verdict
+    from workbench.bench import session as bench_session
 
-    dirs = [d for item in dirs for d in str(item).split(",") if d]
-    if len(dirs) != 2:
-        raise WorkbenchError(f"--compare needs exactly two result folders (got {len(dirs)}): "
-                             "--compare results/A --compare results/B")
+    console = Console()
+    results_root = settings_from_context(c).results_path
     paths = []
-    for d in dirs:
+    for d in (a, b):
         p = Path(d)
         paths.append(p if p.is_dir() or p.is_absolute() else results_root / d if (results_root / d).is_dir() else p)
-    rows, chart, validities = bench_session.compare_sessions(paths[0], paths[1], out_dir=paths[1])
-    console.print(benchlib.render_table(rows, labels=(paths[0].name, paths[1].name)))
-    note = benchlib.noise_note(rows)
+    rows, chart, validities = bench_session.compare_sessions(paths[0], paths[1], out_dir=paths[1], arm=arm)
+    console.print(report.render_table(rows, labels=(paths[0].name, paths[1].name)))
+    note = verdict.noise_note(rows)
     if note:
         console.print(f"[yellow]{note}[/]")
     for p, v in zip(paths, validities, strict=True):
-        state = "[green]valid[/]" if v.valid else "[red]INVALID[/]: " + "; ".join(v.reasons)
+        state = "[green]valid[/]" if v.valid else "[red]INVALID[/]: " + escape("; ".join(v.reasons))
         console.print(f"{p.name}: {state}")
     if chart:
         console.print(f"chart: {chart}")
     return rows
 
 
-def _decode_proxy(console: Console, model: str, out, extra: str, dry_run: bool):
-    cmd = [sys.executable, "-m", "workbench.decode_proxy", "--model", model, *benchlib.parse_extra(extra)]
+@task(help={"model": "shipped config name or config.json (default qwen2.5-0.5b)",
+            "out": "results JSON path (default results/decode_proxy-<model>-<utc>.json)",
+            "extra": "more flags for python -m workbench.bench.proxy, e.g. \"--device cpu\"",
+            "dry_run": "print the command, run nothing"})
+@user_errors
+def proxy(c, model="qwen2.5-0.5b", out=None, extra="", dry_run=False):
+    """Model-level A/B without vLLM: an HF model from a config, random weights, GEMMs routed or not."""
+    console = Console()
+    cmd = [sys.executable, "-m", "workbench.bench.proxy", "--model", model, *benchplan.parse_extra(extra)]
     if out:
         cmd += ["--out", str(out)]
-    console.print(f"$ {shlex.join(cmd)}", soft_wrap=True)
+    console.print(f"$ {shlex.join(cmd)}", soft_wrap=True, markup=False)
     if dry_run:
         return None
     rc = subprocess.call(cmd)
@@ -180,18 +213,7 @@ def _decode_proxy(console: Console, model: str, out, extra: str, dry_run: bool):
     return rc
 
 
-def _kernels(console: Console, settings, model, tp: int, extra: str, dry_run: bool):
-    """The kernel-level GEMM benchmark of custom_kernels (table + plot), run in the dev container."""
-    from workbench.kernels import bench_command, run_kernel_command
-
-    cmd = bench_command(settings.root, [model] if model else [], int(tp)) + list(benchlib.parse_extra(extra))
-    console.print(f"$ {shlex.join(cmd)}  (in the dev container)", soft_wrap=True)
-    if dry_run:
-        return None
-    rc = run_kernel_command(settings, cmd)
-    if rc != 0:
-        raise WorkbenchError(f"custom_kernels.bench.gemm exited {rc} in the dev container (see its output above)")
-    return rc
-
-
-TASKS = [bench]
+ns = Collection("bench")
+ns.add_task(ab, default=True)
+ns.add_task(compare)
+ns.add_task(proxy)

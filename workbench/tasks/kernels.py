@@ -1,28 +1,42 @@
-"""Tasks for custom_kernels: tune the GEMM dispatch table (the benchmark is `invoke bench --kernels`)."""
+"""kernels.tune and kernels.bench: the GEMM dispatch table and the kernel-level benchmark of custom_kernels,
+run where the runtime runs steps (the dev container, or this host with --runtime host)."""
 
 from __future__ import annotations
 
-from invoke import task
+import shlex
 
-from ..config import settings_from_context
-from ..errors import WorkbenchError, user_errors
-from ..kernels import run_kernel_command, tune_command
+from invoke import Collection, task
+
+from workbench.config import settings_from_context
+from workbench.errors import WorkbenchError, user_errors
+from workbench.kernels import bench_command, run_kernel_command, tune_command
+from workbench.runtime import plan_places
+from workbench.values import as_int
 
 _COMMON_HELP = {
     "model": "model config: a shipped name (qwen2.5-0.5b, tinyllama-1.1b, llama-3-8b) or a config.json "
              "under custom_kernels/; repeatable; default: all shipped",
     "tp": "tensor-parallel size the linear shapes are split for (default 1)",
     "dtype": "GEMM dtype: bfloat16 (default) or float16",
-    "here": "run in this host's Python instead of the dev container (a GPU host without Docker)",
+    "runtime": "docker (the dev container) or host (this machine's workbench.python); default workbench.runtime",
     "dry_run": "print the command, run nothing",
 }
 
 
-def _finish(ctx, cmd: list[str], here: bool, dry_run: bool, what: str) -> None:
-    print(("(dry run) " if dry_run else "") + ("here: " if here else "in the container: ") + " ".join(cmd))
+def _finish(ctx, build, runtime: str | None, dry_run: bool, what: str) -> None:
+    settings = settings_from_context(ctx)
+    places, python, where = plan_places(settings, runtime)
+    cmd = build(settings.root, python, places.kernels)
+    print(("(dry run) " if dry_run else "") + f"on {where}: {shlex.join(cmd)}")
     if dry_run:
         return
-    code = run_kernel_command(settings_from_context(ctx), cmd, here=here)
+    from workbench.runtime import open_runtime
+
+    rt = open_runtime(settings, runtime)
+    try:
+        code = run_kernel_command(rt, cmd)
+    finally:
+        rt.close()
     if code != 0:
         raise WorkbenchError(f"{what} exited with {code}: see its output above")
 
@@ -31,10 +45,28 @@ def _finish(ctx, cmd: list[str], here: bool, dry_run: bool, what: str) -> None:
                                 "buckets": "comma-separated M buckets to tune (default 1,2,4,...,8192)",
                                 "kernels": "candidates to try (default triton_splitk,triton_tma,cublaslt)"})
 @user_errors
-def tune(ctx, model=None, tp=1, dtype="bfloat16", buckets="", kernels="", here=False, dry_run=False):
+def tune(ctx, model=None, tp=None, dtype="bfloat16", buckets="", kernels="", runtime=None, dry_run=False):
     """Measure every GEMM candidate vs cuBLAS for a model's shapes; merge the winners into the dispatch table."""
-    root = settings_from_context(ctx).root
-    _finish(ctx, tune_command(root, list(model or []), int(tp), dtype, buckets, kernels), here, dry_run, "tune")
+    tp_ = as_int("--tp", tp, 1, 1)
+    if buckets and not all(b.strip().isdigit() and int(b) > 0 for b in buckets.split(",")):
+        raise WorkbenchError(f"--buckets {buckets!r} is not a list of positive whole numbers: e.g. 1,16,256")
+    _finish(ctx, lambda root, py, kr: tune_command(root, list(model or []), tp_, dtype, buckets, kernels, py, kr),
+            runtime, dry_run, "tune")
 
 
-TASKS = [tune]  # the kernel benchmark is `invoke bench --kernels` (workbench/tasks/bench.py)
+@task(iterable=["model"], help={**_COMMON_HELP, "m": "comma-separated M values (default: the benchmark's list)",
+                                "extra": "more flags for python -m custom_kernels.bench.gemm"})
+@user_errors
+def bench(ctx, model=None, tp=None, dtype="bfloat16", m="", extra="", runtime=None, dry_run=False):
+    """Kernel-level GEMM benchmark: every candidate and the dispatch vs cuBLAS, table + plot + CSV/JSON."""
+    from workbench.bench.plan import parse_extra
+
+    tp_ = as_int("--tp", tp, 1, 1)
+    more = list(parse_extra(extra))
+    _finish(ctx, lambda root, py, kr: bench_command(root, list(model or []), tp_, dtype, m, True, py, kr) + more,
+            runtime, dry_run, "custom_kernels.bench.gemm")
+
+
+ns = Collection("kernels")
+ns.add_task(tune)
+ns.add_task(bench)

@@ -1,20 +1,18 @@
-"""invoke trace: run scripts/trace_<mode>.py in the dev container (logic: workbench.trace.command)."""
+"""trace.layers, trace.modules, trace.kernels: the inference path, run where the runtime runs steps
+(logic: workbench.trace.command; the tracer itself: python -m workbench.trace)."""
 
 from __future__ import annotations
 
 import shlex
 
-from invoke import task
+from invoke import Collection, task
 
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
-from workbench.trace.command import TRACE_ENV, pick_mode, trace_command
+from workbench.trace.command import TRACE_ENV, trace_command
+from workbench.values import as_int
 
-
-@task(auto_shortflags=False, help={
-    "layers": "per-module call counts, per-step operator summary, first decoder layer's call order + shapes",
-    "modules": "detailed module records (call stack, shapes, times), grouped statistics, top-N",
-    "kernels": "CUDA kernel table with each kernel's category, library and csrc/ source file; Chrome trace",
+HELP = {
     "model": "model for vLLM (HF id or path in the HF cache); default Qwen/Qwen2.5-0.5B-Instruct",
     "prompt": "prompt text",
     "max_tokens": "tokens to generate (1 prefill + N-1 decode steps); default 8",
@@ -22,29 +20,58 @@ from workbench.trace.command import TRACE_ENV, pick_mode, trace_command
     "top": "rows in top-N tables (default 20)",
     "out": "output folder under results/ (default results/trace)",
     "custom_gemm": "custom GEMM on (vLLM: VLLM_USE_CUSTOM_GEMM=1 plugin; HF: nn.Linear through the contract)",
-    "args": "more flags for the script, e.g. \"--module-type RMSNorm --prefix layers.0.\"",
+    "args": "more flags for the tracer, e.g. \"--module-type RMSNorm --prefix layers.0.\"",
+    "runtime": "docker (the dev container) or host (this machine's workbench.python); default workbench.runtime",
     "dry_run": "print the command instead of running it",
-})
-@user_errors
-def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=None, max_tokens=8,
-          hf_config=None, top=20, out="results/trace", custom_gemm=False, args="", dry_run=False):
-    """Trace the inference path inside the dev container: layers, module records or CUDA kernels."""
+}
+
+
+def _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gemm, args, runtime, dry_run):
+    from workbench.runtime import open_runtime, plan_places, runtime_name
+
     settings = settings_from_context(ctx)
-    mode = pick_mode(layers, modules, kernels)
-    cmd = trace_command(mode, settings.root, model=model, prompt=prompt, max_tokens=max_tokens,
-                        hf_config=hf_config, top=top, out=out, custom_gemm=custom_gemm, extra=args)
-    print("+ " + shlex.join(cmd))
+    tokens, rows = as_int("--max-tokens", max_tokens, 8, 1), as_int("--top", top, 20, 1)
     if dry_run:
+        _, python, where = plan_places(settings, runtime)
+        if runtime_name(settings, runtime) == "host":
+            from workbench.runtime import HostRuntime
+
+            to_runtime = HostRuntime(settings).from_host
+        else:
+            from workbench import compose
+            from workbench.engine import MountMap
+
+            to_runtime = MountMap.of(compose.load_spec(settings)).from_host
+        cmd = trace_command(mode, settings.root, to_runtime, model=model, prompt=prompt, max_tokens=tokens,
+                            hf_config=hf_config, top=rows, out=out, custom_gemm=custom_gemm, extra=args, python=python)
+        print(f"on {where}: + {shlex.join(cmd)}")
         return
+    rt = open_runtime(settings, runtime)
     try:
-        from workbench import engine  # lazily: the docker SDK is only needed to run
-    except ImportError as err:
-        raise WorkbenchError(f"the dev container engine is unavailable ({err}): update the workbench, or run "
-                             f"{cmd[1].replace('/workspace/', '')} inside the container yourself") from None
-
-    code = engine.exec_in_container(settings, cmd, env=dict(TRACE_ENV), workdir="/workspace")
+        cmd = trace_command(mode, settings.root, rt.from_host, model=model, prompt=prompt, max_tokens=tokens,
+                            hf_config=hf_config, top=rows, out=out, custom_gemm=custom_gemm, extra=args,
+                            python=rt.python)
+        print(f"on {rt.describe()}: + {shlex.join(cmd)}")
+        code = rt.run(cmd, env={**TRACE_ENV, **rt.module_env()}, cwd=rt.places.results)
+    finally:
+        rt.close()
     if code != 0:
-        raise WorkbenchError(f"trace_{mode}.py exited with {code}: see its output above")
+        raise WorkbenchError(f"the {mode} trace exited with {code}: see its output above")
 
 
-TASKS = [trace]
+def _make(mode: str, doc: str):
+    def run(ctx, model=None, prompt=None, max_tokens=None, hf_config=None, top=None, out="results/trace",
+            custom_gemm=False, args="", runtime=None, dry_run=False):
+        _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gemm, args, runtime, dry_run)
+
+    run.__doc__ = doc
+    return task(name=mode, auto_shortflags=False, help=HELP)(user_errors(run))
+
+
+layers = _make("layers", "Per-module call counts, per-step operator summary, layer 0's call order and shapes.")
+modules = _make("modules", "Module records (call stack, shapes, times), grouped statistics, top-N.")
+kernels = _make("kernels", "CUDA kernels by category and library, each mapped to its csrc/ file; Chrome trace.")
+
+ns = Collection("trace")
+for t in (layers, modules, kernels):
+    ns.add_task(t)

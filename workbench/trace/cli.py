@@ -1,4 +1,4 @@
-"""Command line of scripts/trace_layers.py, trace_modules.py and trace_kernels.py (one parser, three modes).
+"""Command line of `python -m workbench.trace layers|modules|kernels` (one parser, three modes).
 
 Runs inside the dev container (vLLM backend) or anywhere with torch + transformers (``--hf-config``).
 Every run prints rich tables and writes ``<out>/<mode>.json`` (loadable with ``--load``) and a text report.
@@ -309,7 +309,7 @@ RUNNERS = {"layers": (run_layers, print_layers), "modules": (run_modules, print_
 
 
 def main(mode: str, argv: list[str] | None = None) -> int:
-    """Entry point of scripts/trace_<mode>.py: run, print, save; one line and exit 1 on a user error."""
+    """Entry point of `python -m workbench.trace MODE`: run, print, save; one line and exit 1 on a user error."""
     from workbench.trace.records import load_trace, save_trace
 
     args = build_parser(mode).parse_args(argv)
@@ -318,7 +318,8 @@ def main(mode: str, argv: list[str] | None = None) -> int:
         if args.load:
             doc = load_trace(args.load)
             if doc["kind"] != mode:
-                raise WorkbenchError(f"{args.load} is a {doc['kind']} trace: use trace_{doc['kind']}.py --load")
+                raise WorkbenchError(f"{args.load} is a {doc['kind']} trace: use python -m workbench.trace "
+                                     f"{doc['kind']} --load")
             console.print(f"[bold]{doc.get('model', '')}[/] (loaded from {args.load})")
             RUNNERS[mode][1](doc, console, args.top)
             return 0

@@ -1,49 +1,41 @@
-"""The command `invoke trace` runs in the dev container (pure: values in, argv out; unit-tested)."""
+"""The command `invoke trace` runs through the runtime (pure: values in, argv out; unit-tested)."""
 
 from __future__ import annotations
 
 import shlex
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
-CONTAINER_ROOT = PurePosixPath("/workspace")
-# Project folders the dev container mounts under /workspace (docker-compose.yml); workbench/ carries this
-# library into the container for the scripts.
-MOUNTED = ("scripts", "results", "custom_kernels", "vllm", "patches", "workbench")
 # Keeps vLLM V1's engine core in the script's process so hooks and torch.profiler see the model.
 TRACE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1"}
+ToRuntime = Callable[[Path], "str | None"]
 
 
-def container_path(root: Path, path: str) -> str:
-    """A host path under the project as the container sees it (only mounted folders are visible)."""
+def runtime_path(root: Path, path: str, to_runtime: ToRuntime) -> str:
+    """A path of the checkout (relative to its root, or absolute) as the runtime sees it."""
     p = Path(path)
-    if p.is_absolute():
-        if p.as_posix().startswith(str(CONTAINER_ROOT) + "/"):
-            return p.as_posix()  # already a container path
-        try:
-            p = p.resolve().relative_to(root.resolve())
-        except ValueError:
-            raise WorkbenchError(f"{path} is not visible in the container: put it under scripts/ or results/ "
-                                 f"of the project (mounted at {CONTAINER_ROOT})") from None
-    if not p.parts or p.parts[0] not in MOUNTED:
-        raise WorkbenchError(f"{path} is not in a folder the container mounts ({', '.join(MOUNTED)}): "
-                             "move it under scripts/ or results/")
-    return str(CONTAINER_ROOT.joinpath(*p.parts))
+    host = p if p.is_absolute() else root / p
+    mapped = to_runtime(host)
+    if mapped is None:
+        raise WorkbenchError(f"{path} is not visible where the trace runs: put it under scripts/ or results/ of "
+                             "the project (the dev container mounts those)")
+    return mapped
 
 
-def trace_command(mode: str, root: Path, model: str | None = None, prompt: str | None = None,
+def trace_command(mode: str, root: Path, to_runtime: ToRuntime, model: str | None = None, prompt: str | None = None,
                   max_tokens: int | None = None, hf_config: str | None = None, top: int | None = None,
                   out: str = "results/trace", custom_gemm: bool = False, extra: str = "",
                   python: str = "python") -> list[str]:
-    """argv for scripts/trace_<mode>.py inside the container; None values leave the script's defaults."""
+    """argv of `python -m workbench.trace MODE ...`; None values leave the tracer's defaults."""
     if mode not in ("layers", "modules", "kernels"):
-        raise WorkbenchError(f"unknown trace mode {mode!r}: use --layers, --modules or --kernels")
-    cmd = [python, str(CONTAINER_ROOT / "scripts" / f"trace_{mode}.py")]
+        raise WorkbenchError(f"unknown trace mode {mode!r}: use layers, modules or kernels")
+    cmd = [python, "-m", "workbench.trace", mode]
     if model:
         cmd += ["--model", model]
     if hf_config:
-        cmd += ["--hf-config", container_path(root, hf_config)]
+        cmd += ["--hf-config", runtime_path(root, hf_config, to_runtime)]
     if prompt is not None:
         cmd += ["--prompt", prompt]
     if max_tokens is not None:
@@ -52,18 +44,12 @@ def trace_command(mode: str, root: Path, model: str | None = None, prompt: str |
         cmd += ["--max-tokens", str(max_tokens)]
     if top is not None:
         cmd += ["--top", str(top)]
-    cmd += ["--out", container_path(root, out)]
+    cmd += ["--out", runtime_path(root, out, to_runtime)]
     if custom_gemm:
         cmd.append("--custom-gemm")
     if extra:
-        cmd += shlex.split(extra)
+        try:
+            cmd += shlex.split(extra)
+        except ValueError as err:
+            raise WorkbenchError(f"--args {extra!r} is not a valid command line ({err}): check its quotes") from None
     return cmd
-
-
-def pick_mode(layers: bool, modules: bool, kernels: bool) -> str:
-    """Exactly one of the three flags."""
-    chosen = [m for m, on in (("layers", layers), ("modules", modules), ("kernels", kernels)) if on]
-    if len(chosen) != 1:
-        raise WorkbenchError("give exactly one of --layers, --modules or --kernels "
-                             "(e.g. invoke trace --layers --model Qwen/Qwen2.5-0.5B-Instruct)")
-    return chosen[0]

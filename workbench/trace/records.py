@@ -145,7 +145,7 @@ def load_trace(path: Path | str) -> dict[str, Any]:
         from workbench.errors import WorkbenchError
 
         raise WorkbenchError(f"{path} is not a workbench trace file (schema {SCHEMA}): "
-                             "write one with scripts/trace_*.py")
+                             "write one with python -m workbench.trace MODE")
     for key, cls in _LIST_TYPES.items():
         if isinstance(doc.get(key), list):
             names = {f.name for f in fields(cls)}

@@ -125,6 +125,7 @@ class Comparison:
     ratio_ci: tuple[float, float]
     significant: bool
     verdict: str
+    floor_pct: float = 2.0  # the smallest |delta| that counts (an A/A floor, or the default)
 
 
 # Smallest median change reported as an effect. Measured: an A/A decode-proxy run on an H200 (both arms
@@ -155,7 +156,7 @@ def compare(metric: str, baseline: Sequence[float], custom: Sequence[float], *, 
         custom_iqr=(quantile(custom, 0.25), quantile(custom, 0.75)),
         baseline_range=(min(baseline), max(baseline)), custom_range=(min(custom), max(custom)),
         delta_pct=delta, improvement_pct=improvement, p_value=p, ratio_ci=(lo, hi),
-        significant=significant, verdict=verdict,
+        significant=significant, verdict=verdict, floor_pct=min_effect_pct,
     )
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import decode_proxy
+from workbench.bench import proxy as decode_proxy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128,
         "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
@@ -35,7 +35,7 @@ def test_tiny_model_runs_on_cpu_and_routes_every_linear(tmp_path):
     out = tmp_path / "proxy.json"
     env_path = f"{ROOT / 'custom_kernels'}"
     done = subprocess.run(
-        [sys.executable, "-m", "workbench.decode_proxy", "--model", str(tmp_path / "tiny"), "--out", str(out),
+        [sys.executable, "-m", "workbench.bench.proxy", "--model", str(tmp_path / "tiny"), "--out", str(out),
          "--device", "cpu", "--modes", "eager", "--batches", "1,4", "--prefill-tokens", "16", "--rounds", "4",
          "--iters", "2", "--warmup", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -84,7 +84,7 @@ def test_wrong_kernel_fails_the_correctness_check(tmp_path):
 
 
 def test_bad_model_is_one_line_exit_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "workbench.decode_proxy", "--model", "nope"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "workbench.bench.proxy", "--model", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: no model config 'nope'")
 

@@ -9,7 +9,7 @@ so this over-weights the GEMMs relative to a long-context decode. Static shapes 
 capture and torch.compile portable across transformers 4.5x and 5.x (no cache classes involved).
 
 Runs anywhere torch and transformers are installed (CPU: fp32, eager, for tests):
-    python -m workbench.decode_proxy --model qwen2.5-0.5b --out results/decode_proxy.json
+    python -m workbench.bench.proxy --model qwen2.5-0.5b --out results/decode_proxy.json
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.stats import mann_whitney_u
+from workbench import models
+from workbench.bench.stats import mann_whitney_u
 
 ARMS = ("cublas", "custom")
 # Measured A/A floor (H200, both arms F.linear, separate CUDA-graph captures of identical kernels):
@@ -35,8 +36,7 @@ ARMS = ("cublas", "custom")
 # kernel effect must exceed 2% before the proxy calls it one.
 MIN_EFFECT_PCT = 2.0
 MODES = ("eager", "cudagraph", "compile")
-CONFIG_ROOTS = (Path(__file__).resolve().parents[1] / "custom_kernels" / "custom_kernels" / "configs",
-                Path(__file__).resolve().parents[1] / "custom_kernels" / "configs")
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: the shipped configs live in its custom_kernels/
 
 # Which arm the patched linears run; read at call time. torch.compile guards on it, so each arm keeps
 # its own compiled graph and switching arms does not recompile after the first call of each.
@@ -44,22 +44,16 @@ _ARM: dict[str, str] = {"name": "cublas"}
 
 
 def shipped_configs() -> list[str]:
-    return sorted({p.parent.name for root in CONFIG_ROOTS if root.is_dir() for p in root.glob("*/config.json")})
+    return models.shipped(ROOT)
 
 
 def resolve_config(model: str | os.PathLike[str]) -> Path:
-    """A config.json, a folder holding one, or a shipped name (case-insensitive) -> the config.json path."""
-    path = Path(model).expanduser()
-    candidates = [path, path / "config.json"]
-    for root in CONFIG_ROOTS:
-        candidates.append(root / str(model) / "config.json")
-        candidates.append(root / str(model).lower() / "config.json")
-        candidates.append(root / str(model).split("/")[-1].lower() / "config.json")
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"no model config {str(model)!r}: pass a config.json, a folder with one, "
-                            f"or one of {shipped_configs()}")
+    """A config.json, a folder holding one, or a shipped name -> the config.json path (workbench.models)."""
+    found = models.find_config(ROOT, str(model))
+    if found is None:
+        raise FileNotFoundError(f"no model config {str(model)!r}: pass a config.json, a folder with one, "
+                                f"or one of {shipped_configs()}")
+    return found
 
 
 def build_model(config_path: Path, dtype, device, layers: int | None = None):
@@ -426,7 +420,7 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.decode_proxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m workbench.bench.proxy", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"config.json, a folder with one, or one of {shipped_configs()}")
     parser.add_argument("--out", help="results JSON (default: results/decode_proxy-<model>-<utc>.json)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from workbench import stats
+from workbench.bench import stats
 
 
 def test_median_and_quantile_match_numpy():

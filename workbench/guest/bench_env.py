@@ -6,7 +6,7 @@ version, file location, fork commit and whether the tree is dirty), which patche
 applied, the custom_kernels version, its vLLM plugin entry point and dispatch table. Every probe is
 best-effort: a missing piece is recorded as an error string, never a crash.
 
-Usage: python3 scripts/bench_env.py [--out FILE] [--fork /workspace/vllm] [--patches /workspace/patches]
+Usage: python3 bench_env.py --fork DIR --patches DIR [--install-record FILE] [--out FILE]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -34,21 +33,39 @@ def _run(cmd: list[str], cwd: str | None = None) -> tuple[int, str]:
 
 
 def gpus() -> list[dict] | str:
-    """GPU name, driver, memory, clocks, utilization, via nvidia-smi (present wherever the driver is)."""
-    if not shutil.which("nvidia-smi"):
-        return "nvidia-smi not found (no NVIDIA driver visible)"
-    fields = ["index", "name", "driver_version", "memory.total", "memory.used", "utilization.gpu",
-              "clocks.sm", "clocks.max.sm", "clocks.mem", "temperature.gpu", "power.draw", "pstate"]
-    rc, out = _run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"])
-    if rc != 0:
-        return f"nvidia-smi failed: {out[:200]}"
-    rows = []
-    for line in out.splitlines():
-        values = [v.strip() for v in line.split(",")]
-        rows.append(dict(zip(fields, values, strict=False)))
-    rc, apps = _run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"])
-    if rc == 0:
-        rows.append({"compute_apps_running": [a for a in apps.splitlines() if a.strip()]})
+    """GPU name, driver, memory, clocks, load, power and the processes on it, through NVML (nvidia-ml-py,
+    a vLLM dependency, so it is wherever vLLM runs)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as err:
+        return f"NVML unavailable ({type(err).__name__}: {err})"
+    rows: list[dict] = []
+    driver = pynvml.nvmlSystemGetDriverVersion()
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        h = pynvml.nvmlDeviceGetHandleByIndex(i)
+        row: dict = {"index": i, "name": pynvml.nvmlDeviceGetName(h), "driver_version": driver}
+        probes = {
+            "memory_total_mib": lambda h: pynvml.nvmlDeviceGetMemoryInfo(h).total // 2**20,
+            "memory_used_mib": lambda h: pynvml.nvmlDeviceGetMemoryInfo(h).used // 2**20,
+            "utilization_gpu_pct": lambda h: pynvml.nvmlDeviceGetUtilizationRates(h).gpu,
+            "clock_sm_mhz": lambda h: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "clock_sm_max_mhz": lambda h: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "clock_mem_mhz": lambda h: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            "temperature_c": lambda h: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+            "power_w": lambda h: pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "power_limit_w": lambda h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
+            "pstate": lambda h: pynvml.nvmlDeviceGetPerformanceState(h),
+            "compute_processes": lambda h: [(p.pid, (p.usedGpuMemory or 0) // 2**20)
+                                          for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)],
+        }
+        for key, probe in probes.items():
+            try:
+                row[key] = probe(h)
+            except Exception as err:
+                row[key] = f"unavailable ({type(err).__name__})"
+        rows.append(row)
     return rows
 
 
@@ -104,6 +121,25 @@ def vllm_info(fork: str) -> dict:
     except Exception as err:
         info["import_path"] = f"error: {err}"
     return info
+
+
+def bench_flags() -> dict | str:
+    """The option strings `vllm bench latency|throughput` accept in the installed vLLM, built with vLLM's own
+    add_cli_args: the plan uses the flags this release has (the random dataset's length flags came later)."""
+    try:
+        from vllm.benchmarks import latency, throughput
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except Exception as err:
+        return f"unavailable ({type(err).__name__}: {err})"
+    flags = {}
+    for name, module in (("latency", latency), ("throughput", throughput)):
+        parser = FlexibleArgumentParser(prog=f"vllm bench {name}")
+        try:
+            module.add_cli_args(parser)
+        except Exception as err:
+            return f"{name}: add_cli_args failed ({type(err).__name__}: {err})"
+        flags[name] = sorted(s for action in parser._actions for s in action.option_strings)
+    return flags
 
 
 def series_state(fork: str, patches: str, version: str | None) -> dict:
@@ -163,11 +199,10 @@ def custom_kernels_info() -> dict:
     return info
 
 
-def collect(fork: str, patches: str) -> dict:
+def collect(fork: str, patches: str, install_record: str) -> dict:
     vllm = vllm_info(fork)
     version = vllm.get("dist_version") if isinstance(vllm.get("dist_version"), str) else None
     base_version = version.split("+")[0].split(".dev")[0] if version and not version.startswith("not") else None
-    install_json = Path("/opt/workbench/install.json")
     return {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
@@ -177,8 +212,10 @@ def collect(fork: str, patches: str) -> dict:
         "torch": torch_info(),
         "vllm": vllm,
         "series": series_state(fork, patches, base_version),
+        "vllm_bench_flags": bench_flags(),
         "custom_kernels": custom_kernels_info(),
-        "install": json.loads(install_json.read_text()) if install_json.is_file() else None,
+        "install": json.loads(Path(install_record).read_text()) if install_record and Path(install_record).is_file()
+        else None,
         "env": {k: v for k, v in sorted(os.environ.items())
                 if k.startswith(ENV_PREFIXES) and "TOKEN" not in k and "KEY" not in k},
     }
@@ -187,10 +224,11 @@ def collect(fork: str, patches: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the JSON here (default: stdout)")
-    parser.add_argument("--fork", default="/workspace/vllm", help="the vLLM fork checkout")
-    parser.add_argument("--patches", default="/workspace/patches", help="the patch series root")
+    parser.add_argument("--fork", required=True, help="the vLLM fork checkout")
+    parser.add_argument("--patches", required=True, help="the patch series root")
+    parser.add_argument("--install-record", default="", help="the install record `invoke install` wrote")
     args = parser.parse_args(argv)
-    data = collect(args.fork, args.patches)
+    data = collect(args.fork, args.patches, args.install_record)
     text = json.dumps(data, indent=1, default=str)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,370 @@
+"""bench.ab end to end through the host runtime: the counter hook across real processes, result parsing
+against vLLM 0.13.0's own JSON code, validity, A/A floors, model folders made from configs, bench.compare.
+
+vLLM itself needs a GPU; here `python -m vllm.entrypoints.cli.main` is the stand-in of
+tests/support/standin_vllm.py: an engine child process (fork or spawn, like vLLM V1) that routes real
+matmuls through custom_kernels when the switch and its plugin mode say so, and vLLM's own result code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import standin_vllm
+from workbench.bench import plan, results, session, verdict
+from workbench.config import Settings
+from workbench.errors import WorkbenchError
+from workbench.runtime import HostRuntime
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNELS = ROOT / "custom_kernels"
+HOOK = ROOT / "workbench" / "guest" / "hook"
+
+
+# --- the counter hook across real processes ---------------------------------------------------------
+
+CHILDREN = r"""
+import multiprocessing as mp, os, sys, torch
+def engine(n):
+    import custom_kernels
+    layer = torch.nn.Linear(4, 4); layer.prefix = f"layer{n}"
+    for _ in range(n):
+        custom_kernels.unquantized_gemm(layer, torch.randn(2, 4), layer.weight, layer.bias)
+if __name__ == "__main__":
+    for method, n in (("fork", 3), ("spawn", 5)):
+        p = mp.get_context(method).Process(target=engine, args=(n,)); p.start(); p.join()
+        assert p.exitcode == 0
+"""
+
+
+def test_hook_dumps_counters_from_forked_and_spawned_children(tmp_path):
+    counts = str(tmp_path / "runs" / "r.counts-{pid}.json")
+    env = {**os.environ, plan.COUNTS_ENV: counts, "PYTHONPATH": os.pathsep.join([str(HOOK), str(KERNELS)])}
+    script = tmp_path / "engine.py"  # spawn re-imports __main__ from a file
+    script.write_text(CHILDREN)
+    subprocess.run([sys.executable, str(script)], env=env, check=True, cwd=tmp_path, timeout=300)
+    merged = results.read_counts((tmp_path / "runs").glob("r.counts-*.json"))
+    assert merged["call_counts"] == {"layer3": 3, "layer5": 5}
+    assert merged["total_calls"] == 8
+    assert merged["processes"] >= 3  # parent + fork child + spawn child (+ spawn's resource tracker)
+    assert merged["processes_with_custom_kernels"] == 2
+    assert merged["errors"] == []
+
+
+def test_hook_reports_when_custom_kernels_is_not_installed(tmp_path):
+    counts = str(tmp_path / "runs" / "r.counts-{pid}.json")
+    env = {**os.environ, plan.COUNTS_ENV: counts, "PYTHONPATH": str(HOOK)}
+    subprocess.run([sys.executable, "-c", "print('engine')"], env=env, check=True, cwd=tmp_path)
+    merged = results.read_counts((tmp_path / "runs").glob("*.json"))
+    assert merged["total_calls"] == 0
+    assert any("not installed" in e for e in merged["errors"])
+
+
+def test_counts_dump_module(tmp_path, monkeypatch):
+    import custom_kernels
+    from custom_kernels import counts_dump
+
+    monkeypatch.setitem(custom_kernels.CALL_COUNTS, "layer.q", 4)
+    path = counts_dump.dump_counts(tmp_path / "c-{pid}.json")
+    data = json.loads(path.read_text())
+    assert path.name == f"c-{os.getpid()}.json"
+    assert data["call_counts"]["layer.q"] == 4 and data["custom_kernels_imported"] is True
+    monkeypatch.delenv(counts_dump.ENV, raising=False)
+    assert counts_dump.install_exit_dump() is None  # unset: nothing installed
+
+
+# --- results parsing against the real 0.13.0 JSON ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tree():
+    from support.vllm_source import vllm_source_tree
+
+    return vllm_source_tree("0.13.0")
+
+
+@pytest.mark.vllm_source
+def test_parse_real_latency_json(tree, tmp_path):
+    from support.vllm_bench_json import write_latency_json
+
+    lat = [0.5 + 0.01 * i for i in range(30)]
+    raw = write_latency_json(tree, tmp_path / "lat.json", lat)
+    assert set(raw) == {"avg_latency", "latencies", "percentiles"}
+    metrics = results.parse_run_json("latency", raw)
+    assert metrics["p50_s"] == pytest.approx(sorted(lat)[14] * 0.5 + sorted(lat)[15] * 0.5)
+    assert metrics["p90_s"] > metrics["p50_s"] and metrics["p99_s"] >= metrics["p90_s"]
+    assert metrics["avg_latency_s"] == pytest.approx(sum(lat) / len(lat))
+    assert results.iteration_samples("latency", raw) == pytest.approx(lat)
+
+
+@pytest.mark.vllm_source
+def test_parse_real_throughput_json(tree, tmp_path):
+    from support.vllm_bench_json import write_throughput_json
+
+    raw = write_throughput_json(tree, tmp_path / "thr.json", elapsed_time_s=20.0, num_requests=200,
+                                input_len=128, output_len=128)
+    metrics = results.parse_run_json("throughput", raw)
+    assert metrics == {"tokens_per_second": 200 * 256 / 20.0, "requests_per_second": 10.0, "elapsed_time_s": 20.0}
+
+
+def test_parse_refuses_foreign_json():
+    with pytest.raises(WorkbenchError, match="lacks"):
+        results.parse_run_json("latency", {"tokens_per_second": 1.0})
+
+
+# --- validity, spread, floors ----------------------------------------------------------------------
+
+def _record(arm: str, calls: int | None, imported: int = 1, error: str = "", repeat: int = 0,
+            p50: float = 1.0, samples: list[float] | None = None) -> results.RunResult:
+    counts = None if calls is None else {"total_calls": calls, "processes": 2, "processes_with_custom_kernels":
+                                         imported, "errors": [], "call_counts": {}, "kernel_counts": {}}
+    return results.RunResult(run_id=f"latency-{arm}-r{repeat}", mode="latency", arm=arm, repeat=repeat, index=0,
+                             returncode=0, started=0.0, seconds=1.0, argv=[], env={},
+                             metrics={"p50_s": p50, "p90_s": p50, "p99_s": p50, "avg_latency_s": p50},
+                             counts=counts, error=error, samples=samples or [])
+
+
+def test_validity_rules():
+    assert verdict.check_validity([_record("baseline", 0), _record("custom", 12)]).valid
+    v = verdict.check_validity([_record("baseline", 0), _record("custom", 0, imported=0)])
+    assert not v.valid and "no custom-kernel call" in v.reasons[0] and "never imported" in v.fixes[0]
+    assert "invoke patch.apply" in v.fixes[0]  # a task that exists
+    v = verdict.check_validity([_record("baseline", 0), _record("custom", 0, imported=1)])
+    assert "engine-core" in v.fixes[0] and "compile" in v.fixes[0]
+    v = verdict.check_validity([_record("baseline", 7), _record("custom", 7)])
+    assert not v.valid and "baseline run(s) called" in v.reasons[0]
+    v = verdict.check_validity([_record("baseline", None), _record("custom", None)])
+    assert not v.valid and "no counter dump" in v.reasons[0]
+    v = verdict.check_validity([_record("baseline", 0), _record("custom", 5, error="vllm bench exited 1")])
+    assert not v.valid and "failed" in v.reasons[0]
+    # A/A: neither arm may call the custom kernel.
+    assert verdict.check_validity([_record("baseline", 0), _record("custom", 0)], aa=True).valid
+    assert not verdict.check_validity([_record("baseline", 0), _record("custom", 3)], aa=True).valid
+
+
+def test_spread_separates_between_run_from_within_run_noise():
+    runs = [_record("baseline", 0, repeat=i, p50=p, samples=[p, p * 1.001, p * 0.999])
+            for i, p in enumerate((1.0, 1.2, 0.9, 1.1))]
+    s = verdict.spread(runs)["latency"]
+    assert s["baseline"]["between_runs_cv_pct"] == pytest.approx(12.3, abs=0.1)
+    assert s["baseline"]["within_run_cv_pct"] == pytest.approx(0.1, abs=0.01)
+    assert s["runs_per_arm_for_2pct"] == verdict.runs_needed(s["pooled_between_runs_cv_pct"]) > 500
+
+
+def test_runs_needed_for_a_2pct_effect():
+    assert verdict.runs_needed(1.0) == 4  # what Mann-Whitney needs at least
+    assert verdict.runs_needed(2.0) == 16
+    assert verdict.runs_needed(10.0) == 393
+
+
+def test_floors_are_recorded_by_aa_and_used_by_later_verdicts(tmp_path):
+    aa = verdict.compare_arms([_record("baseline", 0, repeat=i, p50=1.0 + 0.01 * i) for i in range(4)]
+                              + [_record("custom", 0, repeat=i, p50=1.03 + 0.01 * i) for i in range(4)])
+    path = verdict.record_floors(tmp_path, "NVIDIA H200", "Qwen2.5-0.5B", "S-aa", aa)
+    floors = verdict.load_floors(tmp_path)
+    floor, source = verdict.floor_for(floors, "NVIDIA H200", "Qwen2.5-0.5B", "latency", "p50_s")
+    assert path.is_file() and source == "A/A S-aa" and floor >= 2.9  # the A/A's own 3% delta at least
+    assert verdict.floor_for(floors, "NVIDIA H100", "Qwen2.5-0.5B", "latency", "p50_s")[1].startswith("default")
+    # A 4% delta separated in every run is "faster" against the 2% default, but within this A/A floor of ~5%.
+    ab = [_record("baseline", 0, repeat=i, p50=1.0 + 0.001 * i) for i in range(4)] + \
+         [_record("custom", 5, repeat=i, p50=0.96 + 0.001 * i) for i in range(4)]
+    assert verdict.compare_arms(ab)[0][1].verdict == "custom faster"
+    judged = verdict.compare_arms(ab, floors={"latency/p50_s": floor + 1.5})
+    assert judged[0][1].verdict == "within noise" and judged[0][1].floor_pct == floor + 1.5
+
+
+# --- a whole session through the host runtime -------------------------------------------------------
+
+@pytest.fixture
+def host(tmp_path, monkeypatch, tree):
+    """A host runtime whose `vllm` is the stand-in, custom_kernels importable as if pip-installed."""
+    site = standin_vllm.site(tmp_path / "site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(KERNELS)]))
+    monkeypatch.setenv("STANDIN_VLLM_TREE", str(tree))
+    monkeypatch.setenv("STANDIN_PLUGIN", "honors")
+    settings = Settings.from_mapping(ROOT, {"results": str(tmp_path / "results"), "runtime": "host",
+                                            "python": sys.executable})
+    return HostRuntime(settings)
+
+
+@pytest.mark.vllm_source
+def test_session_valid_when_the_switch_routes_gemms(host, tmp_path):
+    spec = plan.BenchSpec(mode="both", repeats=1, iters=4)
+    outcome = session.run_session(host, ROOT, "S1", spec, sample_gpu=False)
+    assert outcome.validity.valid, outcome.validity.reasons
+    assert all(c and c > 0 for c in outcome.validity.custom_calls)
+    assert outcome.validity.baseline_calls == (0, 0)
+    assert {mode for mode, _ in outcome.rows} == {"latency", "throughput"}
+    out = tmp_path / "results" / "S1"
+    summary = json.loads(outcome.summary_path.read_text())
+    assert summary["valid"] is True and summary["runtime"].startswith("this host")
+    assert summary["env"]["custom_kernels"]["version"]  # the guest bench_env.py ran through the runtime
+    assert summary["floor_sources"]["latency"].startswith("default")
+    assert summary["spread"]["latency"]["baseline"]["within_run_cv_pct"] is not None
+    assert outcome.chart_path is not None and outcome.chart_path.stat().st_size > 1000
+    saved = json.loads((out / "plan.json").read_text())
+    assert [(r["mode"], r["arm"]) for r in saved["runs"]] == [("latency", "baseline"), ("latency", "custom"),
+                                                              ("throughput", "baseline"), ("throughput", "custom")]
+    assert (out / "runs" / "latency-custom-r0.log").read_text().startswith("stand-in vllm")
+    records = results.load_records(out)
+    assert len(records[0].samples) == 4  # --iters reached the run: every timed iteration is kept
+    again = session.summarize_session(out, records)  # what bench.compare reads gives the same judgment
+    assert again.validity.valid
+
+    session.run_session(host, ROOT, "S2", plan.BenchSpec(mode="latency", repeats=1, iters=4), sample_gpu=False)
+    rows, chart, validities = session.compare_sessions(out, tmp_path / "results" / "S2", out_dir=tmp_path)
+    assert {c.metric for _, c in rows} == {"p50_s", "p90_s", "p99_s", "avg_latency_s"}
+    assert all(v.valid for v in validities) and chart is not None
+    done = _invoke("bench.compare", str(out), str(tmp_path / "results" / "S2"))
+    assert done.returncode == 0, done.stderr
+    assert "p50_s" in done.stdout and "S1: valid" in done.stdout and "S2: valid" in done.stdout
+
+
+@pytest.mark.vllm_source
+@pytest.mark.parametrize("plugin, mp_method, reason, fix", [
+    ("missing", "fork", "no custom-kernel call", "never imported"),
+    ("ignores_switch", "spawn", "baseline run(s) called the custom kernel", "ignores VLLM_USE_CUSTOM_GEMM=0"),
+])
+def test_session_invalid_without_custom_kernel_calls(host, monkeypatch, plugin, mp_method, reason, fix):
+    monkeypatch.setenv("STANDIN_PLUGIN", plugin)
+    monkeypatch.setenv("STANDIN_MP", mp_method)
+    outcome = session.run_session(host, ROOT, "S", plan.BenchSpec(repeats=1, iters=3), sample_gpu=False)
+    assert not outcome.validity.valid
+    assert any(reason in r for r in outcome.validity.reasons)
+    assert any(fix in f for f in outcome.validity.fixes)
+    assert json.loads(outcome.summary_path.read_text())["fixes"]
+
+
+@pytest.mark.vllm_source
+def test_aa_session_records_the_floor_the_next_ab_is_judged_by(host, tmp_path):
+    outcome = session.run_session(host, ROOT, "AA", plan.BenchSpec(aa=True, repeats=2, iters=3), sample_gpu=False)
+    assert outcome.validity.valid, outcome.validity.reasons
+    assert outcome.validity.custom_calls == (0, 0)  # both arms ran the baseline
+    floors = json.loads((tmp_path / "results" / "floors.json").read_text())["floors"]
+    key = verdict.floor_key("unknown GPU", "Qwen2.5-0.5B", "latency")  # CPU: torch names no device
+    assert floors[key]["session"] == "AA" and set(floors[key]["metrics"]) >= {"p50_s", "avg_latency_s"}
+    ab = session.run_session(host, ROOT, "AB", plan.BenchSpec(repeats=1, iters=3), sample_gpu=False)
+    summary = json.loads(ab.summary_path.read_text())
+    assert summary["floor_sources"]["latency"] == "A/A AA"
+    assert {c["floor_pct"] for c in summary["comparisons"]} == set(floors[key]["metrics"].values())
+
+
+@pytest.mark.vllm_source
+def test_session_stops_when_both_arms_fail_from_the_start(host, monkeypatch):
+    monkeypatch.setenv("STANDIN_FAIL", "1")
+    outcome = session.run_session(host, ROOT, "S", plan.BenchSpec(mode="both", repeats=3), sample_gpu=False)
+    assert len(outcome.records) == 2  # not 12
+    assert not outcome.validity.valid and "2 run(s) failed" in outcome.validity.reasons[0]
+
+
+# --- model folders for configs (no hub) ------------------------------------------------------------
+
+TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
+        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
+
+
+def _make_model(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "workbench" / "guest" / "make_model.py"), str(folder), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_model_folder_gets_a_tokenizer_that_round_trips_every_id(tmp_path):
+    from transformers import AutoTokenizer
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(TINY))
+    done = _make_model(tmp_path / "m")
+    assert done.returncode == 0, done.stderr
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert tok.vocab_size == TINY["vocab_size"] and tok.eos_token_id == 299
+    ids = [7, 0, 299, 150, 42, 42]
+    # vLLM's random dataset decodes sampled ids and encodes the text again: the lengths must hold.
+    assert tok.encode(tok.decode(ids), add_special_tokens=False) == ids
+    again = _make_model(tmp_path / "m")
+    assert "is ready" in again.stdout  # idempotent
+
+
+def test_random_weights_are_seeded_at_the_models_init_scale(tmp_path):
+    from safetensors.torch import load_file
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(TINY))
+        done = _make_model(tmp_path / name, "--weights", "random", "--seed", "5", "--device", "cpu")
+        assert done.returncode == 0, done.stderr
+    a = load_file(next((tmp_path / "a").glob("*.safetensors")))
+    b = load_file(next((tmp_path / "b").glob("*.safetensors")))
+    proj = a["model.layers.0.mlp.gate_proj.weight"]
+    assert 0.015 < float(proj.std()) < 0.025  # normal(0, initializer_range), not vLLM's dummy ±1e-3
+    assert float(a["model.layers.0.input_layernorm.weight"].mean()) == 1.0  # norms at 1: logits are not flat
+    assert all((a[k] == b[k]).all() for k in a)  # the seed fixes every weight
+
+
+# --- the task's command line ------------------------------------------------------------------------
+
+def _invoke(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("runtime, where", [("docker", "dev container"), ("host", "this host")])
+def test_dry_run_prints_the_plan_and_writes_nothing(runtime, where):
+    before = set((ROOT / "results").glob("*"))
+    done = _invoke("bench", "--dry-run", "--repeats", "2", "--mode", "both", "--extra", "--enforce-eager",
+                   "--runtime", runtime)
+    assert done.returncode == 0, done.stderr
+    assert where in done.stdout
+    assert done.stdout.count("bench latency") == 4 and done.stdout.count("bench throughput") == 4
+    assert "VLLM_USE_CUSTOM_GEMM=0" in done.stdout and "VLLM_USE_CUSTOM_GEMM=1" in done.stdout
+    assert set((ROOT / "results").glob("*")) == before
+    old = _invoke("bench", "--custom-gemm", "--dry-run", "--runtime", runtime)  # the old spelling still works
+    assert old.returncode == 0 and old.stdout.count("bench latency") == 10
+
+
+def test_dry_run_of_a_config_names_its_model_folder():
+    done = _invoke("bench", "--dry-run", "--model", "llama-3-8b", "--runtime", "host", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    assert ".models/llama-3-8b-dummy" in done.stdout and "--load-format dummy" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("bench", "--mode", "fast"), "--mode 'fast'"),
+    (("bench", "--extra", "--seed 3"), "must not set --seed"),
+    (("bench", "--repeats", "abc"), "--repeats 'abc' is not a whole number"),
+    (("bench", "--repeats", "0"), "--repeats must be >= 1"),
+    (("bench", "--iters", "x"), "--iters 'x'"),
+    (("bench", "--runtime", "podman"), "runtime 'podman' is not one of docker, host"),
+    (("bench", "--weights", "fp8"), "--weights 'fp8'"),
+    (("bench.compare", "results/nope-a", "results/nope-b"), "is not a folder"),
+    (("kernels.tune", "--buckets", "abc", "--dry-run"), "--buckets 'abc'"),
+    (("kernels.tune", "--tp", "two", "--dry-run"), "--tp 'two'"),
+])
+def test_bad_input_is_one_line_and_nonzero(args, message):
+    done = _invoke(*args)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_runtime_comes_from_invoke_config():
+    done = _invoke("bench", "--dry-run", "--repeats", "1", env={"INVOKE_WORKBENCH_RUNTIME": "host"})
+    assert done.returncode == 0, done.stderr
+    assert "this host" in done.stdout
+
+
+def test_kernels_bench_dry_run_prints_the_command():
+    done = _invoke("kernels.bench", "--model", "qwen2.5-0.5b", "--dry-run", "--runtime", "host")
+    assert done.returncode == 0, done.stderr
+    assert "-m custom_kernels.bench.gemm --model qwen2.5-0.5b --tp 1" in done.stdout
+
+
+def test_proxy_dry_run_prints_the_command():
+    done = _invoke("bench.proxy", "--model", "qwen2.5-0.5b", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "-m workbench.bench.proxy --model qwen2.5-0.5b" in done.stdout

@@ -1,0 +1,224 @@
+"""Run a planned A/B session through a runtime: model folder, environment capture, the runs in ABBA
+order with NVML readings, each run's record, then the verdict, summary.json and chart.png.
+
+Everything that runs goes through ``workbench.runtime.Runtime`` (the dev container or this host);
+everything read back goes through its ``to_host``. Tests drive it with the host runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import models
+from workbench.bench import plan, report, verdict
+from workbench.bench.gpu_sampler import sampling
+from workbench.bench.results import RunResult, collect_run, load_records, save_record
+from workbench.errors import WorkbenchError
+from workbench.runtime import Runtime, discard, posix
+
+StartFn = Callable[[plan.PlannedRun, int, int], None]
+# Called after each run: (finished run, its result, runs done, runs total).
+DoneFn = Callable[[plan.PlannedRun, RunResult, int, int], None]
+MODELS = ".models"  # results/.models/<name>-<weights>: model folders made from configs
+
+
+@dataclass
+class SessionOutcome:
+    session_dir: Path
+    records: list[RunResult]
+    rows: list
+    validity: verdict.Validity
+    summary_path: Path
+    chart_path: Path | None
+    floors_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """How the runs see the model, and the folder to complete first when it is made from a config."""
+
+    args: plan.ModelArgs
+    config: Path | None = None  # host config.json copied into the folder
+    folder_host: Path | None = None
+    folder: str | None = None  # the same folder in the runtime
+    weights: str = "real"
+
+
+def model_setup(root: Path, results_root: Path, places_results: str, spec: plan.BenchSpec) -> ModelSetup:
+    """A bare config (shipped name or config.json) becomes results/.models/<name>-<weights> with a tokenizer
+    (and a seeded checkpoint for --weights random); an HF id or a checkpoint goes to vLLM as it is."""
+    config = models.find_config(root, spec.model)
+    if config is not None and models.has_weights(config.parent) and spec.weights in ("auto", "real"):
+        config = None  # a checkpoint folder: vLLM reads it as it is
+    if config is None:
+        if spec.weights == "random":
+            raise WorkbenchError(f"--weights random needs a model config (one of {', '.join(models.shipped(root))} "
+                                 f"or a config.json), not {spec.model!r}")
+        load = "dummy" if spec.weights == "dummy" else None
+        return ModelSetup(plan.ModelArgs(spec.model, load), weights=spec.weights if load else "real")
+    weights = "dummy" if spec.weights in ("auto", "dummy") else spec.weights
+    if weights == "real":
+        raise WorkbenchError(f"{spec.model} is a config without weights: use --weights dummy or random")
+    name = f"{config.parent.name}-{weights}" + (f"-seed{spec.seed}" if weights == "random" else "")
+    folder = posix(places_results, MODELS, name)
+    return ModelSetup(plan.ModelArgs(folder, "dummy" if weights == "dummy" else None), config,
+                      results_root / MODELS / name, folder, weights)
+
+
+def prepare_model(runtime: Runtime, setup: ModelSetup, seed: int) -> None:
+    """Copy the config into the model folder and let the runtime add the tokenizer (and checkpoint)."""
+    if setup.config is None or setup.folder_host is None or setup.folder is None:
+        return
+    setup.folder_host.mkdir(parents=True, exist_ok=True)
+    target = setup.folder_host / "config.json"
+    if not target.is_file() or target.read_bytes() != setup.config.read_bytes():
+        shutil.copyfile(setup.config, target)
+        (setup.folder_host / ".workbench-model.json").unlink(missing_ok=True)
+    out: list[bytes] = []
+    rc = runtime.run([runtime.python, runtime.places.guest_script("make_model.py"), setup.folder,
+                      "--weights", setup.weights, "--seed", str(seed)], cwd=runtime.places.results,
+                     out=out.append, err=out.append)
+    if rc != 0:
+        tail = b"".join(out).decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise WorkbenchError(f"could not complete the model folder {setup.folder_host} (exit {rc}: {tail[0]}): "
+                             "the runtime's Python needs tokenizers (and torch + transformers for --weights random)")
+
+
+def kernels_digest(root: Path) -> str:
+    """A digest of the kernels package's code and tables: the custom arm's compiled graph depends on them."""
+    package = root / "custom_kernels" / "custom_kernels"
+    h = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json", ".cpp") and p.is_file()):
+        h.update(path.relative_to(package).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def installed_throughput_flags(env_json: Path) -> frozenset[str]:
+    """The throughput flags the env capture found in the installed vLLM; unknown: the fork's release decides."""
+    try:
+        env = json.loads(env_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        env = {}
+    flags = env.get("vllm_bench_flags")
+    if isinstance(flags, dict) and isinstance(flags.get("throughput"), list):
+        return frozenset(flags["throughput"])
+    version = (env.get("vllm") or {}).get("dist_version") if isinstance(env.get("vllm"), dict) else None
+    return plan.throughput_flags_for(version)
+
+
+def write_plan(session_dir: Path, spec: plan.BenchSpec, runs: Sequence[plan.PlannedRun], runtime: str) -> Path:
+    """results/<session>/plan.json: the spec and every command line, before anything runs."""
+    session_dir.mkdir(parents=True, exist_ok=True)
+    path = session_dir / "plan.json"
+    path.write_text(json.dumps({"spec": asdict(spec), "runtime": runtime, "runs": [asdict(r) for r in runs]},
+                               indent=1))
+    return path
+
+
+def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec,
+                on_start: StartFn | None = None, on_done: DoneFn | None = None, quiet: bool = True,
+                sample_gpu: bool = True) -> SessionOutcome:
+    """Run every planned run in order, save each run's record, then judge and summarize the session."""
+    places = runtime.places
+    results_root = runtime.to_host(places.results)
+    session_dir = results_root / session
+    (session_dir / "runs").mkdir(parents=True, exist_ok=True)
+    setup = model_setup(root, results_root, places.results, spec)
+    sink = {"out": discard, "err": discard} if quiet else {}
+    # The results folder as the working folder: the checkout's root would put its vllm/ and custom_kernels/
+    # folders first on sys.path of `python -m`, shadowing the installed packages.
+    rc = runtime.run(plan.env_capture_command(places, session, runtime.python), cwd=places.results, **sink)
+    if rc != 0:
+        (session_dir / "env.json").write_text(json.dumps({"error": f"bench_env.py exited {rc}"}))
+    runs = plan.plan_runs(spec, session, places, setup.args, runtime.python, kernels_digest(root),
+                          installed_throughput_flags(session_dir / "env.json"))
+    write_plan(session_dir, spec, runs, runtime.describe())
+    prepare_model(runtime, setup, spec.seed)
+    records: list[RunResult] = []
+    for i, run in enumerate(runs):
+        if on_start:
+            on_start(run, i, len(runs))
+        started = time.time()
+        with sampling(sample_gpu) as gpu:
+            rc = runtime.run(run.command(), dict(run.env), cwd=places.results, **sink)
+        result = collect_run(runtime.to_host, run, rc, started, time.time() - started)
+        result.gpu = gpu
+        save_record(session_dir, result)
+        records.append(result)
+        if on_done:
+            on_done(run, result, i + 1, len(runs))
+        if len(records) >= 2 and all(r.error for r in records):
+            break  # both arms fail from the start (bad model, out of memory, no GPU): don't repeat it N times
+    meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
+    return summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
+
+
+def _gpu_name(env: dict[str, Any]) -> str:
+    torch_info = env.get("torch") if isinstance(env.get("torch"), dict) else {}
+    return str(torch_info.get("device") or "unknown GPU")
+
+
+def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dict[str, Any] | None = None,
+                      results_root: Path | None = None, aa: bool = False) -> SessionOutcome:
+    """Validity, floors and comparison of one session's records; writes summary.json and chart.png
+    (an A/A session also records its floors in results/floors.json)."""
+    meta = {"session": session_dir.name, **(meta or {})}
+    env_file = session_dir / "env.json"
+    env: dict[str, Any] = {}
+    if env_file.is_file():
+        try:
+            env = json.loads(env_file.read_text())
+        except json.JSONDecodeError:
+            env = {"error": "env.json unreadable"}
+    meta["env"] = env
+    aa = aa or bool(meta.get("spec", {}).get("aa"))
+    validity = verdict.check_validity(records, aa=aa)
+    gpu = _gpu_name(env)
+    model = plan.model_slug(str(meta.get("spec", {}).get("model", "model")))
+    floors = verdict.load_floors(results_root)
+    used: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for mode, metrics in verdict.METRICS.items():
+        for m in metrics:
+            used[f"{mode}/{m.key}"], sources[mode] = verdict.floor_for(floors, gpu, model, mode, m.key)
+    if aa:
+        used = {}  # an A/A session measures the floor; judging it against one would be circular
+    rows = verdict.compare_arms(records, floors=used)
+    floors_path = None
+    if aa and validity.valid and rows and results_root is not None:
+        floors_path = verdict.record_floors(results_root, gpu, model, session_dir.name, rows)
+    summary = verdict.summary_dict(rows, validity, meta)
+    summary.update({"gpu": gpu, "aa": aa, "floor_sources": {} if aa else sources,
+                    "spread": verdict.spread(records)})
+    summary_path = session_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=1, default=str))
+    labels = ("A", "A again") if aa else ("baseline", "custom")
+    title = f"{session_dir.name}: {'A/A ' if aa else ''}{'VALID' if validity.valid else 'INVALID'}"
+    chart = report.plot_chart(records, session_dir / "chart.png", labels=labels, title=title)
+    return SessionOutcome(session_dir, list(records), rows, validity, summary_path, chart, floors_path)
+
+
+def compare_sessions(dir_a: Path, dir_b: Path, out_dir: Path | None = None,
+                     arm: str = "custom") -> tuple[list, Path | None, list[verdict.Validity]]:
+    """bench.compare: the ``arm`` runs of two saved sessions (e.g. two kernel versions), plus each one's validity."""
+    for d in (dir_a, dir_b):
+        if not d.is_dir():
+            raise WorkbenchError(f"{d} is not a folder: pass two results/<timestamp>-<model> folders")
+    a, b = load_records(dir_a), load_records(dir_b)
+    rows = verdict.compare_arms(a, b, arm_a=arm, arm_b=arm)
+    if not rows:
+        raise WorkbenchError(f"{dir_a.name} and {dir_b.name} share no mode with successful '{arm}' runs to compare")
+    chart = None
+    if out_dir is not None:
+        chart = report.plot_chart(a, out_dir / f"compare-{dir_a.name}-vs-{dir_b.name}.png", records_b=b,
+                                  arms=(arm, arm), labels=(dir_a.name[:15], dir_b.name[:15]),
+                                  title=f"{arm}: {dir_a.name} vs {dir_b.name}")
+    return rows, chart, [verdict.check_validity(a), verdict.check_validity(b)]

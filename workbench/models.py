@@ -1,0 +1,75 @@
+"""The one model-config resolver: ``custom_kernels/custom_kernels/models.py``, loaded by its file.
+
+The kernel package owns the shipped configs and the rule that finds them (a shipped name, matched
+case-insensitively and by an HF id's last component, a config.json, or a folder holding one). Loading
+that module by path (not ``import custom_kernels``, which needs torch) lets the workbench use the very
+same rule on a host without torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from workbench.errors import WorkbenchError
+
+MODELS_FILE = Path("custom_kernels") / "custom_kernels" / "models.py"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+@functools.cache
+def _module(root: Path) -> ModuleType:
+    path = root / MODELS_FILE
+    if not path.is_file():
+        raise WorkbenchError(f"{path} not found: run invoke from the workbench checkout")
+    name = "_workbench_kernel_models"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[name] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def shipped(root: Path) -> list[str]:
+    """The shipped model configs' names."""
+    return list(_module(root).available_models())
+
+
+def config_dir(root: Path) -> Path:
+    return Path(_module(root).CONFIG_DIR)
+
+
+def find_config(root: Path, model: str) -> Path | None:
+    """The config.json ``model`` names, or None (then it is an HF id or a checkpoint vLLM resolves)."""
+    try:
+        return Path(_module(root).resolve_config(model))
+    except FileNotFoundError:
+        return None
+
+
+def resolve_config(root: Path, model: str) -> Path:
+    """Like find_config, but a miss is a one-line error listing the shipped names."""
+    found = find_config(root, model)
+    if found is None:
+        raise WorkbenchError(f"no model config {model!r}: use a config.json, a folder with one, or one of "
+                             f"{', '.join(shipped(root))}")
+    return found
+
+
+def has_weights(folder: Path) -> bool:
+    """A checkpoint folder (weights beside the config), not a bare config."""
+    return folder.is_dir() and any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir())
+
+
+def load(root: Path, model: str) -> tuple[str, dict]:
+    """(name, parsed config.json) of a model config."""
+    path = resolve_config(root, model)
+    try:
+        return path.parent.name, json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise WorkbenchError(f"{path} is not valid JSON ({err}): fix or replace it") from None
