@@ -1,4 +1,4 @@
-"""Test tiers (markers): default (no daemon), docker, vllm_source, gpu. See DESIGN.md.
+"""Test tiers (markers): default (no daemon), docker, vllm_source, gpu, vllm_gpu (the real engine).
 
 A tier whose resource is missing is skipped with a printed reason, except under CI for the
 docker tier: tests/run.sh provisions a daemon, so a missing one there is a failure, not a skip.
@@ -40,8 +40,21 @@ def _cuda_reason() -> str | None:
     return None
 
 
+def _vllm_gpu_reason() -> str | None:
+    cuda = _cuda_reason()
+    if cuda:
+        return cuda
+    import importlib.util
+
+    # The checkout's vllm/ folder (the fork submodule) is no installed vLLM: it has no __init__.py.
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not (spec.origin or "").endswith("__init__.py"):
+        return "vLLM is not installed in this Python (the real-engine tier runs where the host runtime has it)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    need = {m for item in items for m in ("docker", "gpu") if item.get_closest_marker(m)}
+    need = {m for item in items for m in ("docker", "gpu", "vllm_gpu") if item.get_closest_marker(m)}
     reasons = {}
     if "docker" in need:
         reasons["docker"] = _docker_reachable()
@@ -49,6 +62,8 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"docker tier must run in CI: {reasons['docker']}")
     if "gpu" in need:
         reasons["gpu"] = _cuda_reason()
+    if "vllm_gpu" in need:
+        reasons["vllm_gpu"] = _vllm_gpu_reason()
     for item in items:
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):
@@ -59,5 +74,7 @@ def pytest_report_header(config):
     lines = []
     gpu = _cuda_reason()
     lines.append(f"gpu tier: {'skipped - ' + gpu if gpu else 'enabled'}")
+    engine = _vllm_gpu_reason()
+    lines.append(f"vllm_gpu tier: {'skipped - ' + engine if engine else 'enabled'}")
     lines.append(f"docker CLI: {shutil.which('docker') or 'absent'}; DOCKER_HOST={os.environ.get('DOCKER_HOST', '')}")
     return lines

@@ -118,7 +118,10 @@ def test_a_shipped_config_becomes_a_model_folder_with_dummy_weights(tmp_path):
     assert setup.args == plan.ModelArgs("/w/results/.models/qwen2.5-0.5b-dummy", "dummy")
     assert setup.folder_host == tmp_path / ".models" / "qwen2.5-0.5b-dummy"
     assert setup.config and setup.config.parent.name == "qwen2.5-0.5b"
-    # An HF id whose last component names a shipped config finds it too (one rule: workbench.models).
+    # An HF id with its real weights goes to vLLM as it is ...
+    real = model_setup(ROOT, tmp_path, "/w/results", plan.BenchSpec(model="Qwen/Qwen2.5-0.5B"))
+    assert real.args == plan.ModelArgs("Qwen/Qwen2.5-0.5B") and real.config is None
+    # ... but asked for random (or dummy) weights, the shipped config of that name serves (one rule: models).
     hf = model_setup(ROOT, tmp_path, "/w/results", plan.BenchSpec(model="Qwen/Qwen2.5-0.5B", weights="random", seed=3))
     assert hf.args == plan.ModelArgs("/w/results/.models/qwen2.5-0.5b-random-seed3", None) and hf.weights == "random"
     runs = plan.plan_runs(plan.BenchSpec(repeats=1), "S", PLACES, setup.args, "python")

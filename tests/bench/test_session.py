@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from support import standin_vllm
-from workbench.bench import plan, results, session, verdict
+from workbench.bench import gate, plan, results, session, verdict
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime
@@ -179,21 +179,36 @@ def test_floors_are_recorded_by_aa_and_used_by_later_verdicts(tmp_path):
 
 # --- a whole session through the host runtime -------------------------------------------------------
 
+TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
+        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
+
+
+@pytest.fixture
+def tiny(tmp_path) -> str:
+    """A model config the session completes into folders (tokenizer; seeded weights for the gate)."""
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(TINY))
+    return str(tmp_path / "tiny" / "config.json")
+
+
 @pytest.fixture
 def host(tmp_path, monkeypatch, tree):
-    """A host runtime whose `vllm` is the stand-in, custom_kernels importable as if pip-installed."""
+    """A host runtime whose vLLM is the stand-in, custom_kernels importable as if pip-installed."""
     site = standin_vllm.site(tmp_path / "site")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(KERNELS)]))
     monkeypatch.setenv("STANDIN_VLLM_TREE", str(tree))
     monkeypatch.setenv("STANDIN_PLUGIN", "honors")
+    monkeypatch.setenv("WORKBENCH_MODEL_DEVICE", "cpu")
     settings = Settings.from_mapping(ROOT, {"results": str(tmp_path / "results"), "runtime": "host",
                                             "python": sys.executable})
     return HostRuntime(settings)
 
 
 @pytest.mark.vllm_source
-def test_session_valid_when_the_switch_routes_gemms(host, tmp_path):
-    spec = plan.BenchSpec(mode="both", repeats=1, iters=4)
+def test_session_valid_when_the_switch_routes_gemms(host, tiny, tmp_path):
+    spec = plan.BenchSpec(model=tiny, mode="both", repeats=1, iters=4, gate_prompts=3, gate_tokens=6)
     outcome = session.run_session(host, ROOT, "S1", spec, sample_gpu=False)
     assert outcome.validity.valid, outcome.validity.reasons
     assert all(c and c > 0 for c in outcome.validity.custom_calls)
@@ -206,6 +221,12 @@ def test_session_valid_when_the_switch_routes_gemms(host, tmp_path):
     assert summary["floor_sources"]["latency"].startswith("default")
     assert summary["spread"]["latency"]["baseline"]["within_run_cv_pct"] is not None
     assert outcome.chart_path is not None and outcome.chart_path.stat().st_size > 1000
+    # The model folder the runs used: the config plus a tokenizer; the gate's: seeded weights as well.
+    assert (tmp_path / "results" / ".models" / "tiny-dummy" / "tokenizer.json").is_file()
+    assert list((tmp_path / "results" / ".models" / "tiny-random-seed0").glob("*.safetensors"))
+    gate = summary["gate"]
+    assert gate["valid"] and gate["prompts"] == 3 and gate["identical"] == 3, gate
+    assert gate["custom_kernel_calls"]["custom"] == 3 * 6 and gate["custom_kernel_calls"]["baseline"] == 0
     saved = json.loads((out / "plan.json").read_text())
     assert [(r["mode"], r["arm"]) for r in saved["runs"]] == [("latency", "baseline"), ("latency", "custom"),
                                                               ("throughput", "baseline"), ("throughput", "custom")]
@@ -215,7 +236,8 @@ def test_session_valid_when_the_switch_routes_gemms(host, tmp_path):
     again = session.summarize_session(out, records)  # what bench.compare reads gives the same judgment
     assert again.validity.valid
 
-    session.run_session(host, ROOT, "S2", plan.BenchSpec(mode="latency", repeats=1, iters=4), sample_gpu=False)
+    session.run_session(host, ROOT, "S2", plan.BenchSpec(model=tiny, repeats=1, iters=4, gate=False),
+                        sample_gpu=False)
     rows, chart, validities = session.compare_sessions(out, tmp_path / "results" / "S2", out_dir=tmp_path)
     assert {c.metric for _, c in rows} == {"p50_s", "p90_s", "p99_s", "avg_latency_s"}
     assert all(v.valid for v in validities) and chart is not None
@@ -225,14 +247,25 @@ def test_session_valid_when_the_switch_routes_gemms(host, tmp_path):
 
 
 @pytest.mark.vllm_source
+def test_a_kernel_that_changes_the_output_fails_the_gate(host, tiny, monkeypatch):
+    monkeypatch.setenv("STANDIN_GATE_BREAK", "1")
+    spec = plan.BenchSpec(model=tiny, repeats=1, iters=3, gate_prompts=4, gate_tokens=8)
+    outcome = session.run_session(host, ROOT, "S", spec, sample_gpu=False)
+    assert not outcome.validity.valid
+    assert any(r.startswith("output gate:") and "outside the other arm's top" in r for r in outcome.validity.reasons)
+    assert outcome.validity.custom_calls[0] > 0  # the speed runs were fine: only the gate caught it
+
+
+@pytest.mark.vllm_source
 @pytest.mark.parametrize("plugin, mp_method, reason, fix", [
     ("missing", "fork", "no custom-kernel call", "never imported"),
     ("ignores_switch", "spawn", "baseline run(s) called the custom kernel", "ignores VLLM_USE_CUSTOM_GEMM=0"),
 ])
-def test_session_invalid_without_custom_kernel_calls(host, monkeypatch, plugin, mp_method, reason, fix):
+def test_session_invalid_without_custom_kernel_calls(host, tiny, monkeypatch, plugin, mp_method, reason, fix):
     monkeypatch.setenv("STANDIN_PLUGIN", plugin)
     monkeypatch.setenv("STANDIN_MP", mp_method)
-    outcome = session.run_session(host, ROOT, "S", plan.BenchSpec(repeats=1, iters=3), sample_gpu=False)
+    spec = plan.BenchSpec(model=tiny, repeats=1, iters=3, gate=False)
+    outcome = session.run_session(host, ROOT, "S", spec, sample_gpu=False)
     assert not outcome.validity.valid
     assert any(reason in r for r in outcome.validity.reasons)
     assert any(fix in f for f in outcome.validity.fixes)
@@ -240,33 +273,62 @@ def test_session_invalid_without_custom_kernel_calls(host, monkeypatch, plugin, 
 
 
 @pytest.mark.vllm_source
-def test_aa_session_records_the_floor_the_next_ab_is_judged_by(host, tmp_path):
-    outcome = session.run_session(host, ROOT, "AA", plan.BenchSpec(aa=True, repeats=2, iters=3), sample_gpu=False)
+def test_aa_session_records_the_floor_the_next_ab_is_judged_by(host, tiny, tmp_path):
+    spec = plan.BenchSpec(model=tiny, aa=True, repeats=2, iters=3, gate_prompts=2, gate_tokens=4)
+    outcome = session.run_session(host, ROOT, "AA", spec, sample_gpu=False)
     assert outcome.validity.valid, outcome.validity.reasons
     assert outcome.validity.custom_calls == (0, 0)  # both arms ran the baseline
     floors = json.loads((tmp_path / "results" / "floors.json").read_text())["floors"]
-    key = verdict.floor_key("unknown GPU", "Qwen2.5-0.5B", "latency")  # CPU: torch names no device
+    key = verdict.floor_key("unknown GPU", "tiny", "latency")  # CPU: torch names no device
     assert floors[key]["session"] == "AA" and set(floors[key]["metrics"]) >= {"p50_s", "avg_latency_s"}
-    ab = session.run_session(host, ROOT, "AB", plan.BenchSpec(repeats=1, iters=3), sample_gpu=False)
+    ab = session.run_session(host, ROOT, "AB", plan.BenchSpec(model=tiny, repeats=1, iters=3, gate=False),
+                             sample_gpu=False)
     summary = json.loads(ab.summary_path.read_text())
     assert summary["floor_sources"]["latency"] == "A/A AA"
     assert {c["floor_pct"] for c in summary["comparisons"]} == set(floors[key]["metrics"].values())
 
 
 @pytest.mark.vllm_source
-def test_session_stops_when_both_arms_fail_from_the_start(host, monkeypatch):
+def test_session_stops_when_both_arms_fail_from_the_start(host, tiny, monkeypatch):
     monkeypatch.setenv("STANDIN_FAIL", "1")
-    outcome = session.run_session(host, ROOT, "S", plan.BenchSpec(mode="both", repeats=3), sample_gpu=False)
-    assert len(outcome.records) == 2  # not 12
+    outcome = session.run_session(host, ROOT, "S", plan.BenchSpec(model=tiny, mode="both", repeats=3),
+                                  sample_gpu=False)
+    assert len(outcome.records) == 2  # not 12, and no gate after that
     assert not outcome.validity.valid and "2 run(s) failed" in outcome.validity.reasons[0]
+
+
+# --- the gate's rule -------------------------------------------------------------------------------
+
+def _gate_file(rows: list[tuple[list[int], list[dict[int, float]]]], vocab: int = 1000) -> dict:
+    return {"vocab_size": vocab, "top": 3, "outputs": [
+        {"tokens": t, "logprobs": [{str(k): v for k, v in p.items()} for p in lp]} for t, lp in rows]}
+
+
+def test_gate_rule():
+    sharp = [{5: -0.1, 6: -2.5, 7: -3.0}, {8: -0.2, 9: -2.0, 5: -4.0}]
+    same = _gate_file([([5, 8], sharp)])
+    assert gate.compare_outputs(same, same).valid and gate.compare_outputs(same, same).identical == 1
+    # A divergence between near-tied tokens, each in the other's top logprobs: allowed.
+    tie = [{5: -0.69, 6: -0.70, 7: -3.0}, {8: -0.2, 9: -2.0, 5: -4.0}]
+    tie_b = [{6: -0.69, 5: -0.70, 7: -3.0}, {1: -0.2, 2: -2.0, 3: -4.0}]
+    r = gate.compare_outputs(_gate_file([([5, 8], tie)]), _gate_file([([6, 1], tie_b)]))
+    assert r.valid and r.diverged_within_top == 1 and r.first_divergence_median == 0
+    # A token the other arm did not even consider: a wrong kernel.
+    wild = [{42: -0.1, 6: -2.5, 7: -3.0}, {8: -0.2, 9: -2.0, 5: -4.0}]
+    r = gate.compare_outputs(same, _gate_file([([42, 8], wild)]))
+    assert not r.valid and r.failed == 1 and "outside the other arm's top" in r.reason
+    # Flat logits (vLLM's dummy weights): agreement means nothing.
+    flat = [{5: -6.90, 6: -6.91, 7: -6.91}] * 2
+    r = gate.compare_outputs(_gate_file([([5, 5], flat)]), _gate_file([([5, 5], flat)]))
+    assert not r.valid and "flat" in r.reason
+    # Same tokens, logprobs far apart.
+    off = [{5: -1.5, 6: -2.5, 7: -3.0}, {8: -0.2, 9: -2.0, 5: -4.0}]
+    r = gate.compare_outputs(same, _gate_file([([5, 8], off)]))
+    assert not r.valid and "logprobs differ" in r.reason
 
 
 # --- model folders for configs (no hub) ------------------------------------------------------------
 
-TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
-        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
 
 
 def _make_model(folder: Path, *args: str) -> subprocess.CompletedProcess:

@@ -44,12 +44,75 @@ def engine_core(steps: int, conn) -> None:
     conn.close()
 
 
+class SamplingParams:
+    """The fields the output gate sets."""
+
+    def __init__(self, temperature: float = 1.0, max_tokens: int = 16, ignore_eos: bool = False, logprobs: int = 0,
+                 detokenize: bool = True):
+        self.max_tokens, self.logprobs = max_tokens, logprobs
+
+
+class LLM:
+    """The offline API the output gate uses: a one-layer "model" (embedding -> lm_head) whose lm_head GEMM goes
+    through custom_kernels when the switch and STANDIN_PLUGIN say so; STANDIN_GATE_BREAK=1 makes the routed
+    arm add noise to the logits (a kernel that changes the output)."""
+
+    def __init__(self, model: str, seed: int = 0, tensor_parallel_size: int = 1, max_model_len: int | None = None):
+        import json
+
+        import torch
+
+        vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
+        gen = torch.Generator().manual_seed(seed)
+        self.embed = torch.randn(vocab, 32, generator=gen)
+        self.head = torch.nn.Linear(32, vocab)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(vocab, 32, generator=gen))
+            self.head.bias.copy_(torch.randn(vocab, generator=gen))
+        self.head.prefix = "lm_head"
+        plugin = os.environ.get("STANDIN_PLUGIN", "honors")
+        switch = os.environ.get("VLLM_USE_CUSTOM_GEMM") == "1"
+        self.routed = plugin == "ignores_switch" or (plugin == "honors" and switch)
+        self.gemm = None
+        if plugin != "missing":
+            import custom_kernels
+
+            self.gemm = custom_kernels.unquantized_gemm if self.routed else None
+
+    def generate(self, prompts, params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        import torch
+
+        results = []
+        for prompt in prompts:
+            tokens, logprobs = list(prompt["prompt_token_ids"]), []
+            for _ in range(params.max_tokens):
+                h = self.embed[tokens[-1]].unsqueeze(0)
+                with torch.no_grad():
+                    logits = (self.gemm(self.head, h, self.head.weight, self.head.bias) if self.gemm
+                              else torch.nn.functional.linear(h, self.head.weight, self.head.bias))[0]
+                if self.routed and os.environ.get("STANDIN_GATE_BREAK"):
+                    logits = logits + torch.randn(logits.shape) * 5
+                logp = torch.log_softmax(logits, -1)
+                top = torch.topk(logp, params.logprobs)
+                tokens.append(int(top.indices[0]))
+                logprobs.append({int(t): SimpleNamespace(logprob=float(v))
+                                 for t, v in zip(top.indices, top.values, strict=True)})
+            generated = tokens[len(prompt["prompt_token_ids"]):]
+            results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=generated, logprobs=logprobs)]))
+        return results
+
+
 def site(folder: Path) -> Path:
     """A folder that, first on PYTHONPATH, makes `python -m vllm.entrypoints.cli.main` this stand-in."""
     cli = folder / "vllm" / "entrypoints" / "cli"
     cli.mkdir(parents=True, exist_ok=True)
-    for pkg in (folder / "vllm", folder / "vllm" / "entrypoints", cli):
+    for pkg in (folder / "vllm" / "entrypoints", cli):
         (pkg / "__init__.py").write_text("")
+    # `from vllm import LLM, SamplingParams`: the output gate's offline API.
+    (folder / "vllm" / "__init__.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                                                 "from standin_vllm import LLM, SamplingParams  # noqa: F401\n")
     # Imported as a module (not run as a path) so spawned engine processes can unpickle engine_core.
     (cli / "main.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
                                  "import standin_vllm\nif __name__ == '__main__':\n    sys.exit(standin_vllm.main())\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
@@ -29,7 +30,7 @@ HOOK = "hook"
 # wherever its scripts folder is (or isn't) on PATH.
 VLLM_CLI = ("-m", "vllm.entrypoints.cli.main")
 WEIGHTS = ("auto", "real", "dummy", "random")
-COMPILE_CACHE = ("per-arm", "off")
+COMPILE_CACHE = ("per-arm", "shared", "off")
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,15 @@ class BenchSpec:
     warmup_iters: int = 5
     extra: tuple[str, ...] = ()
     # Compile cache: "per-arm" gives each arm its own VLLM_CACHE_ROOT, so a run can never load the other
-    # arm's compiled graph (the switch is also in vLLM's cache key: the plugin registers it) and repeats
-    # of an arm skip compilation; "off" (VLLM_DISABLE_COMPILE_CACHE=1) recompiles every run.
+    # arm's compiled graph and repeats of an arm skip compilation; "shared" gives both arms one root and
+    # relies on vLLM's cache key, which holds the switch since the plugin registers it (the real-engine
+    # tier proves it); "off" (VLLM_DISABLE_COMPILE_CACHE=1) recompiles every run.
     compile_cache: str = "per-arm"
     gemm_layers: str = ""  # VLLM_CUSTOM_GEMM_LAYERS globs; both arms get them
     aa: bool = False  # both arms the baseline: measures the noise floor
+    gate: bool = True  # the output gate: both arms generate the same text before their speed counts
+    gate_prompts: int = 16
+    gate_tokens: int = 32
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
     # seeded checkpoint at the model's init scale, written once); "auto": dummy for a bare config.
     weights: str = "auto"
@@ -82,7 +87,8 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
     """Check the request; raise WorkbenchError (one line with the fix) on bad input."""
     if spec.mode not in (*MODES, "both"):
         raise WorkbenchError(f"--mode {spec.mode!r} is not one of latency, throughput, both")
-    for name in ("input_len", "output_len", "num_prompts", "batch_size", "repeats", "tp", "iters"):
+    for name in ("input_len", "output_len", "num_prompts", "batch_size", "repeats", "tp", "iters", "gate_prompts",
+                 "gate_tokens"):
         if getattr(spec, name) < 1:
             raise WorkbenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(spec, name)}")
     if spec.warmup_iters < 0:
@@ -177,14 +183,18 @@ class PlannedRun:
     hook_dir: str  # runtime path of the sitecustomize.py counter hook
 
     def command(self) -> list[str]:
-        """The run, its output tee'd to a log, the run's exit status kept.
+        return hooked_command(self.argv, self.hook_dir, self.log)
 
-        The hook folder goes first on PYTHONPATH (keeping the runtime's own entries) so its
-        sitecustomize.py runs in every Python process of the run, including vLLM's engine core."""
-        hook = shlex.quote(self.hook_dir)
-        line = (f'set -o pipefail; export PYTHONPATH={hook}${{PYTHONPATH:+:$PYTHONPATH}}; '
-                f"{shlex.join(self.argv)} 2>&1 | tee {shlex.quote(self.log)}")
-        return ["bash", "-c", line]
+
+def hooked_command(argv: Sequence[str], hook_dir: str, log: str) -> list[str]:
+    """The command, its output tee'd to a log, its exit status kept.
+
+    The hook folder goes first on PYTHONPATH (keeping the runtime's own entries) so its sitecustomize.py
+    runs in every Python process of the command, including vLLM's engine core."""
+    hook = shlex.quote(hook_dir)
+    line = (f'set -o pipefail; export PYTHONPATH={hook}${{PYTHONPATH:+:$PYTHONPATH}}; '
+            f"{shlex.join(argv)} 2>&1 | tee {shlex.quote(log)}")
+    return ["bash", "-c", line]
 
 
 def arm_order(repeats: int) -> list[str]:
@@ -210,6 +220,8 @@ def arm_env(spec: BenchSpec, arm: str, places: Places, kernels_digest: str = "")
         env[LAYERS_ENV] = spec.gemm_layers
     if spec.compile_cache == "off":
         env["VLLM_DISABLE_COMPILE_CACHE"] = "1"
+    elif spec.compile_cache == "shared":
+        env["VLLM_CACHE_ROOT"] = posix(places.results, ".vllm-cache", "shared")
     else:
         folder = f"custom-{kernels_digest[:12]}" if arm == "custom" and kernels_digest else arm
         env["VLLM_CACHE_ROOT"] = posix(places.results, ".vllm-cache", folder)
@@ -237,6 +249,23 @@ def plan_runs(spec: BenchSpec, session: str, places: Places, model: ModelArgs, p
                 hook_dir=posix(places.guest, HOOK),
             ))
     return runs
+
+
+GATE = "gate"  # results/<session>/gate/<arm>.json
+
+
+def gate_runs(spec: BenchSpec, session: str, places: Places, model_folder: str, python: str,
+              kernels_digest: str = "") -> list[tuple[str, list[str], dict[str, str]]]:
+    """(arm, command, env) of the output gate: the seeded prompt set through each arm, after the timed runs."""
+    base = posix(session_dir(places, session), GATE)
+    out = []
+    for arm in ARMS:
+        argv = [python, places.guest_script("engine_gate.py"), "--model", model_folder,
+                "--out", posix(base, f"{arm}.json"), "--prompts", str(spec.gate_prompts),
+                "--tokens", str(spec.gate_tokens), "--seed", str(spec.seed), "--tp", str(spec.tp)]
+        env = {**arm_env(spec, arm, places, kernels_digest), COUNTS_ENV: posix(base, f"{arm}.counts-{{pid}}.json")}
+        out.append((arm, hooked_command(argv, posix(places.guest, HOOK), posix(base, f"{arm}.log")), env))
+    return out
 
 
 def env_capture_command(places: Places, session: str, python: str) -> list[str]:

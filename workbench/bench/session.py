@@ -12,14 +12,14 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from workbench import models
-from workbench.bench import plan, report, verdict
+from workbench.bench import gate, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
-from workbench.bench.results import RunResult, collect_run, load_records, save_record
+from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
 from workbench.errors import WorkbenchError
 from workbench.runtime import Runtime, discard, posix
 
@@ -53,8 +53,12 @@ class ModelSetup:
 
 def model_setup(root: Path, results_root: Path, places_results: str, spec: plan.BenchSpec) -> ModelSetup:
     """A bare config (shipped name or config.json) becomes results/.models/<name>-<weights> with a tokenizer
-    (and a seeded checkpoint for --weights random); an HF id or a checkpoint goes to vLLM as it is."""
-    config = models.find_config(root, spec.model)
+    (and a seeded checkpoint for --weights random); an HF id or a checkpoint goes to vLLM as it is, unless
+    dummy or random weights are asked for and a shipped config matches its name."""
+    local = Path(spec.model).expanduser().exists() or "/" not in spec.model
+    # An HF id with real weights goes to vLLM as it is; asked for dummy or random weights, its config may
+    # come from the shipped ones (a GPU host without a hub).
+    config = models.find_config(root, spec.model) if local or spec.weights in ("dummy", "random") else None
     if config is not None and models.has_weights(config.parent) and spec.weights in ("auto", "real"):
         config = None  # a checkpoint folder: vLLM reads it as it is
     if config is None:
@@ -157,8 +161,45 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
             on_done(run, result, i + 1, len(runs))
         if len(records) >= 2 and all(r.error for r in records):
             break  # both arms fail from the start (bad model, out of memory, no GPU): don't repeat it N times
+    if spec.gate and not all(r.error for r in records):
+        run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
     meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
     return summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
+
+
+def run_gate(runtime: Runtime, root: Path, results_root: Path, session_dir: Path, spec: plan.BenchSpec,
+             setup: ModelSetup, sink: dict) -> dict[str, Any]:
+    """The output gate after the timed runs: each arm through engine_gate.py on weights at a realistic scale
+    (a config gets its seeded random checkpoint), compared; the verdict lands in gate/result.json."""
+    places = runtime.places
+    folder = spec.model
+    if setup.config is not None:
+        gate_setup = model_setup(root, results_root, places.results, replace(spec, weights="random"))
+        prepare_model(runtime, gate_setup, spec.seed)
+        folder = gate_setup.folder or folder
+    (session_dir / plan.GATE).mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, dict] = {}
+    calls: dict[str, int] = {}
+    failed = []
+    for arm, cmd, env in plan.gate_runs(spec, session_dir.name, places, folder, runtime.python,
+                                        kernels_digest(root)):
+        rc = runtime.run(cmd, env, cwd=places.results, **sink)
+        out = session_dir / plan.GATE / f"{arm}.json"
+        if rc != 0 or not out.is_file():
+            failed.append(f"{arm} exited {rc} (see gate/{arm}.log)")
+            continue
+        outputs[arm] = json.loads(out.read_text())
+        calls[arm] = read_counts((session_dir / plan.GATE).glob(f"{arm}.counts-*.json"))["total_calls"]
+    if failed:
+        result: dict[str, Any] = {"valid": False, "reason": "the gate could not run: " + "; ".join(failed)}
+    else:
+        result = gate.compare_outputs(outputs["baseline"], outputs["custom"]).to_dict()
+        if not spec.aa and calls.get("custom", 0) == 0:
+            result.update(valid=False, reason="the custom arm of the gate made no custom-kernel call: it compared "
+                                              "the baseline with itself")
+    result.update({"model": folder, "custom_kernel_calls": calls})
+    (session_dir / plan.GATE / "result.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _gpu_name(env: dict[str, Any]) -> str:
@@ -180,7 +221,9 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
             env = {"error": "env.json unreadable"}
     meta["env"] = env
     aa = aa or bool(meta.get("spec", {}).get("aa"))
-    validity = verdict.check_validity(records, aa=aa)
+    gate_file = session_dir / plan.GATE / "result.json"
+    gate_result = json.loads(gate_file.read_text()) if gate_file.is_file() else None
+    validity = verdict.with_gate(verdict.check_validity(records, aa=aa), gate_result)
     gpu = _gpu_name(env)
     model = plan.model_slug(str(meta.get("spec", {}).get("model", "model")))
     floors = verdict.load_floors(results_root)
@@ -197,7 +240,7 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
         floors_path = verdict.record_floors(results_root, gpu, model, session_dir.name, rows)
     summary = verdict.summary_dict(rows, validity, meta)
     summary.update({"gpu": gpu, "aa": aa, "floor_sources": {} if aa else sources,
-                    "spread": verdict.spread(records)})
+                    "spread": verdict.spread(records), "gate": gate_result})
     summary_path = session_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=1, default=str))
     labels = ("A", "A again") if aa else ("baseline", "custom")

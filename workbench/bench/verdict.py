@@ -81,6 +81,16 @@ def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
     )
 
 
+def with_gate(validity: Validity, gate: dict[str, Any] | None) -> Validity:
+    """The session's validity with the output gate's verdict folded in (no gate: unchanged)."""
+    if not gate or gate.get("valid"):
+        return validity
+    return Validity(False, (*validity.reasons, f"output gate: {gate.get('reason', 'failed')}"),
+                    tuple(dict.fromkeys((*validity.fixes, "compare the arms' gate/*.json: a kernel that changes the "
+                                         "model's tokens is wrong, whatever its speed"))),
+                    validity.custom_calls, validity.baseline_calls)
+
+
 # --- floors ---------------------------------------------------------------------------------------
 
 def floor_key(gpu: str, model: str, mode: str) -> str:

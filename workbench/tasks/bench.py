@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from invoke import Collection, task
@@ -32,8 +33,10 @@ AB_HELP = {
     "warmup_iters": "latency: warm-up iterations per run, not timed (default 5)",
     "tp": "tensor-parallel size (default 1)",
     "extra": "more `vllm bench` arguments, same for both arms, e.g. \"--enforce-eager --max-model-len 2048\"",
-    "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation) or off "
-                     "(VLLM_DISABLE_COMPILE_CACHE=1, every run compiles)",
+    "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
+                     "vLLM's cache key tells the arms apart) or off (VLLM_DISABLE_COMPILE_CACHE=1, every run compiles)",
+    "gate": "the output gate (default on; --no-gate skips it): after the timed runs both arms generate greedily "
+            "from a seeded prompt set on weights at a realistic scale; different tokens make the A/B INVALID",
     "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, e.g. \"*.mlp.*,!*.o_proj\")",
     "aa": "A/A: both arms run the baseline; its spread becomes the floor later verdicts use (results/floors.json)",
     "weights": "auto (default: real for an HF id, dummy for a config), dummy (vLLM --load-format dummy), random "
@@ -48,7 +51,7 @@ AB_HELP = {
 @user_errors
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
-       gemm_layers="", aa=False, weights="auto", runtime=None, verbose=False, dry_run=False):
+       gemm_layers="", aa=False, weights="auto", gate=True, runtime=None, verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -59,7 +62,7 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         repeats=as_int("--repeats", repeats, d.repeats, 1), iters=as_int("--iters", iters, d.iters, 1),
         warmup_iters=as_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=as_int("--tp", tp, d.tp, 1),
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
-        weights=weights))
+        weights=weights, gate=gate))
     settings = settings_from_context(c)
     console = Console()
     session = benchplan.session_name(spec.model, aa=spec.aa)
@@ -87,6 +90,12 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
         env = " ".join(f"{k}={v}" for k, v in r.env.items())
         console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True,
                       markup=False)
+    if spec.gate:
+        folder = bench_session.model_setup(settings.root, settings.results_path, places.results,
+                                           replace(spec, weights="random")).folder if setup.config else spec.model
+        for arm, cmd, env in benchplan.gate_runs(spec, session, places, folder or spec.model, python):
+            console.print(f"  gate {arm:8} {benchplan.GEMM_SWITCH}={env[benchplan.GEMM_SWITCH]}: {cmd[-1]}",
+                          soft_wrap=True, markup=False)
 
 
 def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, runtime_flag: str | None,
