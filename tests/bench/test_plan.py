@@ -115,7 +115,8 @@ def test_env_capture_runs_the_guest_script_with_the_runtimes_paths():
 
 def test_a_shipped_config_becomes_a_model_folder_with_dummy_weights(tmp_path):
     setup = model_setup(ROOT, tmp_path, "/w/results", plan.BenchSpec(model="qwen2.5-0.5b"))
-    assert setup.args == plan.ModelArgs("/w/results/.models/qwen2.5-0.5b-dummy", "dummy")
+    assert setup.args == plan.ModelArgs("/w/results/.models/qwen2.5-0.5b-dummy", "dummy",
+                                        "/w/results/.models/qwen2.5-0.5b-dummy/tokenizer")
     assert setup.folder_host == tmp_path / ".models" / "qwen2.5-0.5b-dummy"
     assert setup.config and setup.config.parent.name == "qwen2.5-0.5b"
     # An HF id with its real weights goes to vLLM as it is ...
@@ -123,9 +124,11 @@ def test_a_shipped_config_becomes_a_model_folder_with_dummy_weights(tmp_path):
     assert real.args == plan.ModelArgs("Qwen/Qwen2.5-0.5B") and real.config is None
     # ... but asked for random (or dummy) weights, the shipped config of that name serves (one rule: models).
     hf = model_setup(ROOT, tmp_path, "/w/results", plan.BenchSpec(model="Qwen/Qwen2.5-0.5B", weights="random", seed=3))
-    assert hf.args == plan.ModelArgs("/w/results/.models/qwen2.5-0.5b-random-seed3", None) and hf.weights == "random"
+    assert hf.args.model == "/w/results/.models/qwen2.5-0.5b-random-seed3" and hf.args.load_format is None
+    assert hf.weights == "random"
     runs = plan.plan_runs(plan.BenchSpec(repeats=1), "S", PLACES, setup.args, "python")
     assert runs[0].argv[runs[0].argv.index("--load-format") + 1] == "dummy"
+    assert runs[0].argv[runs[0].argv.index("--tokenizer") + 1] == "/w/results/.models/qwen2.5-0.5b-dummy/tokenizer"
 
 
 def test_an_hf_id_or_a_checkpoint_goes_to_vllm_as_it_is(tmp_path):

@@ -222,7 +222,7 @@ def test_session_valid_when_the_switch_routes_gemms(host, tiny, tmp_path):
     assert summary["spread"]["latency"]["baseline"]["within_run_cv_pct"] is not None
     assert outcome.chart_path is not None and outcome.chart_path.stat().st_size > 1000
     # The model folder the runs used: the config plus a tokenizer; the gate's: seeded weights as well.
-    assert (tmp_path / "results" / ".models" / "tiny-dummy" / "tokenizer.json").is_file()
+    assert (tmp_path / "results" / ".models" / "tiny-dummy" / "tokenizer" / "tokenizer.json").is_file()
     assert list((tmp_path / "results" / ".models" / "tiny-random-seed0").glob("*.safetensors"))
     gate = summary["gate"]
     assert gate["valid"] and gate["prompts"] == 3 and gate["identical"] == 3, gate
@@ -343,7 +343,7 @@ def test_model_folder_gets_a_tokenizer_that_round_trips_every_id(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(TINY))
     done = _make_model(tmp_path / "m")
     assert done.returncode == 0, done.stderr
-    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m" / "tokenizer")
     assert tok.vocab_size == TINY["vocab_size"] and tok.eos_token_id == 299
     ids = [7, 0, 299, 150, 42, 42]
     # vLLM's random dataset decodes sampled ids and encodes the text again: the lengths must hold.

@@ -62,7 +62,7 @@ for argv in json.loads(sys.stdin.read()):
         throughput.validate_args(ns)
     keep = ("model", "seed", "tensor_parallel_size", "input_len", "output_len", "batch_size", "num_prompts",
             "dataset_name", "output_json", "enforce_eager", "max_model_len", "bench_type", "enable_prefix_caching",
-            "random_input_len", "random_output_len", "num_iters", "num_iters_warmup", "load_format")
+            "random_input_len", "random_output_len", "num_iters", "num_iters_warmup", "load_format", "tokenizer")
     out.append({"argv": argv, "ns": {k: getattr(ns, k, None) for k in keep}})
 print("RESULT" + json.dumps(out))
 """
@@ -95,14 +95,15 @@ def test_every_planned_argv_parses_and_does_what_the_plan_says(release):
     spec = bench.BenchSpec(model="/w/results/.models/m", mode="both", repeats=2, tp=2, input_len=64, output_len=32,
                            num_prompts=50, batch_size=4, seed=7, iters=12, warmup_iters=3,
                            extra=bench.parse_extra("--enforce-eager --max-model-len 2048"))
-    runs = bench.plan_runs(spec, "S", PLACES, bench.ModelArgs("/w/results/.models/m", "dummy"), "python",
-                           throughput_flags=throughput_flags)
+    model = bench.ModelArgs("/w/results/.models/m", "dummy", "/w/results/.models/m/tokenizer")
+    runs = bench.plan_runs(spec, "S", PLACES, model, "python", throughput_flags=throughput_flags)
     bad = [*runs[0].argv[:-2], "--no-such-flag", "1", "--output-json", "x.json"]
     results = parse([list(r.argv) for r in runs] + [bad])
     for run, got in zip(runs, results, strict=False):
         assert "error" not in got, got
         ns = got["ns"]
         assert ns["bench_type"] == run.mode and ns["load_format"] == "dummy"
+        assert ns["tokenizer"] == "/w/results/.models/m/tokenizer"
         assert ns["model"] == "/w/results/.models/m" and ns["seed"] == 7 and ns["tensor_parallel_size"] == 2
         assert ns["output_json"] == run.output_json
         assert ns["enforce_eager"] is True and ns["max_model_len"] == 2048

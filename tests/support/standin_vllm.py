@@ -57,7 +57,8 @@ class LLM:
     through custom_kernels when the switch and STANDIN_PLUGIN say so; STANDIN_GATE_BREAK=1 makes the routed
     arm add noise to the logits (a kernel that changes the output)."""
 
-    def __init__(self, model: str, seed: int = 0, tensor_parallel_size: int = 1, max_model_len: int | None = None):
+    def __init__(self, model: str, tokenizer: str | None = None, seed: int = 0, tensor_parallel_size: int = 1,
+                 max_model_len: int | None = None):
         import json
 
         import torch

@@ -80,7 +80,7 @@ def parse_extra(extra: str | None) -> tuple[str, ...]:
 # Flags the planner sets itself; passing them in --extra would make the two arms disagree with the plan.
 _OWNED_FLAGS = {"--model", "--seed", "--output-json", "--input-len", "--output-len", "--batch-size",
                 "--num-prompts", "--tensor-parallel-size", "-tp", "--dataset-name", "--random-input-len",
-                "--random-output-len", "--num-iters", "--num-iters-warmup", "--load-format"}
+                "--random-output-len", "--num-iters", "--num-iters-warmup", "--load-format", "--tokenizer"}
 
 
 def validate_spec(spec: BenchSpec) -> BenchSpec:
@@ -120,10 +120,11 @@ def session_name(model: str, now: float | None = None, aa: bool = False) -> str:
 
 @dataclass(frozen=True)
 class ModelArgs:
-    """How vLLM is pointed at the model: the path or id, and the load format (None: vLLM's default)."""
+    """How vLLM is pointed at the model: the path or id, the load format and tokenizer (None: vLLM's default)."""
 
     model: str
     load_format: str | None = None
+    tokenizer: str | None = None
 
 
 # The throughput flags of releases the workbench was checked against, for plans made before the installed
@@ -152,6 +153,8 @@ def vllm_bench_argv(spec: BenchSpec, mode: str, output_json: str, model: ModelAr
             "--tensor-parallel-size", str(spec.tp)]
     if model.load_format:
         argv += ["--load-format", model.load_format]
+    if model.tokenizer:
+        argv += ["--tokenizer", model.tokenizer]
     if mode == "latency":
         argv += ["--input-len", str(spec.input_len), "--output-len", str(spec.output_len),
                  "--batch-size", str(spec.batch_size), "--num-iters", str(spec.iters),
@@ -254,13 +257,14 @@ def plan_runs(spec: BenchSpec, session: str, places: Places, model: ModelArgs, p
 GATE = "gate"  # results/<session>/gate/<arm>.json
 
 
-def gate_runs(spec: BenchSpec, session: str, places: Places, model_folder: str, python: str,
+def gate_runs(spec: BenchSpec, session: str, places: Places, model: ModelArgs, python: str,
               kernels_digest: str = "") -> list[tuple[str, list[str], dict[str, str]]]:
     """(arm, command, env) of the output gate: the seeded prompt set through each arm, after the timed runs."""
     base = posix(session_dir(places, session), GATE)
     out = []
     for arm in ARMS:
-        argv = [python, places.guest_script("engine_gate.py"), "--model", model_folder,
+        argv = [python, places.guest_script("engine_gate.py"), "--model", model.model,
+                *(["--tokenizer", model.tokenizer] if model.tokenizer else []),
                 "--out", posix(base, f"{arm}.json"), "--prompts", str(spec.gate_prompts),
                 "--tokens", str(spec.gate_tokens), "--seed", str(spec.seed), "--tp", str(spec.tp)]
         env = {**arm_env(spec, arm, places, kernels_digest), COUNTS_ENV: posix(base, f"{arm}.counts-{{pid}}.json")}

@@ -27,6 +27,7 @@ StartFn = Callable[[plan.PlannedRun, int, int], None]
 # Called after each run: (finished run, its result, runs done, runs total).
 DoneFn = Callable[[plan.PlannedRun, RunResult, int, int], None]
 MODELS = ".models"  # results/.models/<name>-<weights>: model folders made from configs
+TOKENIZER = "tokenizer"  # the generated tokenizer's folder inside one (guest/make_model.py)
 
 
 @dataclass
@@ -72,8 +73,8 @@ def model_setup(root: Path, results_root: Path, places_results: str, spec: plan.
         raise WorkbenchError(f"{spec.model} is a config without weights: use --weights dummy or random")
     name = f"{config.parent.name}-{weights}" + (f"-seed{spec.seed}" if weights == "random" else "")
     folder = posix(places_results, MODELS, name)
-    return ModelSetup(plan.ModelArgs(folder, "dummy" if weights == "dummy" else None), config,
-                      results_root / MODELS / name, folder, weights)
+    args = plan.ModelArgs(folder, "dummy" if weights == "dummy" else None, posix(folder, TOKENIZER))
+    return ModelSetup(args, config, results_root / MODELS / name, folder, weights)
 
 
 def prepare_model(runtime: Runtime, setup: ModelSetup, seed: int) -> None:
@@ -172,16 +173,16 @@ def run_gate(runtime: Runtime, root: Path, results_root: Path, session_dir: Path
     """The output gate after the timed runs: each arm through engine_gate.py on weights at a realistic scale
     (a config gets its seeded random checkpoint), compared; the verdict lands in gate/result.json."""
     places = runtime.places
-    folder = spec.model
+    model = plan.ModelArgs(spec.model)
     if setup.config is not None:
         gate_setup = model_setup(root, results_root, places.results, replace(spec, weights="random"))
         prepare_model(runtime, gate_setup, spec.seed)
-        folder = gate_setup.folder or folder
+        model = gate_setup.args
     (session_dir / plan.GATE).mkdir(parents=True, exist_ok=True)
     outputs: dict[str, dict] = {}
     calls: dict[str, int] = {}
     failed = []
-    for arm, cmd, env in plan.gate_runs(spec, session_dir.name, places, folder, runtime.python,
+    for arm, cmd, env in plan.gate_runs(spec, session_dir.name, places, model, runtime.python,
                                         kernels_digest(root)):
         rc = runtime.run(cmd, env, cwd=places.results, **sink)
         out = session_dir / plan.GATE / f"{arm}.json"
@@ -197,7 +198,7 @@ def run_gate(runtime: Runtime, root: Path, results_root: Path, session_dir: Path
         if not spec.aa and calls.get("custom", 0) == 0:
             result.update(valid=False, reason="the custom arm of the gate made no custom-kernel call: it compared "
                                               "the baseline with itself")
-    result.update({"model": folder, "custom_kernel_calls": calls})
+    result.update({"model": model.model, "custom_kernel_calls": calls})
     (session_dir / plan.GATE / "result.json").write_text(json.dumps(result, indent=1))
     return result
 

@@ -5,7 +5,7 @@ top logprobs of every generated token, written as JSON. The arm is whatever the 
 
 The prompts are token ids drawn with a fixed seed (no tokenizer needed); every request generates exactly
 --tokens tokens (ignore_eos). Runs where vLLM runs, with the interpreter that has it.
-usage: python engine_gate.py --model DIR --out FILE [--prompts 16] [--prompt-len 64] [--tokens 32] [--seed 0]
+usage: python engine_gate.py --model DIR --out FILE [--tokenizer DIR] [--prompts 16] [--tokens 32] [--seed 0]
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _position(entry) -> dict[int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model folder (config, tokenizer, weights)")
+    parser.add_argument("--model", required=True, help="model folder (config, weights) or id")
+    parser.add_argument("--tokenizer", help="tokenizer folder (default: the model's)")
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--prompt-len", type=int, default=64)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = int(json.load(fh)["vocab_size"])
     prompts = prompt_ids(args.prompts, args.prompt_len, vocab, args.seed)
     start = time.time()
-    llm = LLM(model=args.model, seed=args.seed, tensor_parallel_size=args.tp,
+    llm = LLM(model=args.model, tokenizer=args.tokenizer, seed=args.seed, tensor_parallel_size=args.tp,
               max_model_len=args.prompt_len + args.tokens + 16)
     params = SamplingParams(temperature=0.0, max_tokens=args.tokens, ignore_eos=True, logprobs=args.top,
                             detokenize=False)

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Complete a model folder that holds only a config.json, so vLLM can run it with no hub.
 
-Adds a tokenizer sized to the config's vocabulary: word-level, token i is "t<i>", so decoding ids and
-encoding the text again gives the same ids (vLLM's random dataset relies on that to hit the requested
-prompt length). With ``--weights random`` it also writes a seeded checkpoint at the model's own init
-scale (transformers' ``_init_weights``: normal(0, initializer_range), norms at 1): unlike vLLM's dummy
-weights (uniform in ±1e-3, norms included) its logits are not flat, so greedy tokens and logprobs of
-two arms can be compared meaningfully.
+Adds a tokenizer sized to the config's vocabulary, in its own folder (DIR/tokenizer, passed to vLLM as
+--tokenizer): word-level, token i is "t<i>", so decoding ids and encoding the text again gives the same ids
+(vLLM's random dataset relies on that to hit the requested prompt length). Its own folder because beside a
+config.json transformers 5 picks the model type's tokenizer class (Qwen2Tokenizer, a byte-level BPE) over
+the one tokenizer_config.json names, and that class cannot read a word-level vocabulary.
+
+With ``--weights random`` it also writes a seeded checkpoint at the model's own init scale (transformers'
+``_init_weights``: normal(0, initializer_range), norms at 1): unlike vLLM's dummy weights (uniform in
+±1e-3, norms included) its logits are not flat, so greedy tokens and logprobs of two arms can be compared
+meaningfully.
 
 Runs where vLLM runs (needs tokenizers; torch and transformers for --weights random). Idempotent: a
 folder already completed the same way is left as it is.
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 MARKER = ".workbench-model.json"
+TOKENIZER = "tokenizer"
 
 
 def _ids(value) -> list[int]:
@@ -34,6 +39,7 @@ def _ids(value) -> list[int]:
 def write_tokenizer(folder: Path, config: dict) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
+    folder.mkdir(parents=True, exist_ok=True)
     vocab_size = int(config["vocab_size"])
     tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -63,7 +69,7 @@ def write_random_checkpoint(folder: Path, seed: int, device: str) -> None:
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config)
-    model.to(dtype).save_pretrained(folder, safe_serialization=True)
+    model.to(dtype).save_pretrained(folder)  # safetensors: the default of transformers 4.x and 5.x
 
 
 def complete(folder: Path, weights: str, seed: int, device: str) -> dict:
@@ -80,7 +86,7 @@ def complete(folder: Path, weights: str, seed: int, device: str) -> dict:
             print(f"model folder {folder} is ready ({weights} weights)")
             return done
     start = time.time()
-    write_tokenizer(folder, config)
+    write_tokenizer(folder / TOKENIZER, config)
     if weights == "random":
         write_random_checkpoint(folder, seed, device)
     record = {**want, "seconds": round(time.time() - start, 1)}

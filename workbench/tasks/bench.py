@@ -91,9 +91,10 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
         console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True,
                       markup=False)
     if spec.gate:
-        folder = bench_session.model_setup(settings.root, settings.results_path, places.results,
-                                           replace(spec, weights="random")).folder if setup.config else spec.model
-        for arm, cmd, env in benchplan.gate_runs(spec, session, places, folder or spec.model, python):
+        gate_model = bench_session.model_setup(settings.root, settings.results_path, places.results,
+                                               replace(spec, weights="random")).args if setup.config else \
+            benchplan.ModelArgs(spec.model)
+        for arm, cmd, env in benchplan.gate_runs(spec, session, places, gate_model, python):
             console.print(f"  gate {arm:8} {benchplan.GEMM_SWITCH}={env[benchplan.GEMM_SWITCH]}: {cmd[-1]}",
                           soft_wrap=True, markup=False)
 
