@@ -71,7 +71,7 @@ def test_session_in_the_dev_container_is_invalid_without_custom_kernels(project)
     settings = project.settings
     results = settings.results_path
     runtime = StandInContainer.open(settings)
-    spec = plan.BenchSpec(model="Qwen/Qwen2.5-0.5B", mode="latency", repeats=1, iters=4)
+    spec = plan.BenchSpec(model="Qwen/Qwen2.5-0.5B", mode="latency", repeats=1, iters=4, gate=False)
     try:
         outcome = session.run_session(runtime, project.root, "S", spec, sample_gpu=False)
     finally:
