@@ -1,14 +1,15 @@
 """The real-engine tier (vllm_gpu): bench.ab through the host runtime on the real vLLM, on a GPU.
 
-One session of a shipped config (qwen2.5-0.5b: a model folder with a generated tokenizer, dummy weights for
-the timed runs, seeded weights for the gate), both modes, both arms, one shared compile cache:
+One session of a shipped config (qwen2.5-0.5b: a model folder with a generated tokenizer, dummy weights),
+both modes, both arms, one shared compile cache:
 - the plugin route runs in vLLM's engine process (custom calls in every custom run, none in the baseline);
 - the switch keys vLLM's compile cache: the custom run follows the baseline run on the same cache root and
   still makes custom calls, from its own cache entry;
 - every planned flag did what the plan says on the installed release (the latency run timed exactly
-  --num-iters iterations; throughput prompts have exactly --input-len tokens);
-- the output gate ran both arms on weights whose logits are not flat, and they agree.
-Results stay in results/vllm-gpu-tier/ for the record.
+  --num-iters iterations; throughput prompts have exactly --input-len tokens).
+The output gate is tests/engine/test_gate.py: each vLLM start costs ~85 s on the H200 host (imports in two
+processes, compilation, graph capture), so the four runs here and the gate's two fit one 10-minute device
+call each. Results stay in results/vllm-gpu-tier/ for the record.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.bench import plan, results, session
+from workbench.bench import plan, session
 from workbench.config import Settings
 from workbench.runtime import HostRuntime
 
@@ -71,12 +72,3 @@ def test_every_flag_did_what_the_plan_says(outcome):
             assert data["num_requests"] == PROMPTS
             assert data["total_num_tokens"] == PROMPTS * (INPUT + OUTPUT)  # not the random dataset's 1024
         assert r.gpu.get("sm_clock_mhz_median"), r.gpu
-
-
-def test_the_output_gate_compares_real_logits(outcome):
-    out, _ = outcome
-    gate = json.loads(out.summary_path.read_text())["gate"]
-    assert gate["valid"], gate
-    assert gate["top1_margin_nats"] > 1.0  # seeded weights at init scale: not the flat dummy logits
-    assert gate["custom_kernel_calls"]["custom"] > 0 and gate["custom_kernel_calls"]["baseline"] == 0
-    assert results.load_records(out.session_dir)  # the session reloads for bench.compare
