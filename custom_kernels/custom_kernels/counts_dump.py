@@ -109,6 +109,9 @@ def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()  # the parent's poll thread may have held it at fork time: never inherit that
     _state["last"] = None
+    # The environment at fork time names the child's file: a parent that starts engines for two arms sets
+    # each arm's target before forking its engine.
+    _state["target"] = os.environ.get(ENV) or _state["target"]
     _start_in_this_process()
 
 

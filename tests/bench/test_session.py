@@ -430,3 +430,36 @@ def test_proxy_dry_run_prints_the_command():
     done = _invoke("bench.proxy", "--model", "qwen2.5-0.5b", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "-m workbench.bench.proxy --model qwen2.5-0.5b" in done.stdout
+
+
+# --- the paired driver ------------------------------------------------------------------------------
+
+@pytest.mark.vllm_source
+def test_paired_session_interleaves_both_arms_engines(host, tiny, tmp_path):
+    spec = plan.BenchSpec(model=tiny, driver="paired", repeats=2, iters=4, warmup_iters=1, mode="both",
+                          num_prompts=3, batch_size=2, input_len=4, output_len=3, gate=False)
+    outcome = session.run_session(host, ROOT, "P", spec, sample_gpu=False)
+    assert outcome.validity.valid, outcome.validity.reasons
+    # One record per round and arm, each with its own engine's counters: the custom engines routed.
+    assert sorted(r.run_id for r in outcome.records) == sorted(
+        f"{m}-{a}-r{k}" for m in ("latency", "throughput") for a in ("baseline", "custom") for k in (0, 1))
+    assert all(c and c > 0 for c in outcome.validity.custom_calls) and set(outcome.validity.baseline_calls) == {0}
+    assert all(len(r.samples) == 4 for r in outcome.records)
+    summary = json.loads(outcome.summary_path.read_text())
+    lat = summary["paired"]["latency"]
+    assert lat["rounds"] == 2 and len(lat["round_ratios"]) == 2
+    assert lat["ci95"][0] <= lat["time_ratio"] <= lat["ci95"][1]
+    data = json.loads((tmp_path / "results" / "P" / "runs" / "paired-latency.json").read_text())
+    assert [r["start_order"] for r in data["rounds"]] == [["baseline", "custom"], ["custom", "baseline"]]
+
+
+def test_paired_statistic_counts_an_engine_bias_as_noise():
+    from workbench.bench import paired
+
+    steady = [([1.0, 1.01, 0.99, 1.0], [0.9, 0.91, 0.89, 0.9])] * 4  # custom 10% faster in every round
+    ratio, lo, hi = paired.ratio_interval(steady)
+    assert ratio == pytest.approx(0.9, abs=1e-3) and hi < 1.0
+    # The same 10% in one round and -10% in the next (an engine that happened to be slow): no verdict.
+    flipping = [([1.0, 1.01, 0.99], [0.9, 0.91, 0.89]), ([1.0, 1.01, 0.99], [1.1, 1.11, 1.09])] * 2
+    _, lo, hi = paired.ratio_interval(flipping)
+    assert lo < 1.0 < hi

@@ -45,64 +45,85 @@ def engine_core(steps: int, conn) -> None:
 
 
 class SamplingParams:
-    """The fields the output gate sets."""
+    """The fields the output gate and the paired driver set."""
 
     def __init__(self, temperature: float = 1.0, max_tokens: int = 16, ignore_eos: bool = False, logprobs: int = 0,
-                 detokenize: bool = True):
+                 detokenize: bool = True, top_p: float = 1.0):
         self.max_tokens, self.logprobs = max_tokens, logprobs
 
 
+def _engine_loop(conn, model: str, seed: int) -> None:
+    """The stand-in engine core: a one-layer "model" (embedding -> lm_head) in its own process, its lm_head
+    GEMM through custom_kernels when the switch and STANDIN_PLUGIN say so; STANDIN_GATE_BREAK=1 makes the
+    routed arm add noise to the logits (a kernel that changes the output)."""
+    import json
+
+    import torch
+
+    vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
+    gen = torch.Generator().manual_seed(seed)
+    embed = torch.randn(vocab, 32, generator=gen)
+    head = torch.nn.Linear(32, vocab)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(vocab, 32, generator=gen))
+        head.bias.copy_(torch.randn(vocab, generator=gen))
+    head.prefix = "lm_head"
+    plugin = os.environ.get("STANDIN_PLUGIN", "honors")
+    routed = plugin == "ignores_switch" or (plugin == "honors" and os.environ.get("VLLM_USE_CUSTOM_GEMM") == "1")
+    gemm = None
+    if plugin != "missing":
+        import custom_kernels
+
+        gemm = custom_kernels.unquantized_gemm if routed else None
+    while (job := conn.recv()) is not None:
+        prompts, max_tokens, k = job
+        out = []
+        for ids in prompts:
+            tokens, logprobs = list(ids), []
+            for _ in range(max_tokens):
+                h = embed[tokens[-1]].unsqueeze(0)
+                with torch.no_grad():
+                    logits = (gemm(head, h, head.weight, head.bias) if gemm
+                              else torch.nn.functional.linear(h, head.weight, head.bias))[0]
+                if routed and os.environ.get("STANDIN_GATE_BREAK"):
+                    logits = logits + torch.randn(logits.shape) * 5
+                top = torch.topk(torch.log_softmax(logits, -1), k)
+                tokens.append(int(top.indices[0]))
+                logprobs.append({int(t): float(v) for t, v in zip(top.indices, top.values, strict=True)})
+            out.append((tokens[len(ids):], logprobs))
+        conn.send(out)
+    conn.close()
+
+
 class LLM:
-    """The offline API the output gate uses: a one-layer "model" (embedding -> lm_head) whose lm_head GEMM goes
-    through custom_kernels when the switch and STANDIN_PLUGIN say so; STANDIN_GATE_BREAK=1 makes the routed
-    arm add noise to the logits (a kernel that changes the output)."""
+    """The offline API the output gate and the paired driver use; like vLLM V1 the model runs in an engine
+    process of its own, started with the environment of the moment (fork)."""
 
     def __init__(self, model: str, tokenizer: str | None = None, seed: int = 0, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None):
-        import json
+                 max_model_len: int | None = None, **engine_args):
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_engine_loop, args=(child, model, seed))
+        self._proc.start()
+        self.llm_engine = self
+        import atexit
 
-        import torch
-
-        vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
-        gen = torch.Generator().manual_seed(seed)
-        self.embed = torch.randn(vocab, 32, generator=gen)
-        self.head = torch.nn.Linear(32, vocab)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.randn(vocab, 32, generator=gen))
-            self.head.bias.copy_(torch.randn(vocab, generator=gen))
-        self.head.prefix = "lm_head"
-        plugin = os.environ.get("STANDIN_PLUGIN", "honors")
-        switch = os.environ.get("VLLM_USE_CUSTOM_GEMM") == "1"
-        self.routed = plugin == "ignores_switch" or (plugin == "honors" and switch)
-        self.gemm = None
-        if plugin != "missing":
-            import custom_kernels
-
-            self.gemm = custom_kernels.unquantized_gemm if self.routed else None
+        atexit.register(self.shutdown)  # like vLLM: the engine process ends with its owner, counters dumped
 
     def generate(self, prompts, params, use_tqdm=False):
         from types import SimpleNamespace
 
-        import torch
-
+        self._conn.send(([p["prompt_token_ids"] for p in prompts], params.max_tokens, max(1, params.logprobs)))
         results = []
-        for prompt in prompts:
-            tokens, logprobs = list(prompt["prompt_token_ids"]), []
-            for _ in range(params.max_tokens):
-                h = self.embed[tokens[-1]].unsqueeze(0)
-                with torch.no_grad():
-                    logits = (self.gemm(self.head, h, self.head.weight, self.head.bias) if self.gemm
-                              else torch.nn.functional.linear(h, self.head.weight, self.head.bias))[0]
-                if self.routed and os.environ.get("STANDIN_GATE_BREAK"):
-                    logits = logits + torch.randn(logits.shape) * 5
-                logp = torch.log_softmax(logits, -1)
-                top = torch.topk(logp, params.logprobs)
-                tokens.append(int(top.indices[0]))
-                logprobs.append({int(t): SimpleNamespace(logprob=float(v))
-                                 for t, v in zip(top.indices, top.values, strict=True)})
-            generated = tokens[len(prompt["prompt_token_ids"]):]
-            results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=generated, logprobs=logprobs)]))
+        for tokens, lps in self._conn.recv():
+            positions = [{t: SimpleNamespace(logprob=v) for t, v in pos.items()} for pos in lps]
+            results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=positions)]))
         return results
+
+    def shutdown(self) -> None:
+        if self._proc.is_alive():
+            self._conn.send(None)
+            self._proc.join(timeout=30)
 
 
 def site(folder: Path) -> Path:

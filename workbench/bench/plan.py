@@ -30,6 +30,9 @@ HOOK = "hook"
 # wherever its scripts folder is (or isn't) on PATH.
 VLLM_CLI = ("-m", "vllm.entrypoints.cli.main")
 WEIGHTS = ("auto", "real", "dummy", "random")
+# "cli": every run a `vllm bench` process, arms in ABBA order; "paired": one process holds both arms' engines
+# and interleaves their iterations, fresh engines each round (workbench/bench/paired.py says why).
+DRIVERS = ("cli", "paired")
 COMPILE_CACHE = ("per-arm", "shared", "off")
 
 
@@ -58,6 +61,7 @@ class BenchSpec:
     gemm_layers: str = ""  # VLLM_CUSTOM_GEMM_LAYERS globs; both arms get them
     aa: bool = False  # both arms the baseline: measures the noise floor
     gate: bool = True  # the output gate: both arms generate the same text before their speed counts
+    driver: str = "cli"  # "paired": repeats are rounds of fresh engine pairs, iters interleaved per round
     gate_prompts: int = 16
     gate_tokens: int = 32
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
@@ -97,6 +101,11 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
         raise WorkbenchError(f"--compile-cache {spec.compile_cache!r} is not one of {', '.join(COMPILE_CACHE)}")
     if spec.weights not in WEIGHTS:
         raise WorkbenchError(f"--weights {spec.weights!r} is not one of {', '.join(WEIGHTS)}")
+    if spec.driver not in DRIVERS:
+        raise WorkbenchError(f"--driver {spec.driver!r} is not one of {', '.join(DRIVERS)}")
+    if spec.driver == "paired" and spec.extra:
+        raise WorkbenchError("--extra passes `vllm bench` flags, which the paired driver does not run: drop it, or "
+                             "use --driver cli")
     for word in spec.extra:
         flag = word.split("=", 1)[0]
         if flag in _OWNED_FLAGS:

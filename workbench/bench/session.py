@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import models
-from workbench.bench import gate, plan, report, verdict
+from workbench.bench import gate, paired, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
 from workbench.errors import WorkbenchError
@@ -147,13 +147,26 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
                           installed_throughput_flags(session_dir / "env.json"))
     write_plan(session_dir, spec, runs, runtime.describe())
     prepare_model(runtime, setup, spec.seed)
+    if spec.driver == "paired":
+        records = run_paired(runtime, root, session_dir, spec, setup, sink, on_done, sample_gpu)
+    else:
+        records = run_cli(runtime, session_dir, runs, sink, on_start, on_done, sample_gpu)
+    if spec.gate and not all(r.error for r in records):
+        run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
+    meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
+    return summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
+
+
+def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun], sink: dict,
+            on_start: StartFn | None, on_done: DoneFn | None, sample_gpu: bool) -> list[RunResult]:
+    """Every planned `vllm bench` run in order, each one's record saved; stops early when both arms fail."""
     records: list[RunResult] = []
     for i, run in enumerate(runs):
         if on_start:
             on_start(run, i, len(runs))
         started = time.time()
         with sampling(sample_gpu) as gpu:
-            rc = runtime.run(run.command(), dict(run.env), cwd=places.results, **sink)
+            rc = runtime.run(run.command(), dict(run.env), cwd=runtime.places.results, **sink)
         result = collect_run(runtime.to_host, run, rc, started, time.time() - started)
         result.gpu = gpu
         save_record(session_dir, result)
@@ -162,10 +175,39 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
             on_done(run, result, i + 1, len(runs))
         if len(records) >= 2 and all(r.error for r in records):
             break  # both arms fail from the start (bad model, out of memory, no GPU): don't repeat it N times
-    if spec.gate and not all(r.error for r in records):
-        run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
-    meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
-    return summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
+    return records
+
+
+def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup,
+               sink: dict, on_done: DoneFn | None, sample_gpu: bool) -> list[RunResult]:
+    """One paired run per mode (all rounds of both arms' engines), read back as a record per round and arm."""
+    records: list[RunResult] = []
+    for mode in spec.modes:
+        cmd, env, out, _ = paired.command(spec, mode, session_dir.name, runtime.places, setup.args, runtime.python,
+                                          kernels_digest(root))
+        started = time.time()
+        with sampling(sample_gpu) as gpu:
+            rc = runtime.run(cmd, env, cwd=runtime.places.results, **sink)
+        seconds = time.time() - started
+        data_file = runtime.to_host(out)
+        data = json.loads(data_file.read_text()) if data_file.is_file() else {}
+        mine = paired.records(data, mode, runtime.to_host, session_dir / "runs", cmd, env, rc, started, seconds,
+                              first_index=len(records))
+        if rc != 0 or not mine:
+            mine = [RunResult(run_id=f"{mode}-{arm}-r0", mode=mode, arm=arm, repeat=0, index=len(records) + i,
+                              returncode=rc, started=started, seconds=seconds, argv=cmd, env=env,
+                              error=f"the paired driver exited {rc}; see runs/paired-{mode}.log")
+                    for i, arm in enumerate(plan.ARMS)]
+        for result in mine:
+            result.gpu = gpu
+            save_record(session_dir, result)
+        records += mine
+        if on_done:
+            for result in mine:
+                on_done(None, result, len(records), len(spec.modes) * 2 * spec.repeats)
+        if all(r.error for r in records):
+            break
+    return records
 
 
 def run_gate(runtime: Runtime, root: Path, results_root: Path, session_dir: Path, spec: plan.BenchSpec,
@@ -238,12 +280,17 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     if aa:
         used = {}  # an A/A session measures the floor; judging it against one would be circular
     rows = verdict.compare_arms(records, floors=used)
+    paired_stats = None
+    if meta.get("spec", {}).get("driver") == "paired":
+        paired_floors = {mode: 0.0 if aa else verdict.floor_for(floors, gpu, model, mode, "paired")[0]
+                         for mode in plan.MODES}
+        paired_stats = paired.analyse(records, paired_floors)
     floors_path = None
     if aa and validity.valid and rows and results_root is not None:
-        floors_path = verdict.record_floors(results_root, gpu, model, session_dir.name, rows)
+        floors_path = verdict.record_floors(results_root, gpu, model, session_dir.name, rows, paired_stats)
     summary = verdict.summary_dict(rows, validity, meta)
     summary.update({"gpu": gpu, "aa": aa, "floor_sources": {} if aa else sources,
-                    "spread": verdict.spread(records), "gate": gate_result})
+                    "spread": verdict.spread(records), "gate": gate_result, "paired": paired_stats})
     summary_path = session_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=1, default=str))
     labels = ("A", "A again") if aa else ("baseline", "custom")

@@ -125,14 +125,17 @@ def aa_floor(c: Comparison) -> float:
 
 
 def record_floors(results_root: Path, gpu: str, model: str, session: str,
-                  rows: Sequence[tuple[str, Comparison]]) -> Path:
-    """Write an A/A session's floors into results/floors.json (the verdicts of later A/Bs use them)."""
+                  rows: Sequence[tuple[str, Comparison]], paired: dict[str, Any] | None = None) -> Path:
+    """Write an A/A session's floors into results/floors.json (the verdicts of later A/Bs use them); a paired
+    A/A also records the floor of the paired statistic ("paired")."""
     path = results_root / FLOORS_FILE
     data = json.loads(path.read_text()) if path.is_file() else {}
     floors = data.setdefault("floors", {})
     for mode in sorted({m for m, _ in rows}):
-        floors[floor_key(gpu, model, mode)] = {
-            "session": session, "metrics": {c.metric: round(aa_floor(c), 3) for m, c in rows if m == mode}}
+        metrics = {c.metric: round(aa_floor(c), 3) for m, c in rows if m == mode}
+        if paired and mode in paired:
+            metrics["paired"] = paired[mode]["aa_floor_pct"]
+        floors[floor_key(gpu, model, mode)] = {"session": session, "metrics": metrics}
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return path
 

@@ -39,6 +39,8 @@ AB_HELP = {
             "from a seeded prompt set on weights at a realistic scale; different tokens make the A/B INVALID",
     "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, e.g. \"*.mlp.*,!*.o_proj\")",
     "aa": "A/A: both arms run the baseline; its spread becomes the floor later verdicts use (results/floors.json)",
+    "driver": "cli (default: each run a `vllm bench` process, arms in ABBA order) or paired (one process holds "
+              "both arms' engines and interleaves their iterations; --repeats rounds of fresh engines)",
     "weights": "auto (default: real for an HF id, dummy for a config), dummy (vLLM --load-format dummy), random "
                "(a seeded checkpoint at the model's init scale, written once from the config), real",
     "runtime": "docker (the dev container) or host (this machine's workbench.python); default workbench.runtime",
@@ -51,7 +53,8 @@ AB_HELP = {
 @user_errors
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
-       gemm_layers="", aa=False, weights="auto", gate=True, runtime=None, verbose=False, dry_run=False):
+       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", runtime=None, verbose=False,
+       dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -62,7 +65,7 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         repeats=as_int("--repeats", repeats, d.repeats, 1), iters=as_int("--iters", iters, d.iters, 1),
         warmup_iters=as_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=as_int("--tp", tp, d.tp, 1),
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
-        weights=weights, gate=gate))
+        weights=weights, gate=gate, driver=driver))
     settings = settings_from_context(c)
     console = Console()
     session = benchplan.session_name(spec.model, aa=spec.aa)
@@ -86,7 +89,15 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
                       soft_wrap=True)
     console.print(f"  env capture: {shlex.join(benchplan.env_capture_command(places, session, python))}",
                   soft_wrap=True, markup=False)
-    for r in runs:
+    if spec.driver == "paired":
+        from workbench.bench import paired
+
+        for mode in spec.modes:
+            cmd, env, _, _ = paired.command(spec, mode, session, places, setup.args, python,
+                                            bench_session.kernels_digest(settings.root))
+            console.print(f"  paired {mode}: {spec.repeats} rounds x {spec.iters} interleaved iterations per arm\n"
+                          f"      {paired.describe(cmd)}", soft_wrap=True, markup=False)
+    for r in runs if spec.driver == "cli" else []:
         env = " ".join(f"{k}={v}" for k, v in r.env.items())
         console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True,
                       markup=False)
@@ -123,9 +134,9 @@ def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, ru
                 calls = result.counts["total_calls"] if result.counts else "no dump"
                 value = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:2]) or result.error
                 clock = result.gpu.get("sm_clock_mhz_median")
-                progress.console.print(f"  {run.run_id:24} {result.seconds:6.0f} s  {escape(value)}  custom-kernel "
+                progress.console.print(f"  {result.run_id:24} {result.seconds:6.0f} s  {escape(value)}  custom-kernel "
                                        f"calls: {calls}" + (f"  SM {clock:.0f} MHz" if clock else ""))
-                if result.error and not verbose:
+                if result.error and not verbose and run is not None:
                     log = rt.to_host(run.log)
                     for line in log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []:
                         progress.console.print(f"    | {line}", markup=False, highlight=False)
@@ -153,6 +164,10 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
     if note:
         console.print(f"[yellow]{note}[/]")
     summary = json.loads(outcome.summary_path.read_text())
+    for mode, p in (summary.get("paired") or {}).items():
+        console.print(f"{mode} (paired): time custom/baseline {p['time_ratio']:.4f} [{p['ci95'][0]:.4f}–"
+                      f"{p['ci95'][1]:.4f}] over {p['rounds']} rounds, per round {p['round_ratios']}, floor "
+                      f"{p['floor_pct']:.1f}%: {p['verdict']}")
     for mode, s in summary.get("spread", {}).items():
         need = s.get("runs_per_arm_for_2pct")
         cv = s.get("pooled_between_runs_cv_pct")

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""The paired A/B driver: both arms' engines side by side in one process, their iterations interleaved.
+
+Why: on the H200 host `vllm bench` latency of the same configuration varied by 68% between processes and
+by 2-9% within one (docs/results/engine_h200/). Separate processes per run make every sample carry its own
+process's fate; here each round starts one fresh engine per arm (each its own engine-core process, created
+with that arm's environment), then times the arms in ABBA order, iteration by iteration, in the same
+minutes. Drift hits both arms alike; what makes one engine fast or slow shows as a per-round bias that an
+A/A session measures and the rounds average out.
+
+The timed work is what `vllm bench` times: latency = one `generate` of --batch-size seeded prompts of
+--input-len tokens, --output-len tokens each (ignore_eos, temperature 1.0, as vllm/benchmarks/latency.py);
+throughput = one `generate` of --num-prompts such requests (tokens/s = prompt + output tokens over the
+elapsed time, as vllm/benchmarks/throughput.py).
+
+usage: python engine_ab.py --model M --mode latency|throughput --arms JSON --rounds R --iters K --out FILE
+  --arms: {"baseline": {ENV...}, "custom": {ENV...}} (the switch, compile cache, counter file of each arm)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import sys
+import time
+
+
+def prompts(count: int, length: int, vocab: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"prompt_token_ids": [rng.randrange(vocab) for _ in range(length)]} for _ in range(count)]
+
+
+def start_engine(args: argparse.Namespace, env: dict[str, str]):
+    """A fresh engine whose engine-core process starts with this arm's environment."""
+    os.environ.update(env)
+    try:  # vLLM caches its environment after start-up; the next engine must read this arm's values
+        from vllm import envs
+
+        if hasattr(envs, "disable_envs_cache"):
+            envs.disable_envs_cache()
+    except ImportError:
+        pass
+    from vllm import LLM
+
+    kwargs = {"model": args.model, "seed": args.seed, "tensor_parallel_size": args.tp,
+              "gpu_memory_utilization": args.gpu_memory_utilization,
+              "max_model_len": args.input_len + args.output_len + 16, "enable_prefix_caching": False}
+    if args.tokenizer:
+        kwargs["tokenizer"] = args.tokenizer
+    if args.load_format:
+        kwargs["load_format"] = args.load_format
+    return LLM(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--tokenizer")
+    parser.add_argument("--load-format")
+    parser.add_argument("--mode", choices=("latency", "throughput"), required=True)
+    parser.add_argument("--arms", required=True, help="JSON: arm -> environment")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=30, help="timed iterations per arm per round")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations per arm per round")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-prompts", type=int, default=200)
+    parser.add_argument("--input-len", type=int, default=128)
+    parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.42,
+                        help="per engine: both arms' engines hold their memory at once")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    from vllm import SamplingParams
+
+    arms: dict[str, dict[str, str]] = json.loads(args.arms)
+    names = list(arms)
+    with open(os.path.join(args.model, "config.json")) as fh:
+        vocab = int(json.load(fh)["vocab_size"])
+    count = args.batch_size if args.mode == "latency" else args.num_prompts
+    batch = prompts(count, args.input_len, min(vocab, 10000), args.seed)
+    params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=args.output_len)
+    result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
+              "input_len": args.input_len, "output_len": args.output_len, "rounds": []}
+    for r in range(args.rounds):
+        # Alternate which arm's engine starts first: start-up order must not favour an arm.
+        order = names if r % 2 == 0 else list(reversed(names))
+        engines, started = {}, {}
+        for name in order:
+            t0 = time.perf_counter()
+            engines[name] = start_engine(args, {k.replace("{round}", str(r)): v.replace("{round}", str(r))
+                                                for k, v in arms[name].items()})
+            started[name] = round(time.perf_counter() - t0, 1)
+            print(f"round {r}: {name} engine up in {started[name]} s", flush=True)
+        for _ in range(args.warmup):
+            for name in names:
+                engines[name].generate(batch, params, use_tqdm=False)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for i in range(args.iters):
+            for name in (names if i % 2 == 0 else list(reversed(names))):  # ABBA across iterations
+                t0 = time.perf_counter()
+                engines[name].generate(batch, params, use_tqdm=False)
+                times[name].append(time.perf_counter() - t0)
+        summary = {n: round(sorted(v)[len(v) // 2], 5) for n, v in times.items()}
+        print(f"round {r}: median seconds per iteration {summary}", flush=True)
+        result["rounds"].append({"round": r, "start_order": order, "engine_start_s": started, "seconds": times})
+        for engine in engines.values():  # shut both engine cores down before the next round's start
+            shutdown = getattr(getattr(engine, "llm_engine", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+        del engines
+        gc.collect()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(result, fh)
+    print(f"paired {args.mode}: {args.rounds} rounds x {args.iters} iterations per arm -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
