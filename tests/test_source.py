@@ -75,7 +75,8 @@ def test_uninitialised_submodule_is_one_line_with_the_fix(project, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: the vLLM fork at {root / 'vllm'} is not checked out: run `git submodule update --init vllm`"]
+        f"error: the vLLM fork at {root / 'vllm'} is not checked out: run `git submodule update --init vllm` "
+        f"(in {root}), or set workbench.fork to your vLLM checkout"]
 
 
 def test_switch_fork_and_ref(project, tmp_path):
