@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
+from .. import flags
 from ..config import settings_from_context
 from ..errors import WorkbenchError, user_errors
 from ..kernels import run_kernel_command, tune_command
@@ -31,10 +32,13 @@ def _finish(ctx, cmd: list[str], here: bool, dry_run: bool, what: str) -> None:
                                 "buckets": "comma-separated M buckets to tune (default 1,2,4,...,8192)",
                                 "kernels": "candidates to try (default triton_splitk,triton_tma,cublaslt)"})
 @user_errors
-def tune(ctx, model=None, tp=1, dtype="bfloat16", buckets="", kernels="", here=False, dry_run=False):
+def tune(ctx, model=None, tp=None, dtype="bfloat16", buckets="", kernels="", here=False, dry_run=False):
     """Measure every GEMM candidate vs cuBLAS for a model's shapes; merge the winners into the dispatch table."""
+    tp_ = flags.integer("--tp", tp, minimum=1, example="2") or 1
+    chosen = flags.integer_list("--buckets", buckets, minimum=1, example="1,16,256,4096")
     root = settings_from_context(ctx).root
-    _finish(ctx, tune_command(root, list(model or []), int(tp), dtype, buckets, kernels), here, dry_run, "tune")
+    cmd = tune_command(root, list(model or []), tp_, dtype, ",".join(map(str, chosen or [])), kernels)
+    _finish(ctx, cmd, here, dry_run, "tune")
 
 
 TASKS = [tune]  # the kernel benchmark is `invoke bench --kernels` (workbench/tasks/bench.py)

@@ -26,9 +26,13 @@ from workbench.trace.command import TRACE_ENV, pick_mode, trace_command
     "dry_run": "print the command instead of running it",
 })
 @user_errors
-def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=None, max_tokens=8,
-          hf_config=None, top=20, out="results/trace", custom_gemm=False, args="", dry_run=False):
+def trace(ctx, layers=False, modules=False, kernels=False, model=None, prompt=None, max_tokens=None,
+          hf_config=None, top=None, out="results/trace", custom_gemm=False, args="", dry_run=False):
     """Trace the inference path inside the dev container: layers, module records or CUDA kernels."""
+    from workbench import flags
+
+    max_tokens = flags.integer("--max-tokens", max_tokens, minimum=1, example="8") or 8
+    top = flags.integer("--top", top, minimum=1, example="20") or 20
     settings = settings_from_context(ctx)
     mode = pick_mode(layers, modules, kernels)
     cmd = trace_command(mode, settings.root, model=model, prompt=prompt, max_tokens=max_tokens,
