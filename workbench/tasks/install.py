@@ -9,11 +9,21 @@ from invoke import task
 from rich.console import Console
 from rich.markup import escape
 
+from workbench import flags, patches
 from workbench import install as inst
-from workbench import patches
 from workbench.config import Settings, settings_from_context
 from workbench.errors import WorkbenchError, user_errors
 from workbench.source import require_initialised
+
+
+def _check_torch(settings: Settings, fork: Path, console: Console, allow_mismatch: bool) -> None:
+    """Before anything runs in the container: its image's torch is the one the fork pins."""
+    from workbench import engine, versions
+
+    check = versions.check_install_image(engine.connect(), settings, fork)
+    if not check.ok and not allow_mismatch:
+        raise WorkbenchError(check.message, fix=versions.torch_fix(fork, "", "install"))
+    console.print(check.message, style="yellow" if not check.ok else "dim", markup=False)
 
 
 def _run(settings: Settings, plan: inst.InstallPlan, console: Console, dry_run: bool) -> None:
@@ -23,7 +33,7 @@ def _run(settings: Settings, plan: inst.InstallPlan, console: Console, dry_run: 
         for line in plan.describe():
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         return
-    from workbench.engine import exec_in_container  # the lead's engine; imported lazily (docker SDK)
+    from workbench.engine import exec_in_container  # imported lazily (docker SDK)
 
     for i, step in enumerate(plan.steps, 1):
         console.print(f"[cyan][{i}/{len(plan.steps)}] {step.name}[/cyan]")
@@ -59,7 +69,9 @@ def _wheel_location(settings: Settings, wheel: inst.WheelChoice, console: Consol
 
 def _arch_and_jobs(settings: Settings, arch: str | None, jobs: int | None) -> tuple[str, inst.Jobs]:
     gpus, why = [], ""
-    if not arch:
+    if arch:
+        inst.check_arch(arch)
+    else:
         from workbench.gpus import query_gpus, select
 
         try:
@@ -77,22 +89,30 @@ def _arch_and_jobs(settings: Settings, arch: str | None, jobs: int | None) -> tu
     "arch": "full: TORCH_CUDA_ARCH_LIST, e.g. '9.0a' (default: the selected GPUs' compute capability)",
     "jobs": "full: MAX_JOBS (default: from cores and RAM, ~3 GB per nvcc thread)",
     "no_deps": "pass --no-deps to pip (offline, or the image already has vLLM's dependencies)",
+    "allow_torch_mismatch": "install even when the container's torch is not the one the fork's requirements pin",
     "dry_run": "print the in-container commands and environment, run nothing",
 })
 @user_errors
-def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, no_deps=False, dry_run=False):
+def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, no_deps=False,
+            allow_torch_mismatch=False, dry_run=False):
     """Install the vLLM fork editable in the dev container (precompiled or full build), verified and recorded."""
     if precompiled and full:
         raise WorkbenchError("choose one of --precompiled and --full")
+    jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
+    if full and wheel:
+        raise WorkbenchError("--wheel is for --precompiled; a full build compiles csrc/ itself")
+    if not full and (arch or jobs):
+        raise WorkbenchError(f"{'--arch' if arch else '--jobs'} is for --full (a precompiled install compiles "
+                             "nothing): add --full, or drop it")
+    if wheel:
+        inst.check_wheel_argument(wheel)
     settings = settings_from_context(c)
     console = Console()
     fork = require_initialised(settings.fork_path)
     version, _ = patches.detect_version(fork)
     series = patches.applied_series(fork)
     if full:
-        if wheel:
-            raise WorkbenchError("--wheel is for --precompiled; a full build compiles csrc/ itself")
-        arch_list, chosen = _arch_and_jobs(settings, arch, int(jobs) if jobs else None)
+        arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
         commit = inst.head_commit(fork)
         plan = inst.full_plan(version, commit, arch_list, chosen, series, no_deps=no_deps)
     else:
@@ -101,6 +121,8 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
             console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
         plan = inst.precompiled_plan(version, choice, _wheel_location(settings, choice, console, dry_run), series,
                                      no_deps=no_deps)
+    if not dry_run:
+        _check_torch(settings, fork, console, allow_torch_mismatch)
     _run(settings, plan, console, dry_run)
 
 
@@ -112,9 +134,10 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
 @user_errors
 def rebuild(c, arch=None, jobs=None, dry_run=False):
     """Incremental rebuild of csrc/ through CMake presets (after a full install), ccache hit stats shown."""
+    jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
     settings = settings_from_context(c)
     require_initialised(settings.fork_path)
-    arch_list, chosen = _arch_and_jobs(settings, arch, int(jobs) if jobs else None)
+    arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
     _run(settings, inst.rebuild_plan(arch_list, chosen), Console(), dry_run)
 
 
