@@ -28,7 +28,7 @@ def _status_table(state: patches.SeriesState) -> Table:
     for col in ("#", "patch", "state", "files"):
         table.add_column(col)
     colors = {patches.COMMITTED: "cyan", patches.APPLIED: "green", patches.PENDING: "yellow",
-              patches.CONFLICT: "red", patches.UNKNOWN: "magenta"}
+              patches.CONFLICT: "red", patches.UNKNOWN: "magenta", patches.DELETED: "red"}
     for i, (p, s) in enumerate(zip(state.series.patches, state.statuses, strict=True), 1):
         state_cell = f"[{colors[s]}]{s}[/{colors[s]}]"
         table.add_row(str(i), f"{escape(p.name)}\n[dim]{escape(p.subject)}[/dim]", state_cell, "\n".join(p.files))
@@ -67,6 +67,8 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
         console.print(f"fork: {fork}  (vLLM {version}, from {source})")
         state = patches.series_state(fork, chosen)
         console.print(_status_table(state))
+        if state.deleted:
+            console.print(f"[red]deleted:[/red] {escape(patches.deleted_message(state))}")
         if state.conflict:
             console.print(f"[red]does not apply:[/red] {escape(state.conflict)}")
         if state.user_dirty:
