@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,23 +57,9 @@ def test_layer_filter_rules(prefix, patterns, expected):
 
 # --------------------------------------------------------------------------------------- helpers
 def _deps_dir(version: str) -> Path | None:
-    """Extra packages a release needs that conflict with the shared test venv, installed once into
-    $WORKBENCH_CACHE/vllm-deps/<version> (0.33.0 needs transformers 5; 0.13.0 uses the venv's 4.x)."""
-    if version == "0.13.0":
-        return None
-    from tests.support.vllm_source import cache_dir
+    from tests.support.vllm_source import release_deps
 
-    target = cache_dir().parent / "vllm-deps" / version
-    stamp = target / ".complete"
-    pins = ROOT / "tests" / "support" / f"vllm-{version}-cpu-extra.txt"
-    if not stamp.exists() or stamp.read_text() != pins.read_text():
-        shutil.rmtree(target, ignore_errors=True)
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), "-r", str(pins)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"installing vLLM {version}'s CPU extras failed:\n{result.stderr[-2000:]}")
-        stamp.write_text(pins.read_text())
-    return target
+    return release_deps(version)
 
 
 def _entry_point_dist(tmp: Path) -> Path:
