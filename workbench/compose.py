@@ -221,7 +221,8 @@ def load_spec(settings: Settings, gpus: str | None = None, env: dict[str, str] |
     spec = _service_spec(name, services[name], doc, path, settings)
     if selection not in ("all", "none"):
         if not spec.gpus:
-            raise WorkbenchError(f"service {name!r} reserves no GPUs, so --gpus {gpus} has nothing to select")
+            raise WorkbenchError(f"service {name!r} reserves no GPUs, so --gpus {gpus} has nothing to select: "
+                                 "reserve GPUs in docker-compose.yml, or use --gpus none")
         ids = tuple(str(i) for i in selection)
         spec = replace(spec, gpus=tuple(replace(g, count=None, device_ids=ids) for g in spec.gpus))
     return spec

@@ -109,7 +109,8 @@ def resolve_config_path(model: str, configs_dirs: tuple[Path, ...] = CONFIG_DIRS
     if path.is_file():
         return path
     names = ", ".join(shipped_configs(configs_dirs)) or "none"
-    raise WorkbenchError(f"--model {model!r} is neither a shipped config ({names}) nor a config.json path")
+    raise WorkbenchError(f"--model {model!r} is neither a shipped config nor a config.json: give one of {names}, "
+                         "or the path of a Hugging Face config.json")
 
 
 def read_hf_config(path: Path):
@@ -221,7 +222,7 @@ def resolve_model_dtype(shape: ModelShape, dtype: str = "auto", compute_capabili
     """vLLM's dtype "auto": the config's dtype, float32 checkpoints downcast (bf16 from sm80 on, else fp16)."""
     if dtype != "auto":
         if dtype not in DTYPE_BYTES:
-            raise WorkbenchError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPE_BYTES)}")
+            raise WorkbenchError(f"--dtype {dtype!r} is unknown: use one of auto, {', '.join(DTYPE_BYTES)}")
         return dtype
     preferred = "bfloat16" if compute_capability >= (8, 0) else "float16"
     cfg = shape.config_dtype
@@ -235,7 +236,8 @@ def resolve_model_dtype(shape: ModelShape, dtype: str = "auto", compute_capabili
 def kv_dtype_bytes(kv_cache_dtype: str, model_dtype: str) -> int:
     """Bytes per KV element: "auto" follows the model dtype; the fp8 variants store one byte."""
     if kv_cache_dtype not in KV_CACHE_DTYPES:
-        raise WorkbenchError(f"--kv-cache-dtype {kv_cache_dtype!r} is not one of {', '.join(KV_CACHE_DTYPES)}")
+        raise WorkbenchError(f"--kv-cache-dtype {kv_cache_dtype!r} is unknown: use one of "
+                             f"{', '.join(KV_CACHE_DTYPES)}")
     size = KV_CACHE_DTYPES[kv_cache_dtype]
     return DTYPE_BYTES[model_dtype] if size is None else size
 
@@ -396,16 +398,19 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
     kv = shape.num_kv_heads
     # vllm/model_executor/layers/linear.py QKVParallelLinear: KV heads split evenly or replicated evenly.
     if tp < 1 or (kv % tp if kv >= tp else tp % kv):
-        raise WorkbenchError(f"--tp {tp} must divide (or be a multiple of) the {kv} KV heads of {shape.name}")
+        raise WorkbenchError(f"--tp {tp} must divide (or be a multiple of) the {kv} KV heads of {shape.name}: "
+                             f"use one of {_tp_choices(shape)}")
     if shape.num_heads % tp:
-        raise WorkbenchError(f"--tp {tp} does not divide {shape.num_heads} attention heads of {shape.name}")
+        raise WorkbenchError(f"--tp {tp} does not divide the {shape.num_heads} attention heads of {shape.name}: "
+                             f"use one of {_tp_choices(shape)}")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
-        raise WorkbenchError(f"--gpu-util {gpu_memory_utilization} must be in (0, 1], e.g. 0.5")
+        raise WorkbenchError(f"--gpu-util {gpu_memory_utilization} is outside (0, 1]: give a fraction, e.g. 0.5")
     if block_size not in (1, 8, 16, 32, 64, 128, 256):
-        raise WorkbenchError(f"--block-size {block_size} is not one of 1, 8, 16, 32, 64, 128, 256")
+        raise WorkbenchError(f"--block-size {block_size} is no block size vLLM supports: use one of "
+                             "1, 8, 16, 32, 64, 128, 256")
     max_model_len = max_model_len or shape.max_position_embeddings
     if max_model_len < 1:
-        raise WorkbenchError(f"--max-model-len {max_model_len} must be positive")
+        raise WorkbenchError(f"--max-model-len {max_model_len} is not positive: give the tokens per request")
     rules, rules_note = kv_sizing.rules_for(vllm_version)
     default_tokens, default_seqs = default_scheduler_limits(gpu.total_bytes, gpu.name, usage, rules)
     max_num_seqs = max_num_seqs or default_seqs
@@ -464,6 +469,13 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
         >= requested, headroom_bytes=gpu.free_bytes - requested - outside,
         recommended_utilization=recommended, min_utilization=min_util, max_utilization=max_util,
     )
+
+
+def _tp_choices(shape: ModelShape) -> str:
+    """Tensor-parallel sizes vLLM accepts for this model (up to 16)."""
+    kv = shape.num_kv_heads
+    ok = [t for t in range(1, 17) if not shape.num_heads % t and not (kv % t if kv >= t else t % kv)]
+    return ", ".join(map(str, ok))
 
 
 def _gib(n: float) -> str:

@@ -39,7 +39,7 @@ def _run(settings: Settings, plan: inst.InstallPlan, console: Console, dry_run: 
         console.print(f"[cyan][{i}/{len(plan.steps)}] {step.name}[/cyan]")
         rc = exec_in_container(settings, step.cmd, env=step.env, workdir=step.workdir)
         if rc != 0:
-            raise WorkbenchError(f"`{step.name}` failed in the container (exit {rc}); its output is above")
+            raise WorkbenchError(f"`{step.name}` failed in the container (exit {rc}): see its output above")
     console.print(f"[green]installed ({plan.mode}); provenance in {inst.PROVENANCE}[/green]")
 
 
@@ -97,10 +97,11 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
             allow_torch_mismatch=False, dry_run=False):
     """Install the vLLM fork editable in the dev container (precompiled or full build), verified and recorded."""
     if precompiled and full:
-        raise WorkbenchError("choose one of --precompiled and --full")
+        raise WorkbenchError("--precompiled and --full exclude each other: give one of them")
     jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
     if full and wheel:
-        raise WorkbenchError("--wheel is for --precompiled; a full build compiles csrc/ itself")
+        raise WorkbenchError("--wheel is for --precompiled (a full build compiles csrc/ itself): drop --wheel, or "
+                             "use --precompiled")
     if not full and (arch or jobs):
         raise WorkbenchError(f"{'--arch' if arch else '--jobs'} is for --full (a precompiled install compiles "
                              "nothing): add --full, or drop it")

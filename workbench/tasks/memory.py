@@ -69,7 +69,7 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
     if used_gib is not None and total is None:
         raise WorkbenchError("--used-gib goes with --total-gib (NVML reports the memory in use): add --total-gib")
     if sizing not in memory.SIZINGS:
-        raise WorkbenchError(f"--sizing {sizing!r} is not one of {', '.join(memory.SIZINGS)}")
+        raise WorkbenchError(f"--sizing {sizing!r} is unknown: use one of {', '.join(memory.SIZINGS)}")
     knobs.update(activation_bytes=int(activation * gib) if activation is not None else None,
                  cudagraph_bytes=int(cudagraph * gib) if cudagraph is not None else None,
                  reserve_bytes=int(reserve * gib) if reserve is not None else memory.RESERVE_BYTES)

@@ -52,7 +52,7 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
     fork = patches.fork_toplevel(settings.fork_path)
     root = settings.root / "patches"
     if sum(bool(x) for x in (check, revert, status, refresh)) > 1:
-        raise WorkbenchError("choose one of --check, --revert, --status, --refresh")
+        raise WorkbenchError("--check, --revert, --status and --refresh exclude each other: give one of them")
     if refresh:
         version = series or patches.detect_version(fork)[0]
         names = patches.refresh_series(fork, root, version, dry_run=dry_run)
