@@ -9,11 +9,11 @@ from pathlib import Path
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from workbench.config import DEFAULTS, project_config_problem
+from workbench.config import DEFAULTS, config_problem
 from workbench.tasks import bench, container, host, install, kernels, memory, patch, source, trace
 
-# invoke reads invoke.yaml after this import and lets a YAML error through as a traceback.
-if problem := project_config_problem(Path(__file__).resolve().parent):
+# invoke reads invoke.yaml and INVOKE_WORKBENCH_* after this import and lets their errors through as tracebacks.
+if problem := config_problem(Path(__file__).resolve().parent):
     raise Exit(problem, code=1)
 
 ns = Collection()

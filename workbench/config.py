@@ -170,6 +170,51 @@ def settings_from_context(ctx) -> Settings:
 
 
 PROJECT_CONFIG_FILES = ("invoke.yaml", "invoke.yml", "invoke.json")
+ENV_PREFIX = "INVOKE_WORKBENCH_"
+
+
+def config_problem(root: Path | str, environ: dict[str, str] | None = None) -> str | None:
+    """Why invoke would stop with a traceback reading the project's config (see project_config_problem and
+    environment_problem), as one "error: ..." line; None when it reads."""
+    return project_config_problem(root) or environment_problem(root, environ)
+
+
+def environment_problem(root: Path | str, environ: dict[str, str] | None = None) -> str | None:
+    """invoke casts an INVOKE_WORKBENCH_* variable to the type the key already has (invoke.yaml's `uid: 4242`
+    makes it int()) and lets the failure through as a traceback; say it in one line instead."""
+    environ = os.environ if environ is None else environ
+    values = {**DEFAULTS, **_project_workbench(root)}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        current = values.get(key)
+        if isinstance(current, bool) or current is None or isinstance(current, str):
+            continue
+        try:
+            type(current)(text) if isinstance(current, int | float) else None
+        except ValueError:
+            return (f"error: {name}={text!r} cannot replace {key}: {current!r} from invoke.yaml (not a number): "
+                    f"give a number, or unset {name}")
+        if isinstance(current, list | dict):
+            return (f"error: {name} cannot replace {key} (a {type(current).__name__} in invoke.yaml): set it in "
+                    f"invoke.yaml, or write it there as text ({key}: \"a,b\")")
+    return None
+
+
+def _project_workbench(root: Path | str) -> dict:
+    import yaml
+
+    for name in PROJECT_CONFIG_FILES:
+        path = Path(root) / name
+        if path.is_file():
+            try:
+                data = yaml.safe_load(path.read_text())  # JSON is YAML too
+            except (OSError, yaml.YAMLError):
+                return {}
+            section = data.get("workbench") if isinstance(data, dict) else None
+            return section if isinstance(section, dict) else {}
+    return {}
 
 
 def project_config_problem(root: Path | str) -> str | None:
