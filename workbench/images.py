@@ -91,6 +91,7 @@ def plan_build(settings: Settings, no_cache: bool = False) -> tuple[BuildPlan, d
     base_image, reason = resolve_base_image(settings.base_image, settings.fork_path)
     buildargs = {
         "BASE_IMAGE": base_image,
+        "BASE_TORCH": "",  # the base image's torch, read just before building (BuildPlan.with_base_torch)
         "USER_UID": str(settings.host_uid),
         "USER_GID": str(settings.host_gid),
         "WORKBENCH_VERSION": __version__,
@@ -184,10 +185,11 @@ def _explain_build_error(message: str, plan: BuildPlan, step: str, log: list[str
         return (f"base image {plan.base_image} is not available ({first}): docker pull it on a host with registry "
                 "access, or pass --base-image with an image this daemon has")
     # The error chunk only says the step's command failed; pip/apt said why further up the log.
-    tls = next((line.strip() for line in [message, *reversed(log or [])] if _TLS.search(line)), None)
-    if tls is not None:
-        return (f"build failed at {step} with a TLS error ({tls[:160]}): add your proxy's CA certificates with "
-                "--ca-certs DIR (or drop *.crt files into docker/ca-certificates/)")
+    for line in [message, *reversed(log or [])]:
+        if m := _TLS.search(line):
+            seen = line[max(0, m.start() - 60):m.end() + 40].strip()
+            return (f"build failed at {step} with a TLS error (...{seen}...): add your proxy's CA certificates "
+                    "with --ca-certs DIR (or drop *.crt files into docker/ca-certificates/)")
     return f"build failed at {step}: {first} (log tail above; fix the step, then invoke build again)"
 
 
