@@ -184,9 +184,9 @@ def test_invoke_trace_dry_run(capsys):
     from workbench.tasks.trace import trace
 
     ctx = Context(Config(overrides={"workbench": {"root": str(ROOT)}}))
-    trace(ctx, layers=True, max_tokens=2, hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
-    # Flags arrive as invoke parses them: integers stay integers.
-    assert {a.name: a.kind for a in trace.get_arguments()}["max_tokens"] is int
+    trace(ctx, layers=True, max_tokens="2", hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
+    # Flags arrive as text (invoke's int() cast would end in a traceback on "abc"); workbench.flags parses them.
+    assert {a.name: a.kind for a in trace.get_arguments()}["max_tokens"] is str
     out = capsys.readouterr().out
     assert out.strip() == ("+ python /workspace/scripts/trace_layers.py --hf-config "
                            "/workspace/scripts/configs/qwen2-tiny.json --max-tokens 2 --top 20 "
@@ -195,6 +195,8 @@ def test_invoke_trace_dry_run(capsys):
 
     with pytest.raises(Exit, match="exactly one"):
         trace(ctx, dry_run=True)
+    with pytest.raises(Exit, match="--max-tokens 'two' is not a whole number"):
+        trace(ctx, layers=True, max_tokens="two", dry_run=True)
 
 
 def test_host_side_imports_need_no_torch():
