@@ -7,9 +7,14 @@ config: the defaults in workbench/config.py < invoke.yaml < INVOKE_WORKBENCH_* e
 from pathlib import Path
 
 from invoke import Collection
+from invoke.exceptions import Exit
 
-from workbench.config import DEFAULTS
+from workbench.config import DEFAULTS, config_problem
 from workbench.tasks import bench, container, host, install, kernels, memory, patch, source, trace
+
+# invoke reads invoke.yaml and INVOKE_WORKBENCH_* after this import and lets their errors through as tracebacks.
+if problem := config_problem(Path(__file__).resolve().parent):
+    raise Exit(problem, code=1)
 
 ns = Collection()
 for module in (container, host, source, patch, install, memory):

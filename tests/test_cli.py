@@ -54,7 +54,14 @@ def project(tmp_path):
 
 def test_config_precedence(project):
     default = run_invoke(project, "build", "--dry-run").stdout
+    # No fork checkout here: the release the project pins, said so.
     assert "-t vllm-workbench:dev " in default and "BASE_IMAGE=vllm/vllm-openai:v0.13.0" in default
+    assert "project's pinned release" in default
+    # A fork at another release: its release image, unless configured.
+    (project / "vllm" / "vllm").mkdir(parents=True)
+    (project / "vllm" / "vllm" / "_version.py").write_text("__version__ = version = '0.33.0'\n")
+    follows = run_invoke(project, "build", "--dry-run").stdout
+    assert "BASE_IMAGE=vllm/vllm-openai:v0.33.0" in follows and "the fork's release" in follows
     (project / "invoke.yaml").write_text("workbench:\n  image: fromyaml\n  base_image: base:yaml\n")
     assert "-t fromyaml:dev " in run_invoke(project, "build", "--dry-run").stdout
     env = {"INVOKE_WORKBENCH_IMAGE": "fromenv", "INVOKE_WORKBENCH_BASE_IMAGE": "base:env"}
@@ -79,7 +86,11 @@ def test_doctor_on_a_host_without_daemon_or_driver(tmp_path, monkeypatch):
     settings = Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf")})
     checks = {c.name: c for c in doctor.run_checks(settings)}
     assert checks["Docker daemon"].status == doctor.FAIL and "start Docker" in checks["Docker daemon"].fix
-    assert checks["vLLM fork"].status == doctor.FAIL and "submodule update" in checks["vLLM fork"].fix
+    # The fork path is no submodule of any project here: the fix says to clone or point at a checkout.
+    assert checks["vLLM fork"].status == doctor.FAIL and "submodule update" not in checks["vLLM fork"].fix
+    assert "workbench.fork" in checks["vLLM fork"].fix and "git clone" in checks["vLLM fork"].fix
+    # The daemon's whole address, colons and all.
+    assert "unix:///nonexistent.sock" in checks["Docker daemon"].detail
     assert checks["Hugging Face cache"].status == doctor.WARN
     try:
         import pynvml

@@ -219,7 +219,7 @@ def test_user_errors_are_one_line(project, client):
         "foreign": "did not create: remove it",
         "bad gpus": "use all, none, or GPU indices",
         "no image": "run `invoke build` first",
-        "no fork": "git submodule update --init vllm",
+        "no fork": "set workbench.fork",  # the project is no git repo: no submodule to initialise
         "no daemon": "start Docker",
         "no base image": "--base-image",
     }
@@ -282,3 +282,38 @@ def test_engine_raises_workbench_error_for_missing_image(project):
     settings = project.settings.with_overrides(tag="nope")
     with pytest.raises(WorkbenchError, match="run `invoke build` first"):
         engine.up(settings)
+
+
+def test_commit_then_up_keeps_the_container_and_status_shows_the_commit(project, client):
+    """Right after `invoke commit`, `up` keeps the container the image was committed from (its work is in
+    that image: no second commit) and `status` names the commit; a new container starts from it."""
+    project.invoke("up", check=True)
+    project.invoke("shell", "--cmd", "mkdir -p ~/work && echo built > ~/work/artifact", check=True)
+    cid = client.containers.get(project.name).id
+    ref = f"{IMAGE}:dev-compiled-{project.name}"
+    project.invoke("commit", "--tag", f"dev-compiled-{project.name}", check=True)
+    assert client.images.get(ref).labels["workbench.committed-from"] == cid
+    status = project.invoke("status", check=True).stdout
+    assert f"committed as {ref} at " in status, status
+    assert "no committed image yet" not in status and "differs from docker-compose.yml" not in status
+    again = project.invoke("up")
+    assert again.returncode == 0, again.stderr
+    assert "reused container" in again.stdout and "was committed from this container" in again.stdout
+    assert client.containers.get(project.name).id == cid
+    project.invoke("down", check=True)
+    fresh = project.invoke("up", check=True).stdout
+    assert f"from image {ref}" in fresh and "matches the fork" in fresh
+    assert "built" in project.invoke("shell", "--cmd", "cat ~/work/artifact", check=True).stdout
+
+
+def test_a_tag_never_starts_from_another_tags_commit(project, client):
+    project.invoke("up", check=True)
+    project.invoke("commit", "--tag", f"dev-compiled-{project.name}", check=True)
+    project.invoke("down", check=True)
+    other = project.invoke("up", env={"INVOKE_WORKBENCH_TAG": f"nope-{project.name}"})
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    line = other.stderr.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith(f"error: image {IMAGE}:nope-{project.name} not found: run "
+                                                 "`invoke build` first")
+    assert "INVOKE_WORKBENCH_TAG" in line[0]
+    assert client.containers.list(all=True, filters={"name": project.name}) == []

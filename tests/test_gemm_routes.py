@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.vllm_source import extra_deps_dir, make_fork_repo, vllm_source_tree
+from tests.support.vllm_source import make_fork_repo, release_deps, vllm_source_tree
 from workbench import patches as P
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def _entry_point_dist(tmp: Path) -> Path:
 def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
           layers: list[str] = LAYERS) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    paths = [str(p) for p in (extra_deps_dir(version),) if p is not None]
+    paths = [str(p) for p in (release_deps(version),) if p is not None]
     if route == "entrypoint":
         import tempfile
 

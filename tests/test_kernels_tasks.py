@@ -48,7 +48,7 @@ def test_bench_command_defaults_to_all_models_with_plot():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"models": ["nope"]}, "no model config 'nope'"),
-    ({"models": [], "tp": 0}, "--tp must be >= 1"),
+    ({"models": [], "tp": 0}, "--tp 0 is below 1: give a tensor-parallel size"),
     ({"models": [], "dtype": "float32"}, "choose one of bfloat16, float16"),
 ])
 def test_bad_arguments_say_the_fix(kwargs, message):

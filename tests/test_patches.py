@@ -258,6 +258,33 @@ def test_deleted_patched_file_refused(fork):
     assert snapshot(repo) == before and not (repo / LINEAR).exists()
 
 
+def test_patched_file_deleted_after_apply_is_reported_not_counted(fork):
+    """All three patches applied, then linear.py deleted: never "3 of 3 applied" - check, apply, revert and
+    status name the deleted file and change nothing."""
+    repo, series, _ = fork
+    P.apply_series(repo, series)
+    (repo / LINEAR).unlink()
+    before = snapshot(repo)
+    state = P.series_state(repo, series)
+    assert state.deleted == [LINEAR]
+    touching = [p for p in series.patches if LINEAR in p.files]
+    assert touching and all(s == P.DELETED for p, s in zip(series.patches, state.statuses, strict=True)
+                            if p in touching)
+    assert P.applied_series(repo) == [f"{series.version}/{p.name}" for p in series.patches if p not in touching]
+    for action in (P.check_series, P.apply_series, P.revert_series):
+        with pytest.raises(WorkbenchError, match=f"{LINEAR} is deleted from the fork's working tree"):
+            action(repo, series)
+    check = _invoke(["patch", "--check"], repo)
+    assert check.returncode == 1 and "Traceback" not in check.stderr
+    assert check.stderr.strip().splitlines() == [
+        f"error: {LINEAR} is deleted from the fork's working tree but the series patches it: restore "
+        f"(`git -C {repo} checkout -- {LINEAR}`, then `invoke patch`), or commit the deletion and port the series"]
+    assert "applied" not in check.stdout
+    status = _invoke(["patch", "--status"], repo)
+    assert status.returncode == 0 and "file deleted" in status.stdout and "deleted:" in status.stdout
+    assert snapshot(repo) == before
+
+
 def test_edit_in_patched_file_after_apply_refuses_revert(fork):
     repo, series, _ = fork
     P.apply_series(repo, series)
@@ -428,9 +455,11 @@ def test_missing_patch_file_in_series(tmp_path):
 
 def test_not_a_checkout(tmp_path):
     (tmp_path / "vllm").mkdir()
-    with pytest.raises(WorkbenchError, match="git submodule update --init vllm"):
+    # No project declares these paths as submodules: clone or point workbench.fork, not `submodule update`.
+    with pytest.raises(WorkbenchError, match="is not a vLLM git checkout: clone your vLLM fork there") as err:
         P.fork_toplevel(tmp_path / "vllm")
-    with pytest.raises(WorkbenchError, match="git submodule update --init vllm"):
+    assert "submodule" not in str(err.value)
+    with pytest.raises(WorkbenchError, match=r"set workbench\.fork"):
         P.fork_toplevel(tmp_path / "missing")
 
 

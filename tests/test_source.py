@@ -75,7 +75,8 @@ def test_uninitialised_submodule_is_one_line_with_the_fix(project, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: the vLLM fork at {root / 'vllm'} is not checked out: run `git submodule update --init vllm`"]
+        f"error: the vLLM fork at {root / 'vllm'} is not checked out: run `git submodule update --init vllm` "
+        f"(in {root}), or set workbench.fork to your vLLM checkout"]
 
 
 def test_switch_fork_and_ref(project, tmp_path):
@@ -104,3 +105,31 @@ def test_switch_refuses_with_uncommitted_work(project, tmp_path):
     assert edited.read_text() == "// my kernel work\n"
     assert before == (git(root, "config", "-f", ".gitmodules", "submodule.vllm.url"),
                       git(root / "vllm", "rev-parse", "HEAD"))
+
+
+def test_external_fork_shows_its_own_remote_and_switches_without_gitmodules(project, tmp_path):
+    """workbench.fork pointing at a checkout outside the project: `invoke source` prints that checkout's
+    remote, not the project's .gitmodules URL, and has no project pin; switching it leaves .gitmodules."""
+    root, _ = project
+    remote = make_fork(tmp_path / "team-fork", marker="# the team's fork\n")
+    external = tmp_path / "elsewhere" / "vllm"
+    git(tmp_path, "clone", "-q", str(remote), str(external))
+    info = src.source_info(root, external, ROOT / "patches", tmp_path / "wheels")
+    assert (info.url, info.url_source, info.pinned) == (str(remote), "remote origin", "")
+    env = {**os.environ, "INVOKE_WORKBENCH_FORK": str(external), "COLUMNS": "400"}  # rich wraps at 80
+    shown = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "source"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert str(remote) in shown.stdout and "remote origin" in shown.stdout
+    assert "github.com/vllm-project" not in shown.stdout  # the workbench's own .gitmodules URL
+    gitmodules = (root / ".gitmodules").read_text()
+    git(remote, "checkout", "-q", "-b", "next")
+    (remote / "vllm" / "next.py").write_text("NEXT = 1\n")
+    git(remote, "add", "-A")
+    git(remote, "commit", "-qm", "next")
+    head = src.switch_fork(root, external, None, "next")
+    assert head == git(remote, "rev-parse", "next") and (root / ".gitmodules").read_text() == gitmodules
+    missing = tmp_path / "not-cloned-yet"
+    with pytest.raises(WorkbenchError, match="not the project's submodule: clone your vLLM fork there") as err:
+        src.switch_fork(root, missing, str(remote), "main")
+    assert "submodule update" not in str(err.value)

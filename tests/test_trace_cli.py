@@ -196,6 +196,8 @@ def test_invoke_trace_dry_run(capsys):
 
     ctx = Context(Config(overrides={"workbench": {"root": str(ROOT)}}))
     layers(ctx, max_tokens="2", hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
+    # Flags arrive as text (invoke's int() cast would end in a traceback on "abc"); workbench.flags parses them.
+    assert {a.name: a.kind for a in layers.get_arguments()}["max_tokens"] is str
     out = capsys.readouterr().out
     assert out.strip() == ("on dev container vllm-workbench: + python -m workbench.trace layers --hf-config "
                            "/workspace/scripts/configs/qwen2-tiny.json --max-tokens 2 --top 20 "
@@ -204,8 +206,8 @@ def test_invoke_trace_dry_run(capsys):
     assert f"--out {ROOT / 'results' / 'trace'}" in capsys.readouterr().out
     from invoke.exceptions import Exit
 
-    with pytest.raises(Exit, match="--max-tokens 'x' is not a whole number"):
-        layers(ctx, max_tokens="x", dry_run=True)
+    with pytest.raises(Exit, match="--max-tokens 'two' is not a whole number"):
+        layers(ctx, max_tokens="two", dry_run=True)
 
 
 def test_host_side_imports_need_no_torch():

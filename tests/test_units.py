@@ -47,7 +47,7 @@ def test_gpu_selection_rejects(value):
 
 
 def test_select_names_missing_gpu():
-    with pytest.raises(WorkbenchError, match="GPU 3, which this host does not have"):
+    with pytest.raises(WorkbenchError, match="GPU 3 is selected but this host does not have it"):
         select([gpu(0, (9, 0)), gpu(1, (9, 0))], "0,3")
 
 

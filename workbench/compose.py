@@ -159,6 +159,17 @@ def _interpolate_tree(node: Any, env: dict[str, str], where: str) -> Any:
     return node
 
 
+def _base_image(settings: Settings) -> str:
+    """The base image a compose build uses: as `invoke build` resolves it; empty (the file's default)
+    when the fork's release is unknown."""
+    from workbench.versions import resolve_base_image
+
+    try:
+        return resolve_base_image(settings.base_image, settings.fork_path)[0]
+    except WorkbenchError:
+        return ""
+
+
 def compose_variables(settings: Settings) -> dict[str, str]:
     """The variables invoke's config feeds into the compose file (docker-compose.yml's header lists them)."""
     return {
@@ -169,7 +180,7 @@ def compose_variables(settings: Settings) -> dict[str, str]:
         "WORKBENCH_WHEELS": str(settings.wheels_path),
         "HF_HOME": str(settings.hf_cache_path),
         "WORKBENCH_CCACHE_VOLUME": settings.ccache_volume,
-        "WORKBENCH_BASE_IMAGE": settings.base_image,
+        "WORKBENCH_BASE_IMAGE": _base_image(settings),
         "WORKBENCH_UID": str(settings.host_uid),
         "WORKBENCH_GID": str(settings.host_gid),
     }
@@ -210,7 +221,8 @@ def load_spec(settings: Settings, gpus: str | None = None, env: dict[str, str] |
     spec = _service_spec(name, services[name], doc, path, settings)
     if selection not in ("all", "none"):
         if not spec.gpus:
-            raise WorkbenchError(f"service {name!r} reserves no GPUs, so --gpus {gpus} has nothing to select")
+            raise WorkbenchError(f"service {name!r} reserves no GPUs, so --gpus {gpus} has nothing to select: "
+                                 "reserve GPUs in docker-compose.yml, or use --gpus none")
         ids = tuple(str(i) for i in selection)
         spec = replace(spec, gpus=tuple(replace(g, count=None, device_ids=ids) for g in spec.gpus))
     return spec

@@ -11,6 +11,7 @@ from workbench import gpus as gpus_mod
 from workbench import provenance
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
+from workbench.git import fork_checkout_fix
 from workbench.gpu_selection import parse_gpu_selection
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -35,7 +36,7 @@ def _check_daemon(ctx: dict) -> Check:
     try:
         client = connect(timeout=15)
     except WorkbenchError as err:
-        return Check("Docker daemon", FAIL, str(err).split(":")[0], str(err).split(": ", 1)[-1])
+        return Check("Docker daemon", FAIL, *err.parts())
     ctx["client"] = client
     info = client.info()
     ctx["info"] = info
@@ -65,8 +66,9 @@ def _check_gpus(ctx: dict) -> Check:
         found = gpus_mod.query_gpus()
         driver = gpus_mod.driver_info()
     except WorkbenchError as err:
-        return Check("GPUs (NVML)", FAIL if wants_gpu else WARN, str(err).split(":")[0],
-                     "install the NVIDIA driver, or set --gpus none / workbench.gpus: none")
+        return Check("GPUs (NVML)", FAIL if wants_gpu else WARN, err.parts()[0],
+                     "install the NVIDIA driver, or work CPU-only: gpus: none in invoke.yaml (or "
+                     "INVOKE_WORKBENCH_GPUS=none) and invoke up --gpus none")
     if not found:
         return Check("GPUs (NVML)", FAIL if wants_gpu else WARN, "NVML sees no GPU", "check the driver (nvidia-smi)")
     names = ", ".join(
@@ -81,8 +83,7 @@ def _check_fork(ctx: dict) -> Check:
     settings: Settings = ctx["settings"]
     path = settings.fork_path
     if not provenance.fork_initialised(path):
-        return Check("vLLM fork", FAIL, f"{path} is missing or empty",
-                     "git submodule update --init vllm (or set workbench.fork to your checkout)")
+        return Check("vLLM fork", FAIL, f"{path} is missing or empty", fork_checkout_fix(path))
     state = provenance.source_state(path)
     where = state.branch or "detached HEAD"
     dirty = f", {len(state.dirty_files)} modified file(s)" if state.dirty else ""

@@ -15,13 +15,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from workbench import compose, images, provenance
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.filelock import exclusive
+from workbench.git import fork_checkout_fix
 from workbench.runtime import GUEST, Execution, Places, Runtime, posix
 
 MANAGED_LABEL = "workbench.managed"
@@ -55,12 +56,12 @@ def connect(timeout: int = 120):
         text = str(err)
         if "Permission denied" in text or "PermissionError" in text:
             raise WorkbenchError(
-                f"permission denied on the Docker socket at {_host_description()}: add your user to the docker "
-                "group (sudo usermod -aG docker $USER, then log in again)"
+                f"permission denied on the Docker socket at {_host_description()}",
+                fix="add your user to the docker group (sudo usermod -aG docker $USER, then log in again)",
             ) from None
         raise WorkbenchError(
-            f"no Docker daemon at {_host_description()}: start Docker (e.g. sudo systemctl start docker) "
-            "or set DOCKER_HOST to a running daemon"
+            f"no Docker daemon at {_host_description()}",
+            fix="start Docker (e.g. sudo systemctl start docker) or set DOCKER_HOST to a running daemon",
         ) from None
 
 
@@ -153,27 +154,43 @@ def plan_up(client, settings: Settings, gpus: str) -> tuple[compose.ContainerSpe
     """The spec `up` would create, with the image chosen (committed one if it matches the fork)."""
     spec = compose.load_spec(settings, gpus)
     if not provenance.fork_initialised(settings.fork_path):
-        raise WorkbenchError(
-            f"the vLLM fork at {settings.fork_path} is not initialised: run `git submodule update --init vllm` "
-            "(or set workbench.fork to your checkout)"
-        )
+        raise WorkbenchError(f"the vLLM fork at {settings.fork_path} is not initialised",
+                             fix=fork_checkout_fix(settings.fork_path))
     state = provenance.source_state(settings.fork_path)
     committed = [c for c in images.committed_images(client, settings) if _image_exists(client, c["ref"])]
     choice = provenance.choose_image(spec.image, committed, state)
     if not _image_exists(client, choice.ref):
-        raise WorkbenchError(f"image {choice.ref} not found: run `invoke build` first")
-    from dataclasses import replace
+        raise WorkbenchError(f"image {choice.ref} not found",
+                             fix=f"run `invoke build` first (workbench.tag is {settings.tag!r}: check "
+                                 "INVOKE_WORKBENCH_TAG / invoke.yaml if that is not the tag you built)")
 
     labels = {**spec.labels, MANAGED_LABEL: "true"}
     spec = replace(spec, image=choice.ref, labels=labels)
     return spec, choice
 
 
+def _fingerprint(spec: compose.ContainerSpec, image_id: str) -> str:
+    return hashlib.sha256(f"{spec.fingerprint()}|{image_id}".encode()).hexdigest()[:16]
+
+
 def desired(client, settings: Settings, gpus: str) -> tuple[compose.ContainerSpec, provenance.ImageChoice, str]:
     """What `up` would create now, and its fingerprint (spec + image id) that the container carries."""
     spec, choice = plan_up(client, settings, gpus)
     image_id = client.images.get(spec.image).id
-    return spec, choice, hashlib.sha256(f"{spec.fingerprint()}|{image_id}".encode()).hexdigest()[:16]
+    return spec, choice, _fingerprint(spec, image_id)
+
+
+def committed_from_itself(client, container, spec: compose.ContainerSpec, choice: provenance.ImageChoice) -> bool:
+    """True when the image `up` picks was committed from this very container and the container is
+    otherwise what the compose file declares: its work is in that image already, so it is kept rather
+    than recreated (`invoke commit` then `invoke up` needs no second commit)."""
+    if not choice.committed:
+        return False
+    labels = client.images.get(choice.ref).labels or {}
+    if labels.get(provenance.CONTAINER_LABEL) != container.id:
+        return False
+    own = replace(spec, image=(container.attrs.get("Config") or {}).get("Image", ""))
+    return container.labels.get(SPEC_LABEL) == _fingerprint(own, container.image.id)
 
 
 def up(settings: Settings, gpus: str | None = None, recreate: bool = False, dry_run: bool = False,
@@ -186,13 +203,18 @@ def up(settings: Settings, gpus: str | None = None, recreate: bool = False, dry_
         action = "created"
         if existing is not None:
             require_managed(existing, spec.name)
-            if existing.labels.get(SPEC_LABEL) == fingerprint:
+            same = existing.labels.get(SPEC_LABEL) == fingerprint
+            if same or committed_from_itself(client, existing, spec, choice):
+                image, reason = spec.image, choice.reason
+                if not same:
+                    image = (existing.image.tags or [existing.image.short_id])[0]
+                    reason = f"{choice.ref} was committed from this container, which already holds its work"
                 if dry_run:
-                    return UpResult(existing.id, spec.name, "would reuse", spec.image, choice.reason, spec.service)
+                    return UpResult(existing.id, spec.name, "would reuse", image, reason, spec.service)
                 if existing.status != "running":
                     _start(existing, remove_on_gpu_error=False)
-                    return UpResult(existing.id, spec.name, "started", spec.image, choice.reason, spec.service)
-                return UpResult(existing.id, spec.name, "reused", spec.image, choice.reason, spec.service)
+                    return UpResult(existing.id, spec.name, "started", image, reason, spec.service)
+                return UpResult(existing.id, spec.name, "reused", image, reason, spec.service)
             changed = user_changes(existing)
             if changed and not recreate:
                 raise WorkbenchError(
@@ -488,7 +510,7 @@ def commit(settings: Settings, tag: str | None = None, dry_run: bool = False, cl
     install = provenance.parse_install_record(record)
     state = provenance.source_state(settings.fork_path)
     source_image = (container.image.tags or [container.image.id])[0]
-    labels = provenance.commit_labels(state, install, source_image, settings.image)
+    labels = provenance.commit_labels(state, install, source_image, settings.image, settings.tag, container.id)
     tag = tag or f"{settings.tag}-compiled"
     ref = f"{settings.image}:{tag}"
     if dry_run:

@@ -11,9 +11,24 @@ F = TypeVar("F", bound=Callable)
 
 
 class WorkbenchError(Exception):
-    """A failure the user can act on; str() is one line saying what is wrong and what to do."""
+    """A failure the user can act on; str() is one line saying what is wrong and what to do.
+
+    Either one text ("what is wrong: what to do"), or the two parts (``fix=``) for callers that show them
+    apart (doctor's detail and fix columns), since a part may itself hold colons (unix:///...)."""
 
     exit_code = 1
+
+    def __init__(self, what: str, fix: str | None = None):
+        super().__init__(f"{what}: {fix}" if fix else what)
+        self.what = what if fix else None
+        self.fix = fix
+
+    def parts(self) -> tuple[str, str]:
+        """(what is wrong, what to do); a one-text error splits at its first ': '."""
+        if self.fix is not None:
+            return self.what or "", self.fix
+        what, _, fix = str(self).partition(": ")
+        return what, fix
 
 
 def user_errors(func: F) -> F:

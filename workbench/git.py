@@ -35,3 +35,30 @@ def output(repo: Path, *args: str, strip: bool = True) -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip() if strip else result.stdout
+
+
+def submodule_of(path: Path) -> tuple[Path, str] | None:
+    """(project, submodule path) when ``path`` is a submodule its enclosing project's .gitmodules declares,
+    else None (the fork is a checkout of the user's own, outside any project's submodules)."""
+    path = Path(path).absolute()
+    for project in path.parents:
+        gitmodules = project / ".gitmodules"
+        if not gitmodules.is_file():
+            continue
+        listed = output(project, "config", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$") or ""
+        wanted = path.relative_to(project).as_posix()
+        if any(line.split(" ", 1)[-1] == wanted for line in listed.splitlines()):
+            return project, wanted
+    return None
+
+
+def fork_checkout_fix(fork: Path) -> str:
+    """How to get a vLLM checkout at ``fork``: initialise the submodule when it is one, else clone or
+    point workbench.fork at one (a custom fork path is no submodule: `git submodule update` can't fill it)."""
+    found = submodule_of(fork)
+    if found is not None:
+        project, rel = found
+        where = "" if project == Path.cwd() else f" (in {project})"
+        return (f"run `git submodule update --init {rel}`{where}, or set workbench.fork to your vLLM checkout")
+    return (f"clone your vLLM fork there (git clone URL {fork}), or set workbench.fork (invoke.yaml or "
+            "INVOKE_WORKBENCH_FORK) to your vLLM checkout")

@@ -71,7 +71,8 @@ def select(gpus: list[GpuInfo], selection: str) -> list[GpuInfo]:
     missing = [i for i in wanted if i not in by_index]
     if missing:
         have = ", ".join(str(i) for i in sorted(by_index)) or "none"
-        raise WorkbenchError(f"--gpus names GPU {missing[0]}, which this host does not have (GPUs: {have})")
+        raise WorkbenchError(f"GPU {missing[0]} is selected but this host does not have it (GPUs: {have})",
+                             fix="select GPUs it has (--gpus / --select / workbench.gpus)")
     return [by_index[i] for i in wanted]
 
 
@@ -84,7 +85,8 @@ def _nvml():
         pynvml.nvmlInit()
     except pynvml.NVMLError as err:
         raise WorkbenchError(
-            f"NVML unavailable ({err}): no NVIDIA driver on this host; install the driver, or use --gpus none"
+            f"NVML unavailable ({err}): no NVIDIA driver on this host",
+            fix="install the driver, or work without GPUs (invoke up --gpus none, or gpus: none in invoke.yaml)",
         ) from err
     return pynvml
 

@@ -83,6 +83,7 @@ def resolve_wheel(fork: Path, version: str, explicit: str | None, wheel_dir: Pat
     of the merge-base commit (handed to setup.py as VLLM_PRECOMPILED_WHEEL_COMMIT, so its own lookup —
     which needs a branch and fails in a detached-HEAD submodule — is skipped)."""
     if explicit:
+        explicit = check_wheel_argument(explicit)
         commit = wheel_commit(fork, explicit)
         why = f"--wheel {explicit}" + ("" if commit else " (its commit is unknown: csrc/ cannot be checked)")
         return WheelChoice("explicit", explicit, commit, why)
@@ -176,10 +177,45 @@ def host_resources() -> tuple[int, int]:
     return cores, ram
 
 
+# torch.utils.cpp_extension's named architectures (TORCH_CUDA_ARCH_LIST accepts them beside numbers).
+NAMED_ARCHES = ("Kepler+Tesla", "Kepler", "Maxwell+Tegra", "Maxwell", "Pascal", "Volta+Tegra", "Volta", "Turing",
+                "Ampere+Tegra", "Ampere", "Ada", "Hopper", "Blackwell")
+_ARCH = re.compile(r"^\d+\.\d+[af]?(\+PTX)?$")
+
+
+def check_arch(arch: str) -> str:
+    """A TORCH_CUDA_ARCH_LIST value (``9.0a``, ``8.0;9.0a``, ``8.6+PTX``, ``Hopper``), or a one-line error:
+    nvcc would otherwise fail minutes into a full build."""
+    entries = [e for e in re.split(r"[;\s]+", arch.strip()) if e]
+    bad = [e for e in entries if not _ARCH.match(e) and e not in NAMED_ARCHES]
+    if not entries or bad:
+        raise WorkbenchError(f"--arch {arch!r} is not a TORCH_CUDA_ARCH_LIST ({', '.join(bad) or 'empty'}): give "
+                             "compute capabilities like 9.0a (H100/H200), 8.0 (A100) or '8.0;9.0a'")
+    return ";".join(entries)
+
+
+def check_wheel_argument(wheel: str) -> str:
+    """--wheel as given: a .whl file path or an http(s)/file URL of one; anything else is refused here,
+    before the container is touched (pip would fail mid-install)."""
+    from urllib.parse import urlparse
+
+    text = wheel.strip()
+    if "://" in text:
+        url = urlparse(text)
+        ok_host = url.scheme == "file" or bool(url.netloc)
+        if url.scheme not in ("http", "https", "file") or not ok_host or not url.path.split("?")[0].endswith(".whl"):
+            raise WorkbenchError(f"--wheel {wheel!r} is not a wheel URL: give https://HOST/PATH/vllm-VERSION-*.whl "
+                                 "or the path of a .whl file")
+        return text
+    if not text.endswith(".whl"):
+        raise WorkbenchError(f"--wheel {wheel!r} is not a wheel: give a vllm-VERSION-*.whl file or its https:// URL")
+    return text
+
+
 def arch_list(gpus: list, arch: str | None, why: str = "") -> str:
     """TORCH_CUDA_ARCH_LIST: --arch when given, else the selected GPUs' compute capabilities via NVML."""
     if arch:
-        return arch
+        return check_arch(arch)
     if not gpus:
         detail = f" ({why})" if why else ""
         raise WorkbenchError(f"no NVIDIA GPU selected or visible{detail} to pick TORCH_CUDA_ARCH_LIST from: "

@@ -33,7 +33,7 @@ def model_argument(root: Path, model: str, kernels_root: str) -> str:
 
 def _common(root: Path, models: list[str], tp: int, dtype: str, kernels_root: str) -> list[str]:
     if tp < 1:
-        raise WorkbenchError(f"--tp must be >= 1, got {tp}")
+        raise WorkbenchError(f"--tp {tp} is below 1: give a tensor-parallel size of at least 1")
     if dtype not in DTYPES:
         raise WorkbenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     args = []

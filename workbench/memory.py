@@ -1,8 +1,7 @@
-"""GPU memory planning for vLLM 0.13.0: weights, KV cache, concurrency and a gpu_memory_utilization that
-leaves room for the other processes on the GPU.
+"""GPU memory planning for the fork's vLLM release: weights, KV cache, concurrency and a
+gpu_memory_utilization that leaves room for the other processes on the GPU.
 
-The arithmetic follows vLLM 0.13.0's own sizing (read from its source, checked by
-tests/test_memory_vllm_source.py against the real classes):
+The budget follows vLLM's own sizing (read from the 0.13.0 and 0.33.0 sources):
 
 - vllm/v1/worker/gpu_worker.py ``Worker.init_device``: after the CUDA context and NCCL exist, vLLM takes
   a snapshot and sets ``requested_memory = total_memory * gpu_memory_utilization``; it refuses to start
@@ -10,9 +9,9 @@ tests/test_memory_vllm_source.py against the real classes):
 - ``Worker.determine_available_memory`` with vllm/utils/mem_utils.py ``memory_profiling``: KV cache
   memory = requested_memory - (weights + peak activation of a dummy batch of max_num_batched_tokens +
   non-torch increase).
-- vllm/v1/kv_cache_interface.py ``AttentionSpec.page_size_bytes`` = 2 * block_size * num_kv_heads *
-  head_size * dtype bytes; vllm/v1/core/kv_cache_utils.py ``get_num_blocks`` = available // page_size //
-  num_layers; ``get_max_concurrency_for_kv_cache_config`` = num_blocks / cdiv(max_model_len, block_size).
+- The KV cache itself (pages, sliding windows, groups, blocks, concurrency, the fit check) is sized by
+  workbench/kv_sizing.py, the model of each release, or by vLLM's own code imported from the fork
+  (workbench/vllm_sizing.py); tests/test_memory_vllm_source.py checks that both agree on the real sources.
 - ``Worker.compile_or_warm_up_model`` captures CUDA graphs *after* the KV cache is allocated: that
   memory comes on top of the requested budget, as do the CUDA context and NCCL buffers.
 """
@@ -24,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from workbench import kv_sizing
 from workbench.errors import WorkbenchError
 
 GiB = 1 << 30
@@ -59,7 +59,8 @@ CONFIG_DIRS = (CONFIGS_DIR,)
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What memory planning needs from a Hugging Face config.json (decoder-only, dense attention)."""
+    """What memory planning needs from a Hugging Face config (decoder-only), with transformers' defaults
+    for what the file leaves out (e.g. Gemma's tie_word_embeddings=True)."""
 
     name: str
     model_type: str
@@ -74,6 +75,9 @@ class ModelShape:
     qkv_bias: bool
     config_dtype: str
     max_position_embeddings: int
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] | None = None
+    config_path: str = ""
 
     @property
     def parameters(self) -> int:
@@ -105,42 +109,90 @@ def resolve_config_path(model: str, configs_dirs: tuple[Path, ...] = CONFIG_DIRS
     if path.is_file():
         return path
     names = ", ".join(shipped_configs(configs_dirs)) or "none"
-    raise WorkbenchError(f"--model {model!r} is neither a shipped config ({names}) nor a config.json path")
+    raise WorkbenchError(f"--model {model!r} is neither a shipped config nor a config.json: give one of {names}, "
+                         "or the path of a Hugging Face config.json")
+
+
+def read_hf_config(path: Path):
+    """The transformers config object of a config.json: the model type's own class, so every value the
+    file leaves out takes that class's default (as transformers and vLLM see the model)."""
+    import logging
+    import warnings
+
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"cannot read {path}: {err}; pass a Hugging Face config.json") from err
+    if not isinstance(raw, dict) or not raw.get("model_type"):
+        raise WorkbenchError(f"{path} has no model_type: pass a Hugging Face config.json (it names its model_type)")
+    try:
+        from transformers import AutoConfig
+        from transformers.utils import logging as hf_logging
+    except ImportError as err:
+        raise WorkbenchError(f"transformers is not importable ({err}): pip install -e . (it is a dependency)") from err
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return raw, AutoConfig.from_pretrained(str(path))
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WorkbenchError(f"transformers cannot read {path} ({first[:200]}): check its model_type, or upgrade "
+                             "transformers (pip install -U transformers) for a newer model") from None
+
+
+def _window(value) -> int | None:
+    """A config's sliding_window as vLLM uses it: a positive token count, or None (absent, 0 or null)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _dtype_name(value) -> str:
+    return str(value).removeprefix("torch.") if value else ""
 
 
 def load_model_shape(model: str, configs_dirs: tuple[Path, ...] = CONFIG_DIRS) -> ModelShape:
-    """Read the shape of a decoder-only model from its config.json (head_dim as vLLM's get_head_size)."""
+    """The shape of a decoder-only model from its config.json, read through transformers' config class
+    (head_dim as vLLM's get_head_size, sliding window and layer types as the model declares them)."""
+    import warnings
+
     path = resolve_config_path(model, configs_dirs)
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise WorkbenchError(f"cannot read {path}: {err}; pass a Hugging Face config.json") from err
-    cfg = cfg.get("text_config", cfg) if "hidden_size" not in cfg else cfg
-    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in cfg]
+    raw, hf = read_hf_config(path)
+    cfg = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
+    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+               if getattr(cfg, k, None) is None]
     if missing:
         raise WorkbenchError(f"{path} lacks {', '.join(missing)}: plan-memory needs a decoder-only LLM config")
-    if cfg.get("kv_lora_rank") or cfg.get("num_local_experts") or cfg.get("num_experts"):
+    if getattr(cfg, "kv_lora_rank", None) or getattr(cfg, "num_local_experts", None) or \
+            getattr(cfg, "num_experts", None):
         raise WorkbenchError(f"{path}: MLA and MoE models are not covered by plan-memory; use a dense model config")
-    heads = int(cfg["num_attention_heads"])
-    hidden = int(cfg["hidden_size"])
+    heads = int(cfg.num_attention_heads)
+    hidden = int(cfg.hidden_size)
     # vllm/config/model.py get_head_size: head_dim when set, else hidden_size // num_attention_heads.
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch_dtype's deprecation in newer transformers
+        dtype = _dtype_name(getattr(cfg, "dtype", None)) or _dtype_name(getattr(cfg, "torch_dtype", None))
+    layer_types = getattr(cfg, "layer_types", None)
     name = path.parent.name if path.name == "config.json" else path.stem
     return ModelShape(
         name=name,
-        model_type=str(cfg.get("model_type", "")),
+        model_type=str(getattr(cfg, "model_type", "") or raw.get("model_type", "")),
         hidden_size=hidden,
-        num_layers=int(cfg["num_hidden_layers"]),
+        num_layers=int(cfg.num_hidden_layers),
         num_heads=heads,
-        num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+        num_kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
         head_dim=head_dim,
-        intermediate_size=int(cfg.get("intermediate_size") or 4 * hidden),
-        vocab_size=int(cfg["vocab_size"]),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        intermediate_size=int(getattr(cfg, "intermediate_size", None) or 4 * hidden),
+        vocab_size=int(cfg.vocab_size),
+        tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
         # Qwen2's attention always has q/k/v biases; Llama's only with attention_bias.
-        qkv_bias=bool(cfg.get("attention_bias", False)) or cfg.get("model_type") == "qwen2",
-        config_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"),
-        max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
+        qkv_bias=bool(getattr(cfg, "attention_bias", False)) or getattr(cfg, "model_type", "") == "qwen2",
+        config_dtype=dtype or "float32",
+        max_position_embeddings=int(getattr(cfg, "max_position_embeddings", None) or 2048),
+        sliding_window=_window(getattr(cfg, "sliding_window", None)),
+        layer_types=tuple(layer_types) if layer_types else None,
+        config_path=str(path.resolve()),
     )
 
 
@@ -170,7 +222,7 @@ def resolve_model_dtype(shape: ModelShape, dtype: str = "auto", compute_capabili
     """vLLM's dtype "auto": the config's dtype, float32 checkpoints downcast (bf16 from sm80 on, else fp16)."""
     if dtype != "auto":
         if dtype not in DTYPE_BYTES:
-            raise WorkbenchError(f"--dtype {dtype!r} is not one of auto, {', '.join(DTYPE_BYTES)}")
+            raise WorkbenchError(f"--dtype {dtype!r} is unknown: use one of auto, {', '.join(DTYPE_BYTES)}")
         return dtype
     preferred = "bfloat16" if compute_capability >= (8, 0) else "float16"
     cfg = shape.config_dtype
@@ -184,7 +236,8 @@ def resolve_model_dtype(shape: ModelShape, dtype: str = "auto", compute_capabili
 def kv_dtype_bytes(kv_cache_dtype: str, model_dtype: str) -> int:
     """Bytes per KV element: "auto" follows the model dtype; the fp8 variants store one byte."""
     if kv_cache_dtype not in KV_CACHE_DTYPES:
-        raise WorkbenchError(f"--kv-cache-dtype {kv_cache_dtype!r} is not one of {', '.join(KV_CACHE_DTYPES)}")
+        raise WorkbenchError(f"--kv-cache-dtype {kv_cache_dtype!r} is unknown: use one of "
+                             f"{', '.join(KV_CACHE_DTYPES)}")
     size = KV_CACHE_DTYPES[kv_cache_dtype]
     return DTYPE_BYTES[model_dtype] if size is None else size
 
@@ -199,9 +252,12 @@ def page_size_bytes(shape: ModelShape, kv_bytes: int, tp: int = 1, block_size: i
     return block_size * kv_bytes_per_token_per_layer(shape, kv_bytes, tp)
 
 
-def default_scheduler_limits(total_bytes: int, gpu_name: str, usage: str = "llm") -> tuple[int, int]:
-    """(max_num_batched_tokens, max_num_seqs) that vLLM 0.13.0 picks when not given
-    (vllm/engine/arg_utils.py _set_default_max_num_seqs_and_batched_tokens_args)."""
+def default_scheduler_limits(total_bytes: int, gpu_name: str, usage: str = "llm",
+                             rules: kv_sizing.Rules = kv_sizing.RULES[0]) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) that vLLM picks when not given
+    (vllm/engine/arg_utils.py EngineArgs.get_batch_defaults)."""
+    if rules.largest_tier_bytes is not None and total_bytes >= rules.largest_tier_bytes:
+        return 16384, 1024
     big = total_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
     if usage == "serve":
         return (8192, 1024) if big else (2048, 256)
@@ -241,6 +297,9 @@ class MemoryPlan:
     """Everything plan-memory reports, in bytes per GPU (one tensor-parallel rank)."""
 
     model: str
+    vllm_version: str  # the release whose sizing was applied
+    sizing: str  # who sized the KV cache: vLLM's own code (where from) or the workbench's model of the release
+    sizing_note: str  # why it is not vLLM's own code / not this exact release ("" when nothing to say)
     tp: int
     model_dtype: str
     kv_cache_dtype: str
@@ -257,7 +316,10 @@ class MemoryPlan:
     kv_bytes_per_token_per_layer: int
     kv_bytes_per_token: int
     page_size_bytes: int
-    kv_bytes_per_sequence: int
+    sliding_layers: int  # layers whose KV holds a window, not the whole request
+    sliding_window: int | None
+    kv_groups: int  # KV cache groups (1 unless full and sliding layers mix)
+    kv_bytes_per_sequence: int  # KV of one max_model_len request, all layers (sliding ones hold their window)
     activation_bytes: int
     non_torch_bytes: int
     outside_budget_bytes: int  # CUDA context + NCCL + CUDA graphs + vLLM's 150 MiB redundancy
@@ -279,6 +341,12 @@ class MemoryPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> MemoryPlan:
+        gpu = dict(data["gpu"])
+        gpu["compute_capability"] = tuple(gpu.get("compute_capability") or (9, 0))
+        return cls(**{**data, "gpu": GpuMemory(**gpu)})
+
 
 def num_blocks_for(kv_pool_bytes: int, page_bytes: int, num_layers: int) -> int:
     """vllm/v1/core/kv_cache_utils.py get_num_blocks: available // page_size // num_layers (>= 0)."""
@@ -286,7 +354,7 @@ def num_blocks_for(kv_pool_bytes: int, page_bytes: int, num_layers: int) -> int:
 
 
 def max_concurrency_for(num_blocks: int, max_model_len: int, block_size: int) -> float:
-    """get_max_concurrency_for_kv_cache_config for one uniform group: blocks / blocks per full request."""
+    """get_max_concurrency_for_kv_cache_config for one full-attention group: blocks / blocks per request."""
     return num_blocks / -(-max_model_len // block_size)
 
 
@@ -298,14 +366,31 @@ def _ceil2(x: float) -> float:
     return math.ceil(x * 100 - 1e-9) / 100
 
 
+class BuiltinSizer:
+    """The workbench's model of a release's KV sizing (workbench/kv_sizing.py)."""
+
+    def __init__(self, config_path: str, tp: int, rules: kv_sizing.Rules):
+        self.rules = rules
+        self.description = f"the workbench's model of vLLM {rules.release}'s sizing"
+
+    def layout(self, request: kv_sizing.KvRequest) -> kv_sizing.KvLayout:
+        return kv_sizing.builtin_layout(request, self.rules)
+
+    def size(self, layout: kv_sizing.KvLayout, available: int, request: kv_sizing.KvRequest) -> kv_sizing.KvSizing:
+        return kv_sizing.builtin_size(layout, available, request, self.rules)
+
+
 def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: float | None = None,
                 max_model_len: int | None = None, max_num_seqs: int | None = None,
                 max_num_batched_tokens: int | None = None, kv_cache_dtype: str = "auto", dtype: str = "auto",
                 tp: int = 1, block_size: int = DEFAULT_BLOCK_SIZE, enforce_eager: bool = False,
                 activation_bytes: int | None = None, non_torch_bytes: int | None = None,
                 cudagraph_bytes: int | None = None, usage: str = "llm",
-                reserve_bytes: int = RESERVE_BYTES) -> MemoryPlan:
-    """Size weights, activations and the KV pool as vLLM 0.13.0 would, and pick a gpu_memory_utilization.
+                reserve_bytes: int = RESERVE_BYTES, vllm_version: str = kv_sizing.RULES[0].release,
+                sizer_factory=BuiltinSizer, sizing_note: str = "") -> MemoryPlan:
+    """Size weights, activations and the KV pool as vLLM ``vllm_version`` would, and pick a
+    gpu_memory_utilization. ``sizer_factory`` sizes the KV cache: the workbench's model of the release
+    (default) or vLLM's own code (workbench/vllm_sizing.py).
 
     The recommendation is the smallest utilization whose KV pool holds max_num_seqs sequences of
     max_model_len tokens, capped by what the GPU's free memory allows (other processes keep theirs).
@@ -313,17 +398,21 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
     kv = shape.num_kv_heads
     # vllm/model_executor/layers/linear.py QKVParallelLinear: KV heads split evenly or replicated evenly.
     if tp < 1 or (kv % tp if kv >= tp else tp % kv):
-        raise WorkbenchError(f"--tp {tp} must divide (or be a multiple of) the {kv} KV heads of {shape.name}")
+        raise WorkbenchError(f"--tp {tp} must divide (or be a multiple of) the {kv} KV heads of {shape.name}: "
+                             f"use one of {_tp_choices(shape)}")
     if shape.num_heads % tp:
-        raise WorkbenchError(f"--tp {tp} does not divide {shape.num_heads} attention heads of {shape.name}")
+        raise WorkbenchError(f"--tp {tp} does not divide the {shape.num_heads} attention heads of {shape.name}: "
+                             f"use one of {_tp_choices(shape)}")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
-        raise WorkbenchError(f"--gpu-util {gpu_memory_utilization} must be in (0, 1], e.g. 0.5")
+        raise WorkbenchError(f"--gpu-util {gpu_memory_utilization} is outside (0, 1]: give a fraction, e.g. 0.5")
     if block_size not in (1, 8, 16, 32, 64, 128, 256):
-        raise WorkbenchError(f"--block-size {block_size} is not one of 1, 8, 16, 32, 64, 128, 256")
+        raise WorkbenchError(f"--block-size {block_size} is no block size vLLM supports: use one of "
+                             "1, 8, 16, 32, 64, 128, 256")
     max_model_len = max_model_len or shape.max_position_embeddings
     if max_model_len < 1:
-        raise WorkbenchError(f"--max-model-len {max_model_len} must be positive")
-    default_tokens, default_seqs = default_scheduler_limits(gpu.total_bytes, gpu.name, usage)
+        raise WorkbenchError(f"--max-model-len {max_model_len} is not positive: give the tokens per request")
+    rules, rules_note = kv_sizing.rules_for(vllm_version)
+    default_tokens, default_seqs = default_scheduler_limits(gpu.total_bytes, gpu.name, usage, rules)
     max_num_seqs = max_num_seqs or default_seqs
     max_num_batched_tokens = max_num_batched_tokens or default_tokens
 
@@ -333,8 +422,13 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
     params = weight_elements(shape, tp)
     weights = params * dbytes
     per_token_layer = kv_bytes_per_token_per_layer(shape, kvb, tp)
-    page = page_size_bytes(shape, kvb, tp, block_size)
-    per_seq = -(-max_model_len // block_size) * page * shape.num_layers
+    request = kv_sizing.KvRequest(
+        windows=kv_sizing.layer_windows(shape.num_layers, shape.sliding_window, shape.layer_types, rules),
+        num_kv_heads=max(1, kv // tp), head_size=shape.head_dim, kv_bytes=kvb, block_size=block_size,
+        max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens)
+    sizer = sizer_factory(shape.config_path, tp, rules)
+    layout = sizer.layout(request)
+    reserved = layout.bytes_per_block if rules.reserve_null_block else 0
     act = activation_bytes if activation_bytes is not None else estimate_activation_bytes(
         shape, dbytes, max_num_batched_tokens, max_num_seqs, tp)
     non_torch = NON_TORCH_BYTES if non_torch_bytes is None else non_torch_bytes
@@ -346,29 +440,42 @@ def plan_memory(shape: ModelShape, gpu: GpuMemory, *, gpu_memory_utilization: fl
     # Startup check (init_device): free memory after the context/NCCL must cover total * utilization;
     # CUDA graphs and the redundancy buffer also need to fit afterwards.
     max_util = min(1.0, _floor2((gpu.free_bytes - outside - reserve_bytes) / total))
-    min_util = _ceil2((non_kv + per_seq) / total)  # check_enough_kv_cache_memory: one max_model_len request
-    want_util = _ceil2((non_kv + max_num_seqs * per_seq) / total)
+    min_util = _ceil2((non_kv + layout.request_bytes) / total)  # the fit check: one max_model_len request
+    wanted_pool = reserved + max_num_seqs * layout.blocks_per_request * layout.bytes_per_block
+    want_util = _ceil2((non_kv + wanted_pool) / total)
     recommended = max(min_util, min(want_util, max_util))
     util = recommended if gpu_memory_utilization is None else gpu_memory_utilization
 
     requested = int(total * util)
     kv_pool = requested - non_kv
-    blocks = num_blocks_for(kv_pool, page, shape.num_layers) if kv_pool > 0 else 0
+    sized = sizer.size(layout, kv_pool, request) if kv_pool > 0 else kv_sizing.KvSizing(0, 0, 0.0, False)
+    sliding = [w for w in request.windows if w is not None]
+    note = "; ".join(n for n in (sizing_note, rules_note) if n)
     return MemoryPlan(
-        model=shape.name, tp=tp, model_dtype=model_dtype, kv_cache_dtype=kv_cache_dtype, kv_dtype_bytes=kvb,
-        num_layers=shape.num_layers, num_kv_heads_per_gpu=max(1, shape.num_kv_heads // tp), head_dim=shape.head_dim,
+        model=shape.name, vllm_version=vllm_version, sizing=sizer.description, sizing_note=note, tp=tp,
+        model_dtype=model_dtype, kv_cache_dtype=kv_cache_dtype, kv_dtype_bytes=kvb,
+        num_layers=shape.num_layers, num_kv_heads_per_gpu=request.num_kv_heads, head_dim=shape.head_dim,
         block_size=block_size, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens, parameters_per_gpu=params, weights_bytes=weights,
         kv_bytes_per_token_per_layer=per_token_layer, kv_bytes_per_token=per_token_layer * shape.num_layers,
-        page_size_bytes=page, kv_bytes_per_sequence=per_seq, activation_bytes=act, non_torch_bytes=non_torch,
+        page_size_bytes=layout.page_size_bytes, sliding_layers=len(sliding),
+        sliding_window=max(sliding) if sliding else None, kv_groups=layout.num_groups,
+        kv_bytes_per_sequence=layout.request_bytes - reserved, activation_bytes=act, non_torch_bytes=non_torch,
         outside_budget_bytes=outside, reserve_bytes=reserve_bytes, gpu=gpu, gpu_memory_utilization=util,
         requested_bytes=requested,
-        kv_pool_bytes=kv_pool, num_blocks=blocks, kv_tokens=blocks * block_size,
-        max_concurrency=max_concurrency_for(blocks, max_model_len, block_size),
-        fits=kv_pool >= per_seq, startup_ok=gpu.free_bytes - CUDA_CONTEXT_BYTES - (NCCL_BYTES if tp > 1 else 0)
+        kv_pool_bytes=kv_pool, num_blocks=sized.num_blocks, kv_tokens=sized.kv_tokens,
+        max_concurrency=sized.max_concurrency,
+        fits=sized.fits, startup_ok=gpu.free_bytes - CUDA_CONTEXT_BYTES - (NCCL_BYTES if tp > 1 else 0)
         >= requested, headroom_bytes=gpu.free_bytes - requested - outside,
         recommended_utilization=recommended, min_utilization=min_util, max_utilization=max_util,
     )
+
+
+def _tp_choices(shape: ModelShape) -> str:
+    """Tensor-parallel sizes vLLM accepts for this model (up to 16)."""
+    kv = shape.num_kv_heads
+    ok = [t for t in range(1, 17) if not shape.num_heads % t and not (kv % t if kv >= t else t % kv)]
+    return ", ".join(map(str, ok))
 
 
 def _gib(n: float) -> str:
@@ -379,6 +486,14 @@ def explain(plan: MemoryPlan) -> list[str]:
     """The plan as numbered lines a reader can check by hand, from config to recommendation."""
     g = plan.gpu
     where = f"GPU {g.index} ({g.name})" if g.index is not None else f"{g.name} (given by hand)"
+    if plan.sliding_layers:
+        full = plan.num_layers - plan.sliding_layers
+        window = (f"{plan.sliding_layers} of {plan.num_layers} layers slide over {plan.sliding_window:,} tokens "
+                  f"(hold min(window - 1 + in-flight tokens, max_model_len) + 1 block)"
+                  + (f", {full} attend to all" if full else "")
+                  + (f"; {plan.kv_groups} KV cache groups" if plan.kv_groups > 1 else ""))
+    else:
+        window = "every layer attends to the whole request"
     lines = [
         f"1. {where}: total {_gib(g.total_bytes)}, in use by others {_gib(g.used_bytes)}, free {_gib(g.free_bytes)}.",
         f"2. Weights: {plan.parameters_per_gpu:,} parameters per GPU (TP={plan.tp}) x {DTYPE_BYTES[plan.model_dtype]} "
@@ -388,7 +503,7 @@ def explain(plan: MemoryPlan) -> list[str]:
         f"{'=' + plan.model_dtype if plan.kv_cache_dtype == 'auto' else ''}) = "
         f"{plan.kv_bytes_per_token_per_layer:,} bytes; "
         f"x {plan.num_layers} layers = {plan.kv_bytes_per_token:,} bytes per token.",
-        f"4. Block ({plan.block_size} tokens) per layer = {plan.page_size_bytes:,} bytes; one sequence of "
+        f"4. Block ({plan.block_size} tokens) per layer = {plan.page_size_bytes:,} bytes; {window}; one sequence of "
         f"max_model_len {plan.max_model_len:,} = {_gib(plan.kv_bytes_per_sequence)}.",
         f"5. Peak activation of the profile run ({plan.max_num_batched_tokens:,} tokens, {plan.max_num_seqs} seqs) "
         f"~ {_gib(plan.activation_bytes)}; non-torch ~ {_gib(plan.non_torch_bytes)}.",
@@ -422,6 +537,83 @@ def explain(plan: MemoryPlan) -> list[str]:
         lines.append(f"!! At {plan.gpu_memory_utilization:.2f} the KV pool cannot hold one {plan.max_model_len:,}-"
                      "token request: vLLM raises 'To serve at least one request with the models's max seq len'.")
     return lines
+
+
+# --------------------------------------------------------------------------------------- whose sizing
+SIZINGS = ("auto", "vllm", "builtin")
+
+
+def planning_release(fork: Path, version: str | None = None) -> tuple[str, str]:
+    """The vLLM release to plan for and where that came from: --vllm-version, else the fork's release,
+    else the release the project pins (planning needs no fork checkout)."""
+    from workbench.versions import release_or_pinned
+
+    return (version, "--vllm-version") if version else release_or_pinned(fork)
+
+
+def plan(model: str, gpu: GpuMemory, *, fork: Path, vllm_version: str, sizing: str = "auto", **knobs) -> MemoryPlan:
+    """plan_memory for ``vllm_version``: the workbench's model of the release first (it also checks every
+    input), then - unless ``sizing`` is "builtin" - vLLM's own sizing code from the fork's source, which
+    replaces it when it imports here; "vllm" makes that a requirement."""
+    builtin = plan_memory(load_model_shape(model), gpu, vllm_version=vllm_version, **knobs)
+    if sizing == "builtin":
+        return builtin
+    try:
+        return plan_with_vllm(fork, plan_request(model, gpu, vllm_version=vllm_version, **knobs))
+    except WorkbenchError as err:
+        if sizing == "vllm":
+            raise
+        note = f"vLLM's own code not used: {err}"
+        return MemoryPlan.from_dict({**builtin.to_dict(), "sizing_note": "; ".join(
+            n for n in (note, builtin.sizing_note) if n)})
+
+
+def plan_request(model: str, gpu: GpuMemory, **knobs) -> dict:
+    """plan_memory's inputs as JSON (what workbench/vllm_sizing.py reads in the child process)."""
+    return {"model": str(resolve_config_path(model)), "gpu": asdict(gpu), **knobs}
+
+
+def plan_from_request(request: dict, sizer_factory=BuiltinSizer) -> MemoryPlan:
+    """plan_memory on a plan_request (the child process's side)."""
+    knobs = dict(request)
+    shape = load_model_shape(knobs.pop("model"))
+    gpu = dict(knobs.pop("gpu"))
+    gpu["compute_capability"] = tuple(gpu.get("compute_capability") or (9, 0))
+    return plan_memory(shape, GpuMemory(**gpu), sizer_factory=sizer_factory, **knobs)
+
+
+def plan_with_vllm(fork: Path, request: dict, python: str | None = None, timeout: int = 600) -> MemoryPlan:
+    """plan_memory sized by vLLM's own code, imported from the fork's source in a child process
+    (``python -m workbench.vllm_sizing``); WorkbenchError (with the child's reason) when vLLM does not
+    import there."""
+    return plans_with_vllm(fork, [request], python, timeout)[0]
+
+
+def plans_with_vllm(fork: Path, requests: list[dict], python: str | None = None,
+                    timeout: int = 600) -> list[MemoryPlan]:
+    """plan_with_vllm for several requests, importing vLLM once."""
+    import os
+    import subprocess
+    import sys
+
+    from workbench.vllm_sizing import RESULT_PREFIX
+
+    if not (Path(fork) / "vllm" / "__init__.py").is_file():
+        raise WorkbenchError(f"no vLLM source at {fork}", fix="point workbench.fork at your checkout")
+    path = os.pathsep.join(filter(None, [str(Path(fork).resolve()), str(_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR",
+           "TRANSFORMERS_VERBOSITY": "error"}
+    try:
+        proc = subprocess.run([python or sys.executable, "-m", "workbench.vllm_sizing"], input=json.dumps(requests),
+                              capture_output=True, text=True, env=env, cwd=str(fork), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise WorkbenchError(f"vLLM's sizing did not finish in {timeout} s", fix="use --sizing builtin") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or len(lines) != len(requests):
+        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise WorkbenchError(f"vLLM from {fork} does not import here ({(tail[-1] if tail else 'no output')[:200]})",
+                             fix="install its dependencies in this Python (torch, transformers), or --sizing builtin")
+    return [MemoryPlan.from_dict(json.loads(line[len(RESULT_PREFIX):])) for line in lines]
 
 
 def gpu_memory_from_nvml(index: int) -> GpuMemory:

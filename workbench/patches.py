@@ -29,6 +29,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.git import first_line as _first_line
+from workbench.git import fork_checkout_fix
 from workbench.git import run as _git
 
 RECORD = "workbench/patches.json"  # inside the fork's git dir: `git rev-parse --git-path` resolves it
@@ -39,6 +40,7 @@ APPLIED = "applied"  # in the working tree, not committed
 PENDING = "pending"  # applies cleanly on top of what is applied
 CONFLICT = "conflict"  # does not apply (the fork moved on, or an earlier patch is missing)
 UNKNOWN = "unknown"  # your edits in its files hide whether it is applied
+DELETED = "file deleted"  # a file it patches is gone from the working tree
 
 
 # --------------------------------------------------------------------------------------- git plumbing
@@ -50,12 +52,11 @@ def fork_toplevel(fork: Path) -> Path:
     """The fork as a git checkout; a clear error when it is missing or not its own repository."""
     fork = Path(fork)
     if not fork.is_dir():
-        raise WorkbenchError(f"no vLLM fork at {fork}: run `git submodule update --init vllm`")
+        raise WorkbenchError(f"no vLLM fork at {fork}", fix=fork_checkout_fix(fork))
     result = _git(fork, "rev-parse", "--show-toplevel", check=False)
     top = Path(result.stdout.decode().strip()) if result.returncode == 0 else None
     if top is None or top.resolve() != fork.resolve() or not (fork / "vllm").is_dir():
-        raise WorkbenchError(f"{fork} is not a vLLM git checkout (submodule not initialised?): "
-                             f"run `git submodule update --init vllm`")
+        raise WorkbenchError(f"{fork} is not a vLLM git checkout", fix=fork_checkout_fix(fork))
     return fork
 
 
@@ -199,6 +200,7 @@ class SeriesState:
     user_dirty: list[str]  # series files with edits that no patch explains (never touched)
     conflict: str = ""  # git's message for the first patch that does not apply
     statuses: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # series files the applied state has, gone from the tree
 
     @property
     def pending(self) -> tuple[Patch, ...]:
@@ -309,9 +311,14 @@ def series_state(fork: Path, series: Series) -> SeriesState:
             user_dirty.add(f)
     applied = committed + low
     applied_high = committed + high
+    # A deleted file explains no state, so the count above ignored it: name it instead of counting
+    # its patches as applied.
+    deleted = sorted(f for f in files if work[f] is None and _blob(expected[low].get(f)) is not None)
     statuses = []
     for i in range(len(patches)):
-        if i < committed:
+        if set(patches[i].files) & set(deleted):
+            statuses.append(DELETED)
+        elif i < committed:
             statuses.append(COMMITTED)
         elif i < applied:
             statuses.append(APPLIED)
@@ -322,7 +329,8 @@ def series_state(fork: Path, series: Series) -> SeriesState:
         else:
             statuses.append(CONFLICT)
     return SeriesState(series=series, fork=fork, committed=committed, applied=applied, applied_high=applied_high,
-                       applicable=applicable, user_dirty=sorted(user_dirty), conflict=conflict, statuses=statuses)
+                       applicable=applicable, user_dirty=sorted(user_dirty), conflict=conflict, statuses=statuses,
+                       deleted=deleted)
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -377,7 +385,17 @@ class RunResult:
     dry_run: bool = False
 
 
+def deleted_message(state: SeriesState) -> str:
+    names = ", ".join(state.deleted)
+    return (f"{names} {'is' if len(state.deleted) == 1 else 'are'} deleted from the fork's working tree but the "
+            f"series patches {'it' if len(state.deleted) == 1 else 'them'}: restore "
+            f"(`git -C {state.fork} checkout -- {' '.join(state.deleted)}`, then `invoke patch`), or commit the "
+            "deletion and port the series")
+
+
 def _refuse_dirty(state: SeriesState, patches: Sequence[Patch], verb: str) -> None:
+    if state.deleted and {f for p in patches for f in p.files} & set(state.deleted):
+        raise WorkbenchError(f"refusing to {verb}: " + deleted_message(state))
     touched = {f for p in patches for f in p.files}
     dirty = [f for f in state.user_dirty if f in touched]
     if dirty:
@@ -427,6 +445,8 @@ def apply_series(fork: Path, series: Series, three_way: bool = False, dry_run: b
     """Apply the pending patches of ``series`` (idempotent, atomic, refuses on user-edited files)."""
     fork = fork_toplevel(fork)
     state = series_state(fork, series)
+    if state.deleted:
+        raise WorkbenchError("refusing to apply the series: " + deleted_message(state))
     done_before = [p.name for p in series.patches[:state.applied]]
     pending = list(state.pending)
     if state.applicable < len(series.patches) and not three_way:
@@ -458,6 +478,8 @@ def revert_series(fork: Path, series: Series, dry_run: bool = False) -> RunResul
 def check_series(fork: Path, series: Series) -> SeriesState:
     """Raise WorkbenchError (one line) unless the whole series is applied or applies cleanly now."""
     state = series_state(fork, series)
+    if state.deleted:
+        raise WorkbenchError(deleted_message(state))
     if state.applicable < len(series.patches):
         raise WorkbenchError(f"the series for vLLM {series.version} does not apply ({state.conflict}): "
                              f"port it in the fork and save it with `invoke patch --refresh`")
@@ -480,7 +502,8 @@ def applied_series(fork_path: Path | str) -> list[str]:
         try:
             series = load_series(series_dir.parent, series_dir.name)
             state = series_state(fork, series)
-            return [f"{version}/{p.name}" for p in series.patches[:state.applied]]
+            return [f"{version}/{p.name}" for p, status in zip(series.patches, state.statuses, strict=True)
+                    if status in (COMMITTED, APPLIED)]
         except WorkbenchError:
             pass
     return [f"{version}/{name}" for name in data.get("patches", [])]

@@ -61,11 +61,18 @@ def source_state(path: Path) -> SourceState:
     return SourceState(path, commit, branch or None, dirty, applied_series(path) if commit else ())
 
 
-def commit_labels(state: SourceState, install: dict, source_image: str, settings_image: str) -> dict[str, str]:
+TAG_LABEL = f"{LABEL_PREFIX}tag"  # the workbench.tag the image was committed under
+CONTAINER_LABEL = f"{LABEL_PREFIX}committed-from"  # the id of the container it was committed from
+
+
+def commit_labels(state: SourceState, install: dict, source_image: str, settings_image: str,
+                  tag: str = "", container_id: str = "") -> dict[str, str]:
     """Provenance labels for a committed dev container."""
     return {
         f"{LABEL_PREFIX}role": "compiled",
         f"{LABEL_PREFIX}image": settings_image,
+        TAG_LABEL: tag,
+        CONTAINER_LABEL: container_id,
         f"{LABEL_PREFIX}source-image": source_image,
         f"{LABEL_PREFIX}vllm.commit": state.commit or "unknown",
         f"{LABEL_PREFIX}vllm.branch": state.branch or "(detached)",

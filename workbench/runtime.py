@@ -249,6 +249,16 @@ def plan_places(settings: Settings, flag: str | None = None) -> tuple[Places, st
     return container_places(settings, spec), DevContainer.python, f"dev container {spec.name}"
 
 
+def path_mapper(settings: Settings, flag: str | None = None) -> Callable[[Path], str | None]:
+    """How the runtime names a host path (None: it cannot see it), without connecting: --dry-run's view."""
+    if runtime_name(settings, flag) == "host":
+        return lambda path: str(Path(path).absolute())
+    from workbench import compose
+    from workbench.engine import MountMap
+
+    return MountMap.of(compose.load_spec(settings)).from_host
+
+
 def open_runtime(settings: Settings, flag: str | None = None, gpus: str | None = None) -> Runtime:
     """The runtime the settings (or --runtime) name, ready to run steps."""
     if runtime_name(settings, flag) == "host":

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from workbench import install, patches
 from workbench.errors import WorkbenchError
+from workbench.git import fork_checkout_fix, submodule_of
 from workbench.git import run as run_git
 
 SUBMODULE = "vllm"
 UPSTREAM = "https://github.com/vllm-project/vllm.git"
-PINNED_COMMIT = "72506c98349d6bcd32b4e33eec7b5513453c1502"  # v0.13.0
+PINNED_COMMIT = "72506c98349d6bcd32b4e33eec7b5513453c1502"
+PINNED_VERSION = "0.13.0"  # the release PINNED_COMMIT is tagged with
 _FILE_OK = ("-c", "protocol.file.allow=always")  # local fork URLs (file:// or paths), refused by default since git 2.38
 
 
@@ -25,7 +27,8 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
 class SourceInfo:
     path: Path
     url: str
-    pinned: str  # the gitlink the project records
+    url_source: str  # ".gitmodules" for the project's submodule, else the checkout's remote
+    pinned: str  # the gitlink the project records ("" for a checkout outside the project)
     version: str
     version_source: str
     commit: str
@@ -39,6 +42,26 @@ def submodule_url(root: Path, name: str = SUBMODULE) -> str:
     return _git(root, "config", "-f", ".gitmodules", f"submodule.{name}.url", check=False)
 
 
+def is_project_submodule(root: Path, fork: Path) -> bool:
+    """True when the fork is the project's own submodule (not a checkout elsewhere)."""
+    found = submodule_of(fork)
+    return found is not None and found[0].resolve() == Path(root).resolve()
+
+
+def fork_url(root: Path, fork: Path) -> tuple[str, str]:
+    """(URL, where it was read) of the fork: the project's .gitmodules entry for its submodule, else the
+    checkout's own remote (origin, or its first remote)."""
+    if is_project_submodule(root, fork):
+        url = submodule_url(root)
+        return url, ".gitmodules" if url else ""
+    remotes = _git(fork, "remote", check=False).split()
+    for name in ["origin", *remotes] if remotes else []:
+        url = _git(fork, "remote", "get-url", name, check=False)
+        if url:
+            return url, f"remote {name}"
+    return "", ""
+
+
 def pinned_commit(root: Path, name: str = SUBMODULE) -> str:
     """The commit the project's index records for the submodule (its gitlink)."""
     out = _git(root, "ls-files", "-s", "--", name, check=False).split()
@@ -48,7 +71,7 @@ def pinned_commit(root: Path, name: str = SUBMODULE) -> str:
 def require_initialised(fork: Path) -> Path:
     """The fork's path, or the one-line fix when the submodule is missing or not initialised."""
     if not fork.is_dir() or not (fork / ".git").exists() or not (fork / "vllm").is_dir():
-        raise WorkbenchError(f"the vLLM fork at {fork} is not checked out: run `git submodule update --init vllm`")
+        raise WorkbenchError(f"the vLLM fork at {fork} is not checked out", fix=fork_checkout_fix(fork))
     return fork
 
 
@@ -67,7 +90,9 @@ def source_info(root: Path, fork: Path, patches_root: Path, wheel_dir: Path) -> 
     except WorkbenchError:
         version, vsource = "unknown", "no v* tag, _version.py or PKG-INFO"
     branch = _git(fork, "symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
-    info = SourceInfo(path=fork, url=submodule_url(root), pinned=pinned_commit(root), version=version,
+    url, url_source = fork_url(root, fork)
+    pinned = pinned_commit(root) if is_project_submodule(root, fork) else ""
+    info = SourceInfo(path=fork, url=url, url_source=url_source, pinned=pinned, version=version,
                       version_source=vsource, commit=_git(fork, "rev-parse", "HEAD"), branch=branch,
                       dirty=dirty_files(fork), applied=patches.applied_series(fork))
     try:
@@ -91,13 +116,17 @@ def switch_fork(root: Path, fork: Path, url: str | None, ref: str | None) -> str
             shown = ", ".join(dirty[:6]) + (" ..." if len(dirty) > 6 else "")
             raise WorkbenchError(f"the fork has uncommitted work ({shown}): commit or stash it in {fork} "
                                  f"before switching — nothing was changed")
-    if url:
+    submodule = is_project_submodule(root, fork)
+    if not submodule and not (fork / ".git").exists():
+        raise WorkbenchError(f"no vLLM checkout at {fork} (workbench.fork), and it is not the project's submodule",
+                             fix=fork_checkout_fix(fork))
+    if url and submodule:
         _git(root, "config", "-f", ".gitmodules", f"submodule.{SUBMODULE}.url", url)
         _git(root, "submodule", "sync", "--", SUBMODULE)
-    if not (fork / ".git").exists():
+    if submodule and not (fork / ".git").exists():
         _git(root, "submodule", "update", "--init", "--", SUBMODULE)
     if ref:
-        source = url or submodule_url(root)
+        source = url or fork_url(root, fork)[0]
         _git(fork, "fetch", "--no-tags", source, ref)
         _git(fork, "checkout", "--detach", "FETCH_HEAD")
         # The fork's release tags (version detection); a fork whose tag differs from one already here

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from workbench import images
 from workbench.config import Settings
 from workbench.engine import MANAGED_LABEL, SPEC_LABEL, find_container, nvidia_runtime_present
+from workbench.provenance import CONTAINER_LABEL
 
 
 @dataclass
@@ -41,21 +42,30 @@ def collect(client, settings: Settings) -> Status:
         container = {"name": found.name, "status": found.status, "image": image_name,
                      "managed": labels.get(MANAGED_LABEL) == "true", "gpus": gpus,
                      "spec": labels.get(SPEC_LABEL, ""), "reason": labels.get("workbench.image-reason", "")}
-    return Status(dev_image, container, images.committed_images(client, settings), nvidia_runtime_present(info),
-                  info.get("ServerVersion", ""))
+    committed = images.committed_images(client, settings, all_tags=True)
+    if container is not None:
+        # The newest image committed from this container (its image-reason label predates the commit).
+        own = sorted((c for c in committed if c["labels"].get(CONTAINER_LABEL) == found.id),
+                     key=lambda c: c["labels"].get("workbench.committed-at", ""), reverse=True)
+        container["committed_as"] = (f"{own[0]['ref']} at {own[0]['labels'].get('workbench.committed-at', '?')}"
+                                     if own else "")
+    return Status(dev_image, container, committed, nvidia_runtime_present(info), info.get("ServerVersion", ""))
 
 
 def drift(client, settings: Settings, status: Status) -> str:
     """"" when the container matches what `invoke up` would create now, else why not."""
     if status.container is None:
         return ""
-    from workbench.engine import desired
+    from workbench.engine import committed_from_itself, desired, find_container
 
     gpus = "none" if status.container["gpus"] == "none" else settings.gpus
     try:
-        _, _, fingerprint = desired(client, settings, gpus)
+        spec, choice, fingerprint = desired(client, settings, gpus)
+        if fingerprint == status.container["spec"]:
+            return ""
+        container = find_container(client, settings.container)
+        if container is not None and committed_from_itself(client, container, spec, choice):
+            return ""
     except Exception as err:  # status must always print; show the problem instead
         return f"cannot tell ({err})"
-    if fingerprint == status.container["spec"]:
-        return ""
     return "differs from docker-compose.yml/config: invoke up recreates it"

@@ -53,7 +53,10 @@ def print_status(settings, state, drift: str) -> None:
         c = state.container
         note = f" — [yellow]{drift}[/]" if drift else ""
         console.print(f"container [bold]{c['name']}[/]: {c['status']}, image {c['image']}, GPUs {c['gpus']}{note}")
-        if c["reason"]:
+        if c.get("committed_as"):
+            console.print(f"  committed as {c['committed_as']}: invoke up keeps this container (it holds that "
+                          "image's work); a new one starts from that image", markup=False)
+        elif c["reason"]:
             console.print(f"  image chosen because: {c['reason']}", markup=False)
     else:
         console.print(f"container [bold]{settings.container}[/]: none (invoke up)")

@@ -399,7 +399,7 @@ def test_dry_run_of_a_config_names_its_model_folder():
     (("bench", "--mode", "fast"), "--mode 'fast'"),
     (("bench", "--extra", "--seed 3"), "must not set --seed"),
     (("bench", "--repeats", "abc"), "--repeats 'abc' is not a whole number"),
-    (("bench", "--repeats", "0"), "--repeats must be >= 1"),
+    (("bench", "--repeats", "0"), "--repeats '0' must be at least 1"),
     (("bench", "--iters", "x"), "--iters 'x'"),
     (("bench", "--runtime", "podman"), "runtime 'podman' is not one of docker, host"),
     (("bench", "--weights", "fp8"), "--weights 'fp8'"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.vllm_source import NEWEST, PINNED, extra_deps_dir, vllm_source_tree
+from tests.support.vllm_source import NEWEST, PINNED, release_deps, vllm_source_tree
 from workbench.bench import plan as bench
 from workbench.runtime import Places
 
@@ -73,7 +73,7 @@ def release(request):
     version = request.param
     tree = vllm_source_tree(version)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    deps = extra_deps_dir(version)
+    deps = release_deps(version)
     if deps is not None:
         env["PYTHONPATH"] = str(deps)
 

@@ -67,26 +67,16 @@ def vllm_source_tree(version: str = PINNED) -> Path:
     return tree
 
 
-def make_fork_repo(version: str, dest: Path) -> Path:
-    """A git repo with the release source as one commit tagged v<version> (a stand-in for a fork)."""
-    shutil.copytree(vllm_source_tree(version), dest, symlinks=True)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", f"vLLM {version}"],
-                 ["tag", f"v{version}"]):
-        subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
-    return dest
-
-
-def extra_deps_dir(version: str) -> Path | None:
-    """Extra packages a release needs that conflict with the shared test venv, installed once into
-    $WORKBENCH_CACHE/vllm-deps/<version> (0.33.0 needs transformers 5; 0.13.0 uses the venv's 4.x).
-    Put it on PYTHONPATH of the subprocesses that import that release."""
-    if version == PINNED:
+def release_deps(version: str) -> Path | None:
+    """Extra packages a release's source needs on CPU that conflict with the shared test venv, installed
+    once (--no-deps, pinned in tests/support/vllm-<version>-cpu-extra.txt) into
+    $WORKBENCH_CACHE/vllm-deps/<version>; put it on PYTHONPATH of that release's child processes only
+    (0.33.0 needs transformers 5; 0.13.0 uses the venv's 4.x). None when the venv has all."""
+    pins = Path(__file__).resolve().parent / f"vllm-{version}-cpu-extra.txt"
+    if not pins.is_file():
         return None
     target = cache_dir().parent / "vllm-deps" / version
     stamp = target / ".complete"
-    pins = Path(__file__).with_name(f"vllm-{version}-cpu-extra.txt")
     with exclusive(cache_dir() / f".{version}.deps.lock"):
         if not stamp.exists() or stamp.read_text() != pins.read_text():
             shutil.rmtree(target, ignore_errors=True)
@@ -96,3 +86,14 @@ def extra_deps_dir(version: str) -> Path | None:
                 raise RuntimeError(f"installing vLLM {version}'s CPU extras failed:\n{result.stderr[-2000:]}")
             stamp.write_text(pins.read_text())
     return target
+
+
+def make_fork_repo(version: str, dest: Path) -> Path:
+    """A git repo with the release source as one commit tagged v<version> (a stand-in for a fork)."""
+    shutil.copytree(vllm_source_tree(version), dest, symlinks=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", f"vLLM {version}"],
+                 ["tag", f"v{version}"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, env=env, capture_output=True)
+    return dest

@@ -13,11 +13,11 @@ from invoke import Collection, task
 from rich.console import Console
 from rich.markup import escape
 
+from workbench import flags
 from workbench.bench import plan as benchplan
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
 from workbench.runtime import plan_places
-from workbench.values import as_int
 
 AB_HELP = {
     "custom_gemm": "the A/B of the custom GEMM (what bench.ab does; accepted for the old `invoke bench --custom-gemm`)",
@@ -49,6 +49,11 @@ AB_HELP = {
 }
 
 
+def _int(flag: str, value, default: int, minimum: int) -> int:
+    number = flags.integer(flag, value, minimum=minimum, example=str(default))
+    return default if number is None else number
+
+
 @task(help=AB_HELP, auto_shortflags=False, default=True)
 @user_errors
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
@@ -58,12 +63,12 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
-        model=model or d.model, mode=mode, input_len=as_int("--input-len", input_len, d.input_len, 1),
-        output_len=as_int("--output-len", output_len, d.output_len, 1),
-        num_prompts=as_int("--num-prompts", num_prompts, d.num_prompts, 1),
-        batch_size=as_int("--batch-size", batch_size, d.batch_size, 1),
-        repeats=as_int("--repeats", repeats, d.repeats, 1), iters=as_int("--iters", iters, d.iters, 1),
-        warmup_iters=as_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=as_int("--tp", tp, d.tp, 1),
+        model=model or d.model, mode=mode, input_len=_int("--input-len", input_len, d.input_len, 1),
+        output_len=_int("--output-len", output_len, d.output_len, 1),
+        num_prompts=_int("--num-prompts", num_prompts, d.num_prompts, 1),
+        batch_size=_int("--batch-size", batch_size, d.batch_size, 1),
+        repeats=_int("--repeats", repeats, d.repeats, 1), iters=_int("--iters", iters, d.iters, 1),
+        warmup_iters=_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=_int("--tp", tp, d.tp, 1),
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
         weights=weights, gate=gate, driver=driver))
     settings = settings_from_context(c)

@@ -6,30 +6,38 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from workbench.config import settings_from_context
-from workbench.errors import user_errors
+from workbench.errors import WorkbenchError, user_errors
 from workbench.gpu_selection import parse_gpu_selection
 
 
 @task(help={
-    "base-image": "Base image to build on (default: workbench.base_image, vllm/vllm-openai:v0.13.0)",
+    "base-image": "Base image to build on (default: workbench.base_image, else vllm/vllm-openai:v<the fork's release>)",
     "tag": "Tag of the dev image (default: workbench.tag); the image is <workbench.image>:<tag>",
     "no-cache": "Rebuild every layer instead of reusing the build cache",
     "ca-certs": "Folder of extra CA certificates (*.crt) to trust for apt and pip inside the build",
+    "allow-torch-mismatch": "Build even when the base image's torch is not the one the fork's requirements pin",
     "dry-run": "Print what would be built, build nothing",
 })
 @user_errors
-def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, dry_run=False):
+def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_torch_mismatch=False, dry_run=False):
     """Build the dev image from Dockerfile.dev (streamed; on failure: the failing step and log tail)."""
-    from workbench import engine, images
+    from workbench import engine, images, versions
     from workbench.ui import console, print_build_failure
 
     settings = settings_from_context(ctx).with_overrides(base_image=base_image, tag=tag, ca_certs=ca_certs)
     plan, files = images.plan_build(settings, no_cache=no_cache)
     if dry_run:
+        console.print(f"base image: {plan.base_image} ({plan.base_reason})", markup=False)
         console.print(f"would run: {plan.describe()}")
         return
     client = engine.connect()
-    console.print(f"building [bold]{plan.tag}[/] on {plan.base_image} (uid {plan.buildargs['USER_UID']})")
+    check, torch = versions.check_base_image(client, plan.base_image, settings.fork_path)
+    if not check.ok and not allow_torch_mismatch:
+        raise WorkbenchError(check.message, fix=versions.torch_fix(settings.fork_path, plan.base_image, "build"))
+    console.print(check.message, style="yellow" if not check.ok else "dim", markup=False)
+    plan = plan.with_base_torch(torch)
+    console.print(f"building [bold]{plan.tag}[/] on {plan.base_image} ({plan.base_reason}; "
+                  f"uid {plan.buildargs['USER_UID']})")
     try:
         image_id = images.build(client, plan, files, on_line=lambda line: console.print(line, style="dim",
                                                                                          markup=False, highlight=False))

@@ -1,38 +1,31 @@
-"""`invoke install` (precompiled or full build of the fork, in the dev container) and `invoke rebuild`."""
+"""`invoke install` (precompiled or full build of the fork, where the runtime runs steps) and `invoke rebuild`."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from invoke import task
 from rich.console import Console
 from rich.markup import escape
 
+from workbench import flags, patches
 from workbench import install as inst
-from workbench import patches
 from workbench.config import Settings, settings_from_context
 from workbench.errors import WorkbenchError, user_errors
-from workbench.runtime import HostRuntime, host_python, open_runtime, plan_places, runtime_name
+from workbench.runtime import Places, host_python, open_runtime, path_mapper, plan_places, runtime_name
 from workbench.source import require_initialised
-from workbench.values import as_int
 
 
-class _PlannedRuntime:
-    """What --dry-run knows of the runtime without connecting: its paths."""
+def _check_torch(settings: Settings, fork: Path, console: Console, allow_mismatch: bool) -> None:
+    """Before anything runs in the container: its image's torch is the one the fork pins."""
+    from workbench import engine, versions
 
-    def __init__(self, settings: Settings, flag: str | None):
-        self.places, self.python, _ = plan_places(settings, flag)
-        self._host = runtime_name(settings, flag) == "host"
-        self._settings = settings
-
-    def from_host(self, path: Path) -> str | None:
-        if self._host:
-            return HostRuntime(self._settings).from_host(path)
-        from workbench import compose
-        from workbench.engine import MountMap
-
-        return MountMap.of(compose.load_spec(self._settings)).from_host(path)
+    check = versions.check_install_image(engine.connect(), settings, fork)
+    if not check.ok and not allow_mismatch:
+        raise WorkbenchError(check.message, fix=versions.torch_fix(fork, "", "install"))
+    console.print(check.message, style="yellow" if not check.ok else "dim", markup=False)
 
 
 def _run(runtime, plan: inst.InstallPlan, console: Console, dry_run: bool) -> None:
@@ -51,8 +44,8 @@ def _run(runtime, plan: inst.InstallPlan, console: Console, dry_run: bool) -> No
                   f"{escape(runtime.places.install_record)}[/green]")
 
 
-def _wheel_location(settings: Settings, runtime, wheel: inst.WheelChoice, console: Console,
-                    dry_run: bool) -> str | None:
+def _wheel_location(settings: Settings, places: Places, to_runtime: Callable[[Path], str | None],
+                    wheel: inst.WheelChoice, console: Console, dry_run: bool) -> str | None:
     """The wheel as the runtime sees it: URLs as they are, files through a folder it sees (a wheel the
     dev container cannot see is copied into the mounted wheels folder first)."""
     if wheel.location is None or "://" in wheel.location:
@@ -60,16 +53,16 @@ def _wheel_location(settings: Settings, runtime, wheel: inst.WheelChoice, consol
     host = Path(wheel.location).expanduser()
     if not host.is_file():
         raise WorkbenchError(f"no wheel file at {host}: pass an existing .whl path or an http(s) URL")
-    mapped = runtime.from_host(host)
+    mapped = to_runtime(host)
     if mapped is None:
         target = settings.wheels_path / host.name
         if dry_run:
-            console.print(f"would copy {host} to {target} (the container sees {runtime.places.wheels})")
+            console.print(f"would copy {host} to {target} (the container sees {places.wheels})")
         elif not target.exists():
-            console.print(f"copying {host} to {target} (the container sees {runtime.places.wheels})")
+            console.print(f"copying {host} to {target} (the container sees {places.wheels})")
             settings.wheels_path.mkdir(parents=True, exist_ok=True)
             shutil.copy2(host, target)
-        mapped = runtime.from_host(target)
+        mapped = to_runtime(target)
     return mapped
 
 
@@ -92,7 +85,9 @@ def _host_venv(settings: Settings, console: Console, dry_run: bool) -> None:
 
 def _arch_and_jobs(settings: Settings, arch: str | None, jobs: int | None) -> tuple[str, inst.Jobs]:
     gpus, why = [], ""
-    if not arch:
+    if arch:
+        inst.check_arch(arch)
+    else:
         from workbench.gpus import query_gpus, select
 
         try:
@@ -111,45 +106,55 @@ def _arch_and_jobs(settings: Settings, arch: str | None, jobs: int | None) -> tu
     "arch": "full: TORCH_CUDA_ARCH_LIST, e.g. '9.0a' (default: the selected GPUs' compute capability)",
     "jobs": "full: MAX_JOBS (default: from cores and RAM, ~3 GB per nvcc thread)",
     "no_deps": "pass --no-deps to pip (offline, or the image already has vLLM's dependencies)",
-    "dry_run": "print the in-container commands and environment, run nothing",
+    "allow_torch_mismatch": "install even when the container's torch is not the one the fork's requirements pin",
+    "dry_run": "print the commands and environment, run nothing",
 })
 @user_errors
-def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, no_deps=False, runtime=None,
-            dry_run=False):
+def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, no_deps=False,
+            allow_torch_mismatch=False, runtime=None, dry_run=False):
     """Install the vLLM fork editable where steps run (dev container or host venv), verified and recorded."""
     if precompiled and full:
-        raise WorkbenchError("choose one of --precompiled and --full")
+        raise WorkbenchError("--precompiled and --full exclude each other: give one of them")
+    jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
+    if full and wheel:
+        raise WorkbenchError("--wheel is for --precompiled (a full build compiles csrc/ itself): drop --wheel, or "
+                             "use --precompiled")
+    if not full and (arch or jobs):
+        raise WorkbenchError(f"{'--arch' if arch else '--jobs'} is for --full (a precompiled install compiles "
+                             "nothing): add --full, or drop it")
+    if wheel:
+        inst.check_wheel_argument(wheel)
     settings = settings_from_context(c)
+    host = runtime_name(settings, runtime) == "host"
     console = Console()
     fork = require_initialised(settings.fork_path)
     version, _ = patches.detect_version(fork)
     series = patches.applied_series(fork)
-    jobs_ = as_int("--jobs", jobs, 0, 1) or None
-    if full and wheel:
-        raise WorkbenchError("--wheel is for --precompiled; a full build compiles csrc/ itself")
-    if wheel and "://" in wheel and not wheel.split("://", 1)[1].strip("/"):
-        raise WorkbenchError(f"--wheel {wheel!r} is not a wheel URL: give https://HOST/PATH/vllm-*.whl or a file")
     if full:
-        arch_list, chosen = _arch_and_jobs(settings, arch, jobs_)
+        arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
     else:
         choice = inst.resolve_wheel(fork, version, wheel, settings.wheels_path)
         for warning in inst.check_wheel_matches(fork, choice):
             console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
-    if runtime_name(settings, runtime) == "host":
+    if host:
         _host_venv(settings, console, dry_run)
-    rt = open_runtime(settings, runtime) if not dry_run else None
+    elif not dry_run:
+        _check_torch(settings, fork, console, allow_torch_mismatch)
+    places, python, _ = plan_places(settings, runtime)
+    if full:
+        plan = inst.full_plan(places, python, version, inst.head_commit(fork), arch_list, chosen, series,
+                              no_deps=no_deps)
+    else:
+        location = _wheel_location(settings, places, path_mapper(settings, runtime), choice, console, dry_run)
+        plan = inst.precompiled_plan(places, python, version, choice, location, series, no_deps=no_deps)
+    if dry_run:
+        _run(None, plan, console, dry_run)
+        return
+    rt = open_runtime(settings, runtime)
     try:
-        places, python, _ = plan_places(settings, runtime) if rt is None else (rt.places, rt.python, "")
-        if full:
-            plan = inst.full_plan(places, python, version, inst.head_commit(fork), arch_list, chosen, series,
-                                  no_deps=no_deps)
-        else:
-            location = _wheel_location(settings, rt or _PlannedRuntime(settings, runtime), choice, console, dry_run)
-            plan = inst.precompiled_plan(places, python, version, choice, location, series, no_deps=no_deps)
         _run(rt, plan, console, dry_run)
     finally:
-        if rt is not None:
-            rt.close()
+        rt.close()
 
 
 @task(help={
@@ -161,9 +166,10 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
 @user_errors
 def rebuild(c, arch=None, jobs=None, runtime=None, dry_run=False):
     """Incremental rebuild of csrc/ through CMake presets (after a full install), ccache hit stats shown."""
+    jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
     settings = settings_from_context(c)
     require_initialised(settings.fork_path)
-    arch_list, chosen = _arch_and_jobs(settings, arch, as_int("--jobs", jobs, 0, 1) or None)
+    arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
     if dry_run:
         places, python, _ = plan_places(settings, runtime)
         _run(None, inst.rebuild_plan(places, python, arch_list, chosen), Console(), dry_run)

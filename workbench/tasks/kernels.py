@@ -7,11 +7,11 @@ import shlex
 
 from invoke import Collection, task
 
+from workbench import flags
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
 from workbench.kernels import bench_command, run_kernel_command, tune_command
 from workbench.runtime import plan_places
-from workbench.values import as_int
 
 _COMMON_HELP = {
     "model": "model config: a shipped name (qwen2.5-0.5b, tinyllama-1.1b, llama-3-8b) or a config.json "
@@ -47,10 +47,9 @@ def _finish(ctx, build, runtime: str | None, dry_run: bool, what: str) -> None:
 @user_errors
 def tune(ctx, model=None, tp=None, dtype="bfloat16", buckets="", kernels="", runtime=None, dry_run=False):
     """Measure every GEMM candidate vs cuBLAS for a model's shapes; merge the winners into the dispatch table."""
-    tp_ = as_int("--tp", tp, 1, 1)
-    if buckets and not all(b.strip().isdigit() and int(b) > 0 for b in buckets.split(",")):
-        raise WorkbenchError(f"--buckets {buckets!r} is not a list of positive whole numbers: e.g. 1,16,256")
-    _finish(ctx, lambda root, py, kr: tune_command(root, list(model or []), tp_, dtype, buckets, kernels, py, kr),
+    tp_ = flags.integer("--tp", tp, minimum=1, example="2") or 1
+    chosen = ",".join(map(str, flags.integer_list("--buckets", buckets, minimum=1, example="1,16,256,4096") or []))
+    _finish(ctx, lambda root, py, kr: tune_command(root, list(model or []), tp_, dtype, chosen, kernels, py, kr),
             runtime, dry_run, "tune")
 
 
@@ -61,7 +60,7 @@ def bench(ctx, model=None, tp=None, dtype="bfloat16", m="", extra="", runtime=No
     """Kernel-level GEMM benchmark: every candidate and the dispatch vs cuBLAS, table + plot + CSV/JSON."""
     from workbench.bench.plan import parse_extra
 
-    tp_ = as_int("--tp", tp, 1, 1)
+    tp_ = flags.integer("--tp", tp, minimum=1, example="2") or 1
     more = list(parse_extra(extra))
     _finish(ctx, lambda root, py, kr: bench_command(root, list(model or []), tp_, dtype, m, True, py, kr) + more,
             runtime, dry_run, "custom_kernels.bench.gemm")

@@ -1,4 +1,4 @@
-"""`invoke plan-memory`: size weights and the KV cache as vLLM 0.13.0 does and recommend a
+"""`invoke plan-memory`: size weights and the KV cache as the fork's vLLM release does and recommend a
 gpu_memory_utilization that coexists with the other processes on the GPU (logic in workbench/memory.py)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 
 from invoke import task
 
+from workbench.config import settings_from_context
 from workbench.errors import user_errors
 
 
@@ -15,68 +16,90 @@ from workbench.errors import user_errors
     auto_shortflags=False,
     help={
         "model": "shipped config name (e.g. TinyLlama-1.1B, Qwen2.5-0.5B, Llama-3-8B) or path to a config.json",
-        "gpu_util": "evaluate this gpu_memory_utilization instead of the recommended one (0-1]",
+        "gpu_util": "evaluate this gpu_memory_utilization instead of the recommended one, in (0, 1]",
         "max_model_len": "tokens per request (default: the config's max_position_embeddings)",
-        "max_num_seqs": "concurrent sequences wanted (default: vLLM 0.13.0's default for this GPU)",
+        "max_num_seqs": "concurrent sequences wanted (default: vLLM's default for this GPU)",
         "max_num_batched_tokens": "tokens per scheduler step, sets the profiled activation (default: vLLM's)",
         "kv_cache_dtype": "auto (model dtype), bfloat16, fp8, fp8_e4m3, fp8_e5m2, fp8_inc",
         "dtype": "model dtype: auto (vLLM's rule), bfloat16, float16, float32",
-        "tp": "tensor parallel size (memory is per GPU)",
+        "tp": "tensor parallel size (memory is per GPU; default 1)",
         "gpu": "GPU index whose total/in-use memory NVML reports (default 0)",
         "total_gib": "plan for a GPU of this size instead of asking NVML (e.g. 80)",
-        "used_gib": "with --total-gib: memory other processes use on it",
-        "block_size": "KV block size in tokens (vLLM's CUDA default 16)",
+        "used_gib": "with --total-gib: memory other processes use on it (default 0)",
+        "block_size": "KV block size in tokens (default 16, vLLM's CUDA default)",
         "enforce_eager": "no CUDA graphs (as vLLM's --enforce-eager)",
         "activation_gib": "measured peak activation (vLLM logs it at start-up) instead of the estimate",
         "cudagraph_gib": "measured CUDA graph memory (vLLM logs it) instead of the 0.5 GiB estimate",
         "reserve_gib": "GiB left free for the other processes' growth (default 1)",
         "serve": "use `vllm serve` defaults for max_num_seqs/batched tokens (default: the LLM class's)",
+        "vllm_version": "size as this vLLM release (default: the fork's release, from its tag or _version.py)",
+        "sizing": "auto (vLLM's own code when the fork's vllm imports here, else the workbench's model of the "
+                  "release), vllm (require vLLM's code), builtin (the model only; fast)",
         "json": "print the plan as JSON",
     },
 )
 @user_errors
 def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs=None, max_num_batched_tokens=None,
-                kv_cache_dtype="auto", dtype="auto", tp=1, gpu=0, total_gib=None, used_gib=0.0,
-                block_size=16, enforce_eager=False, activation_gib=None, cudagraph_gib=None, reserve_gib=1.0,
-                serve=False, json_=False):
+                kv_cache_dtype="auto", dtype="auto", tp=None, gpu=None, total_gib=None, used_gib=None,
+                block_size=None, enforce_eager=False, activation_gib=None, cudagraph_gib=None, reserve_gib=None,
+                serve=False, vllm_version=None, sizing="auto", json_=False):
     """Weights, KV bytes per token, KV pool, max concurrency, headroom and a gpu_memory_utilization."""
-    from workbench import memory
+    from workbench import flags, memory
     from workbench.errors import WorkbenchError
 
+    gib = memory.GiB
+    # Every number first: a bad value stops here, before NVML or vLLM are asked anything.
+    knobs = dict(
+        gpu_memory_utilization=flags.real("--gpu-util", gpu_util, above=0, maximum=1, example="0.9"),
+        max_model_len=flags.integer("--max-model-len", max_model_len, minimum=1, example="8192"),
+        max_num_seqs=flags.integer("--max-num-seqs", max_num_seqs, minimum=1, example="64"),
+        max_num_batched_tokens=flags.integer("--max-num-batched-tokens", max_num_batched_tokens, minimum=1,
+                                             example="8192"),
+        kv_cache_dtype=kv_cache_dtype, dtype=dtype,
+        tp=flags.integer("--tp", tp, minimum=1, example="2") or 1,
+        block_size=flags.integer("--block-size", block_size, minimum=1, example="16") or memory.DEFAULT_BLOCK_SIZE,
+        enforce_eager=enforce_eager, usage="serve" if serve else "llm",
+    )
+    total = flags.real("--total-gib", total_gib, above=0, example="80")
+    used = flags.real("--used-gib", used_gib, minimum=0, example="10") or 0.0
+    index = flags.integer("--gpu", gpu, minimum=0, example="0") or 0
+    activation = flags.real("--activation-gib", activation_gib, minimum=0, example="2.5")
+    cudagraph = flags.real("--cudagraph-gib", cudagraph_gib, minimum=0, example="0.5")
+    reserve = flags.real("--reserve-gib", reserve_gib, minimum=0, example="1")
+    if used_gib is not None and total is None:
+        raise WorkbenchError("--used-gib goes with --total-gib (NVML reports the memory in use): add --total-gib")
+    if sizing not in memory.SIZINGS:
+        raise WorkbenchError(f"--sizing {sizing!r} is unknown: use one of {', '.join(memory.SIZINGS)}")
+    knobs.update(activation_bytes=int(activation * gib) if activation is not None else None,
+                 cudagraph_bytes=int(cudagraph * gib) if cudagraph is not None else None,
+                 reserve_bytes=int(reserve * gib) if reserve is not None else memory.RESERVE_BYTES)
     if not model:
         names = ", ".join(memory.shipped_configs())
         raise WorkbenchError(f"--model is required: one of {names}, or a path to a config.json")
-    shape = memory.load_model_shape(model)
-    if total_gib is not None:
-        target = memory.gpu_memory_by_hand(float(total_gib), float(used_gib))
+    memory.resolve_config_path(model)
+    if total is not None:
+        target = memory.gpu_memory_by_hand(total, used)
     else:
         try:
-            target = memory.gpu_memory_from_nvml(int(gpu))
+            target = memory.gpu_memory_from_nvml(index)
         except WorkbenchError as err:
-            raise WorkbenchError(f"cannot read GPU {gpu} through NVML ({str(err).split(':')[0]}): run on the GPU host, "
+            raise WorkbenchError(f"cannot read GPU {index} through NVML ({err.parts()[0]}): run on the GPU host, "
                                  "or plan for a GPU by hand with --total-gib 80 [--used-gib 10]") from err
-    gib = memory.GiB
-    plan = memory.plan_memory(
-        shape, target,
-        gpu_memory_utilization=float(gpu_util) if gpu_util is not None else None,
-        max_model_len=int(max_model_len) if max_model_len else None,
-        max_num_seqs=int(max_num_seqs) if max_num_seqs else None,
-        max_num_batched_tokens=int(max_num_batched_tokens) if max_num_batched_tokens else None,
-        kv_cache_dtype=kv_cache_dtype, dtype=dtype, tp=int(tp), block_size=int(block_size),
-        enforce_eager=enforce_eager,
-        activation_bytes=int(float(activation_gib) * gib) if activation_gib is not None else None,
-        cudagraph_bytes=int(float(cudagraph_gib) * gib) if cudagraph_gib is not None else None,
-        usage="serve" if serve else "llm", reserve_bytes=int(float(reserve_gib) * gib),
-    )
+    fork = settings_from_context(ctx).fork_path
+    version, version_source = memory.planning_release(fork, vllm_version)
+    plan = memory.plan(model, target, fork=fork, vllm_version=version, sizing=sizing, **knobs)
     if json_:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps({**plan.to_dict(), "vllm_version_source": version_source}, indent=2))
         return
-    print(f"plan-memory: {shape.name} on vLLM 0.13.0 sizing (explained line by line)")
+    print(f"plan-memory: {plan.model} on vLLM {plan.vllm_version}, sized by {plan.sizing}")
+    print(f"  release: {version_source}")
+    if plan.sizing_note:
+        print(f"  note: {plan.sizing_note}")
     for line in memory.explain(plan):
         print(f"  {line}")
     if plan.min_utilization <= plan.max_utilization:
-        flags = f"--gpu-memory-utilization {plan.recommended_utilization:.2f} --max-model-len {plan.max_model_len}"
-        print(f"\nvllm serve MODEL {flags}" + (f" --tensor-parallel-size {plan.tp}" if plan.tp > 1 else ""))
+        flags_ = f"--gpu-memory-utilization {plan.recommended_utilization:.2f} --max-model-len {plan.max_model_len}"
+        print(f"\nvllm serve MODEL {flags_}" + (f" --tensor-parallel-size {plan.tp}" if plan.tp > 1 else ""))
 
 
 TASKS = [plan_memory]

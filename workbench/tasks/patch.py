@@ -28,7 +28,7 @@ def _status_table(state: patches.SeriesState) -> Table:
     for col in ("#", "patch", "state", "files"):
         table.add_column(col)
     colors = {patches.COMMITTED: "cyan", patches.APPLIED: "green", patches.PENDING: "yellow",
-              patches.CONFLICT: "red", patches.UNKNOWN: "magenta"}
+              patches.CONFLICT: "red", patches.UNKNOWN: "magenta", patches.DELETED: "red"}
     for i, (p, s) in enumerate(zip(state.series.patches, state.statuses, strict=True), 1):
         state_cell = f"[{colors[s]}]{s}[/{colors[s]}]"
         table.add_row(str(i), f"{escape(p.name)}\n[dim]{escape(p.subject)}[/dim]", state_cell, "\n".join(p.files))
@@ -52,7 +52,7 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
     fork = patches.fork_toplevel(settings.fork_path)
     root = settings.root / "patches"
     if sum(bool(x) for x in (check, revert, status, refresh)) > 1:
-        raise WorkbenchError("choose one of --check, --revert, --status, --refresh")
+        raise WorkbenchError("--check, --revert, --status and --refresh exclude each other: give one of them")
     if refresh:
         version = series or patches.detect_version(fork)[0]
         names = patches.refresh_series(fork, root, version, dry_run=dry_run)
@@ -67,6 +67,8 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
         console.print(f"fork: {fork}  (vLLM {version}, from {source})")
         state = patches.series_state(fork, chosen)
         console.print(_status_table(state))
+        if state.deleted:
+            console.print(f"[red]deleted:[/red] {escape(patches.deleted_message(state))}")
         if state.conflict:
             console.print(f"[red]does not apply:[/red] {escape(state.conflict)}")
         if state.user_dirty:

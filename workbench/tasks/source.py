@@ -14,7 +14,7 @@ from workbench.errors import user_errors
 
 
 @task(help={
-    "fork": "switch the submodule to this fork URL (recorded in .gitmodules); needs network for remote URLs",
+    "fork": "switch to this fork URL (the submodule: recorded in .gitmodules); needs network for remote URLs",
     "ref": "with or without --fork: fetch this branch / tag / commit and check it out (detached)",
 })
 @user_errors
@@ -25,14 +25,19 @@ def source(c, fork=None, ref=None):
     path = settings.fork_path
     if fork or ref:
         head = src.switch_fork(settings.root, path, fork, ref)
-        console.print(f"fork now at {head[:12]}; record it in the project: "
-                      f"git add .gitmodules {settings.fork} && git commit -m 'vllm: switch fork'")
+        if src.is_project_submodule(settings.root, path):
+            console.print(f"fork now at {head[:12]}; record it in the project: "
+                          f"git add .gitmodules {settings.fork} && git commit -m 'vllm: switch fork'")
+        else:
+            console.print(f"fork now at {head[:12]} (your checkout at {path}; the project's .gitmodules is "
+                          "untouched)")
     info = src.source_info(settings.root, src.require_initialised(path), settings.root / "patches",
                            settings.wheels_path)
     table = Table(title=f"vLLM fork ({info.path})", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("url", info.url or "(no .gitmodules entry)")
+    table.add_row("url", f"{info.url}  ({info.url_source})" if info.url else
+                  "(no remote)" if info.url_source != ".gitmodules" and not info.pinned else "(no .gitmodules entry)")
     table.add_row("version", f"{info.version}  ({info.version_source})")
     pinned = "" if not info.pinned else (" = pinned" if info.pinned == info.commit else
                                         f"  (project pins {info.pinned[:12]}: `git add {settings.fork}` to record)")

@@ -7,10 +7,10 @@ import shlex
 
 from invoke import Collection, task
 
+from workbench import flags
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
 from workbench.trace.command import TRACE_ENV, trace_command
-from workbench.values import as_int
 
 HELP = {
     "model": "model for vLLM (HF id or path in the HF cache); default Qwen/Qwen2.5-0.5B-Instruct",
@@ -27,23 +27,16 @@ HELP = {
 
 
 def _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gemm, args, runtime, dry_run):
-    from workbench.runtime import open_runtime, plan_places, runtime_name
+    from workbench.runtime import open_runtime, path_mapper, plan_places
 
     settings = settings_from_context(ctx)
-    tokens, rows = as_int("--max-tokens", max_tokens, 8, 1), as_int("--top", top, 20, 1)
+    tokens = flags.integer("--max-tokens", max_tokens, minimum=1, example="8") or 8
+    rows = flags.integer("--top", top, minimum=1, example="20") or 20
     if dry_run:
         _, python, where = plan_places(settings, runtime)
-        if runtime_name(settings, runtime) == "host":
-            from workbench.runtime import HostRuntime
-
-            to_runtime = HostRuntime(settings).from_host
-        else:
-            from workbench import compose
-            from workbench.engine import MountMap
-
-            to_runtime = MountMap.of(compose.load_spec(settings)).from_host
-        cmd = trace_command(mode, settings.root, to_runtime, model=model, prompt=prompt, max_tokens=tokens,
-                            hf_config=hf_config, top=rows, out=out, custom_gemm=custom_gemm, extra=args, python=python)
+        cmd = trace_command(mode, settings.root, path_mapper(settings, runtime), model=model, prompt=prompt,
+                            max_tokens=tokens, hf_config=hf_config, top=rows, out=out, custom_gemm=custom_gemm,
+                            extra=args, python=python)
         print(f"on {where}: + {shlex.join(cmd)}")
         return
     rt = open_runtime(settings, runtime)
