@@ -56,7 +56,7 @@ def main() -> None:
 
     import docker
 
-    from workbench import engine
+    from workbench.container import engine
 
     tmp = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     if args.scratch:
@@ -94,7 +94,7 @@ def main() -> None:
         results["shell_vs_docker_exec_ratio"] = statistics.median(shell) / statistics.median(raw)
 
         # Where the end-to-end time goes: interpreter + imports, measured alone.
-        imports = [timed([sys.executable, "-c", "import invoke, docker, workbench.engine"], env, root)
+        imports = [timed([sys.executable, "-c", "import invoke, docker, workbench.container.engine"], env, root)
                    for _ in range(args.repeats)]
         results["python_invoke_docker_import"] = summary(imports)
         # The part our code adds once Python is up: exec through the SDK on a connected client.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import doctor
 from workbench.config import Settings
+from workbench.container import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 

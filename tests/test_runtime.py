@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workbench import compose
 from workbench.config import Settings
-from workbench.engine import MountMap, container_places
+from workbench.container import compose
+from workbench.container.engine import MountMap, container_places
 from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime, container_only, host_python, runtime_name
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import images, provenance
 from workbench.config import DEFAULTS, Settings
+from workbench.container import images, provenance
 from workbench.errors import WorkbenchError
 from workbench.gpu_selection import parse_gpu_selection
 from workbench.gpus import GpuInfo, select, torch_cuda_arch_list

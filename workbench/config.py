@@ -18,7 +18,7 @@ DEFAULTS: dict[str, Any] = {
     # Image repository and tag that `invoke build` produces; commits go to <image>:<tag>-compiled.
     "image": "vllm-workbench",
     "tag": "dev",
-    # Base image of the dev image; empty: vllm/vllm-openai:v<release> of the fork (workbench/versions.py).
+    # Base image of the dev image; empty: vllm/vllm-openai:v<release> of the fork (workbench/container/versions.py).
     "base_image": "",
     # Extra CA certificates (a folder of *.crt) trusted inside the image; empty: docker/ca-certificates.
     "ca_certs": "",

@@ -242,8 +242,8 @@ def plan_places(settings: Settings, flag: str | None = None) -> tuple[Places, st
     if runtime_name(settings, flag) == "host":
         python = host_python(settings)
         return host_places(settings, python), python, f"this host ({python})"
-    from workbench import compose
-    from workbench.engine import DevContainer, container_places
+    from workbench.container import compose
+    from workbench.container.engine import DevContainer, container_places
 
     spec = compose.load_spec(settings)
     return container_places(settings, spec), DevContainer.python, f"dev container {spec.name}"
@@ -253,8 +253,8 @@ def path_mapper(settings: Settings, flag: str | None = None) -> Callable[[Path],
     """How the runtime names a host path (None: it cannot see it), without connecting: --dry-run's view."""
     if runtime_name(settings, flag) == "host":
         return lambda path: str(Path(path).absolute())
-    from workbench import compose
-    from workbench.engine import MountMap
+    from workbench.container import compose
+    from workbench.container.engine import MountMap
 
     return MountMap.of(compose.load_spec(settings)).from_host
 
@@ -263,7 +263,7 @@ def open_runtime(settings: Settings, flag: str | None = None, gpus: str | None =
     """The runtime the settings (or --runtime) name, ready to run steps."""
     if runtime_name(settings, flag) == "host":
         return HostRuntime(settings)
-    from workbench.engine import DevContainer
+    from workbench.container.engine import DevContainer
 
     return DevContainer.open(settings, gpus=gpus)
 

@@ -18,7 +18,7 @@ import pytest
 
 from support import project as project_support
 from workbench.bench import plan, session
-from workbench.engine import DevContainer
+from workbench.container.engine import DevContainer
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm_source]
 

@@ -31,7 +31,7 @@ def docker_client():
 def dev_tag(docker_client, tmp_path_factory):
     import docker
 
-    from workbench import images
+    from workbench.container import images
 
     probe = project_support.make_project(tmp_path_factory.mktemp("probe"), DEV_IMAGE, "x")
     tag = project_support.context_digest(probe.settings)

@@ -110,7 +110,7 @@ def make_project(tmp: Path, image: str, tag: str) -> Project:
 
 
 def context_digest(settings: Settings) -> str:
-    from workbench import images
+    from workbench.container import images
 
     plan, files = images.plan_build(settings)
     h = hashlib.sha256(repr(sorted(plan.buildargs.items())).encode())

@@ -91,7 +91,7 @@ def route_linears(model, gemm: Callable | None = None) -> int:
     import torch.nn.functional as F
 
     if gemm is None:
-        from workbench.kernels import import_custom_kernels
+        from workbench.bench.kernels import import_custom_kernels
 
         # From the repo root the custom_kernels/ project folder would import as an empty namespace package.
         gemm = import_custom_kernels(Path(__file__).resolve().parents[1] / "custom_kernels").unquantized_gemm
@@ -335,7 +335,7 @@ def environment(device) -> dict[str, Any]:
         except Exception as err:
             env["nvml"] = f"unavailable ({type(err).__name__})"
     try:
-        from workbench.kernels import import_custom_kernels
+        from workbench.bench.kernels import import_custom_kernels
 
         custom_kernels = import_custom_kernels(Path(__file__).resolve().parents[1] / "custom_kernels")
         env["custom_kernels"] = getattr(custom_kernels, "__version__", None)

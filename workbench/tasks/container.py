@@ -21,7 +21,7 @@ from workbench.gpu_selection import parse_gpu_selection
 @user_errors
 def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_torch_mismatch=False, dry_run=False):
     """Build the dev image from Dockerfile.dev (streamed; on failure: the failing step and log tail)."""
-    from workbench import engine, images, versions
+    from workbench.container import engine, images, versions
     from workbench.ui import console, print_build_failure
 
     settings = settings_from_context(ctx).with_overrides(base_image=base_image, tag=tag, ca_certs=ca_certs)
@@ -55,7 +55,7 @@ def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_t
 @user_errors
 def up(ctx, gpus=None, recreate=False, dry_run=False):
     """Create/start the dev container exactly as docker-compose.yml declares it (idempotent)."""
-    from workbench import engine
+    from workbench.container import engine
     from workbench.ui import console
 
     settings = settings_from_context(ctx).with_overrides(gpus=gpus)
@@ -72,7 +72,7 @@ def up(ctx, gpus=None, recreate=False, dry_run=False):
 @user_errors
 def shell(ctx, cmd=None, gpus=None):
     """Open a shell in the dev container (starting it if needed), or run one command there."""
-    from workbench import engine
+    from workbench.container import engine
 
     settings = settings_from_context(ctx).with_overrides(gpus=gpus)
     parse_gpu_selection(settings.gpus)
@@ -88,7 +88,7 @@ def shell(ctx, cmd=None, gpus=None):
 @user_errors
 def down(ctx, volumes=False, dry_run=False):
     """Remove the dev container; volumes (ccache) survive unless --volumes."""
-    from workbench import engine
+    from workbench.container import engine
     from workbench.ui import console
 
     settings = settings_from_context(ctx)
@@ -109,7 +109,7 @@ def down(ctx, volumes=False, dry_run=False):
 @user_errors
 def commit(ctx, tag=None, dry_run=False):
     """Commit the dev container (installed/compiled state) as an image with provenance labels."""
-    from workbench import engine
+    from workbench.container import engine
     from workbench.ui import console
 
     settings = settings_from_context(ctx)
@@ -123,8 +123,8 @@ def commit(ctx, tag=None, dry_run=False):
 @user_errors
 def status(ctx):
     """Show the dev image, the container, committed images (with provenance) and the GPU runtime."""
-    from workbench import engine
-    from workbench import status as status_mod
+    from workbench.container import engine
+    from workbench.container import status as status_mod
     from workbench.ui import print_status
 
     settings = settings_from_context(ctx)

@@ -13,7 +13,7 @@ from workbench.errors import user_errors
 @user_errors
 def doctor(ctx):
     """Check every precondition (daemon, NVIDIA runtime, GPUs, fork, HF cache, disk, UID) with the fix."""
-    from workbench import doctor as doctor_mod
+    from workbench.container import doctor as doctor_mod
     from workbench.ui import print_checks
 
     checks = doctor_mod.run_checks(settings_from_context(ctx))

@@ -10,17 +10,18 @@ from invoke import task
 from rich.console import Console
 from rich.markup import escape
 
-from workbench import flags, patches
-from workbench import install as inst
+from workbench import flags
 from workbench.config import Settings, settings_from_context
 from workbench.errors import WorkbenchError, user_errors
+from workbench.fork import install as inst
+from workbench.fork import patches
+from workbench.fork.source import require_initialised
 from workbench.runtime import Places, host_python, open_runtime, path_mapper, plan_places, runtime_name
-from workbench.source import require_initialised
 
 
 def _check_torch(settings: Settings, fork: Path, console: Console, allow_mismatch: bool) -> None:
     """Before anything runs in the container: its image's torch is the one the fork pins."""
-    from workbench import engine, versions
+    from workbench.container import engine, versions
 
     check = versions.check_install_image(engine.connect(), settings, fork)
     if not check.ok and not allow_mismatch:

@@ -8,9 +8,9 @@ import shlex
 from invoke import Collection, task
 
 from workbench import flags
+from workbench.bench.kernels import bench_command, run_kernel_command, tune_command
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
-from workbench.kernels import bench_command, run_kernel_command, tune_command
 from workbench.runtime import plan_places
 
 _COMMON_HELP = {

@@ -1,5 +1,5 @@
 """`invoke plan-memory`: size weights and the KV cache as the fork's vLLM release does and recommend a
-gpu_memory_utilization that coexists with the other processes on the GPU (logic in workbench/memory.py)."""
+gpu_memory_utilization that coexists with the other processes on the GPU (logic in workbench/memory/plan.py)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
                 block_size=None, enforce_eager=False, activation_gib=None, cudagraph_gib=None, reserve_gib=None,
                 serve=False, vllm_version=None, sizing="auto", json_=False):
     """Weights, KV bytes per token, KV pool, max concurrency, headroom and a gpu_memory_utilization."""
-    from workbench import flags, memory
+    from workbench import flags
     from workbench.errors import WorkbenchError
+    from workbench.memory import plan as memory
 
     gib = memory.GiB
     # Every number first: a bad value stops here, before NVML or vLLM are asked anything.

@@ -7,9 +7,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from workbench import patches
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError, user_errors
+from workbench.fork import patches
 
 
 class _PatchTask(Task):

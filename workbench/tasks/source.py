@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from workbench import source as src
 from workbench.config import settings_from_context
 from workbench.errors import user_errors
+from workbench.fork import source as src
 
 
 @task(help={

@@ -129,7 +129,7 @@ def with_custom_gemm(target: Any, args: argparse.Namespace, console: Console) ->
         return 0
     from torch import nn
 
-    from workbench.kernels import import_custom_kernels
+    from workbench.bench.kernels import import_custom_kernels
     from workbench.trace.targets import swapped_linear_gemm
 
     ck = import_custom_kernels(custom_kernels_dir(args))

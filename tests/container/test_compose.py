@@ -1,0 +1,133 @@
+"""docker-compose.yml read by workbench.container.compose: interpolation, the spec, and agreement with a real
+Compose implementation (docker-compose config) on the same file and variables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workbench.config import Settings
+from workbench.container.compose import compose_variables, interpolate, load_spec
+from workbench.errors import WorkbenchError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), [
+    ("${A}", {"A": "x"}, "x"),
+    ("${A:-d}", {}, "d"),
+    ("${A:-d}", {"A": ""}, "d"),
+    ("${A-d}", {"A": ""}, ""),
+    ("${A:+alt}", {"A": "1"}, "alt"),
+    ("${A:+alt}", {}, ""),
+    ("$A/b", {"A": "x"}, "x/b"),
+    ("$$HOME", {"HOME": "h"}, "$HOME"),
+])
+def test_interpolate(text, env, expected):
+    assert interpolate(text, env) == expected
+
+
+def test_required_variable_error_is_one_line():
+    with pytest.raises(WorkbenchError, match="variable A must be set: give A"):
+        interpolate("${A:?give A}", {})
+
+
+def _settings(tmp_path: Path, **kw) -> Settings:
+    return Settings.from_mapping(ROOT, {"hf_cache": str(tmp_path / "hf"), **kw})
+
+
+def test_dev_service_spec(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_ULIMIT_MEMLOCK", raising=False)
+    spec = load_spec(_settings(tmp_path), "all")
+    assert spec.service == "dev" and spec.name == "vllm-workbench" and spec.image == "vllm-workbench:dev"
+    assert spec.init and spec.ipc_mode == "host" and spec.working_dir == "/workspace/vllm"
+    assert ("memlock", -1, -1) in spec.ulimits and ("stack", 67108864, 67108864) in spec.ulimits
+    targets = {m.target: m for m in spec.mounts}
+    assert targets["/workspace/vllm"].source == str(ROOT / "vllm")
+    assert targets["/cache/huggingface"].source == str(tmp_path / "hf")
+    assert targets["/cache/ccache"].type == "volume" and targets["/cache/ccache"].source == "vllm-workbench-ccache"
+    for sub in ("custom_kernels", "patches", "scripts", "results"):
+        assert targets[f"/workspace/{sub}"].source == str(ROOT / sub)
+    assert targets["/opt/workbench-src/workbench"].source == str(ROOT / "workbench")
+    assert targets["/opt/workbench-src/workbench"].read_only
+    assert [(g.count, g.capabilities) for g in spec.gpus] == [(-1, ("gpu",))]
+    assert spec.environment["HF_HOME"] == "/cache/huggingface"
+
+
+def test_gpu_selection_variants(tmp_path):
+    cpu = load_spec(_settings(tmp_path), "none")
+    assert cpu.service == "dev-cpu" and cpu.gpus == ()
+    picked = load_spec(_settings(tmp_path), "0,2")
+    assert [(g.count, g.device_ids) for g in picked.gpus] == [(None, ("0", "2"))]
+    with pytest.raises(WorkbenchError, match="--gpus 'abc' is not valid"):
+        load_spec(_settings(tmp_path), "abc")
+
+
+def test_config_reaches_the_file(tmp_path):
+    s = _settings(tmp_path, image="myimg", tag="t1", container="c1", fork=str(tmp_path / "fork"),
+                  ccache_volume="vol1")
+    spec = load_spec(s, "none")
+    assert (spec.image, spec.name) == ("myimg:t1", "c1")
+    assert {m.target: m.source for m in spec.mounts}["/workspace/vllm"] == str(tmp_path / "fork")
+    assert "vol1" in spec.volume_names()
+
+
+def _copy_compose(tmp_path: Path, mutate) -> Settings:
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mutate(doc)
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(doc))
+    return Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf")})
+
+
+def test_secret_in_environment_is_refused(tmp_path):
+    s = _copy_compose(tmp_path, lambda d: d["services"]["dev"].setdefault("environment", {}).update(HF_TOKEN="x"))
+    with pytest.raises(WorkbenchError, match="puts HF_TOKEN into the container's create config"):
+        load_spec(s, "all")
+
+
+def test_unsupported_key_is_an_error_not_ignored(tmp_path):
+    s = _copy_compose(tmp_path, lambda d: d["services"]["dev"].update(ports=["8000:8000"]))
+    with pytest.raises(WorkbenchError, match="uses ports, which invoke up does not implement"):
+        load_spec(s, "all")
+
+
+def test_fingerprint_changes_with_the_file(tmp_path):
+    base = load_spec(_settings(tmp_path), "all").fingerprint()
+    s = _copy_compose(tmp_path, lambda d: d["services"]["dev"]["environment"].update(EXTRA="1"))
+    (tmp_path / "Dockerfile.dev").write_text("")
+    assert load_spec(s, "all").fingerprint() != base
+    assert load_spec(_settings(tmp_path), "all").fingerprint() == base
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Compose v1) not installed")
+@pytest.mark.parametrize("service", ["dev", "dev-cpu"])
+def test_agrees_with_real_compose(tmp_path, service):
+    """The same file and variables through Compose itself give the same container definition."""
+    settings = _settings(tmp_path, fork=str(tmp_path / "fork"), container="agree")
+    env = {**compose_variables(settings), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "cpu", "config"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    theirs = yaml.safe_load(out)["services"][service]
+    volumes_decl = yaml.safe_load(out)["volumes"]
+    ours = load_spec(settings, "none" if service == "dev-cpu" else "all")
+    assert ours.image == theirs["image"] and ours.name == theirs["container_name"]
+    assert ours.init == theirs["init"] and ours.ipc_mode == theirs["ipc"]
+    assert ours.working_dir == theirs["working_dir"] and list(ours.command) == theirs["command"]
+    assert ours.environment == {k: str(v) for k, v in theirs["environment"].items()}
+    assert ours.labels == theirs["labels"]
+    assert {(n, s) for n, s, _ in ours.ulimits} == {(n, v) for n, v in theirs["ulimits"].items()}
+
+    def normalise(entry: str) -> tuple[str, str]:
+        src, dst = entry.split(":")[:2]
+        return (volumes_decl[src]["name"] if src in volumes_decl else src, dst)
+
+    assert {(m.source, m.target) for m in ours.mounts} == {normalise(v) for v in theirs["volumes"]}
+    reserved = theirs.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    assert [(g.driver, "all" if g.count == -1 else g.count, list(g.capabilities)) for g in ours.gpus] == [
+        (d["driver"], d["count"], d["capabilities"]) for d in reserved
+    ], json.dumps(reserved)

@@ -1,0 +1,138 @@
+"""Where a dev image came from: the fork's source state and what was installed in the container.
+
+`invoke commit` writes these as image labels; `invoke up` reads them back to pick a committed image
+that matches the fork (same commit, same patch series) and to say why it picked it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from workbench import git
+
+LABEL_PREFIX = "workbench."
+INSTALL_RECORD = "/opt/workbench/install.json"  # written by `invoke install` inside the container
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """The fork as git sees it (commit None: not a git checkout)."""
+
+    path: Path
+    commit: str | None
+    branch: str | None  # None: detached HEAD
+    dirty_files: tuple[str, ...]
+    patches: tuple[str, ...]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.dirty_files)
+
+    @property
+    def short(self) -> str:
+        return (self.commit or "unknown")[:12]
+
+
+def fork_initialised(path: Path) -> bool:
+    """True when the fork folder holds a vLLM checkout (not an empty, uninitialised submodule)."""
+    return path.is_dir() and ((path / "vllm").is_dir() or (path / "setup.py").is_file())
+
+
+def applied_series(path: Path) -> tuple[str, ...]:
+    """Patches applied to the fork, as recorded by `invoke patch` (none when that task is absent)."""
+    try:
+        from workbench.fork import patches
+    except ImportError:
+        return ()
+    try:
+        return tuple(patches.applied_series(path))
+    except Exception:  # a damaged record must not stop up/commit; `invoke patch --status` reports it
+        return ()
+
+
+def source_state(path: Path) -> SourceState:
+    commit = git.output(path, "rev-parse", "HEAD") or None if path.is_dir() else None
+    branch = git.output(path, "symbolic-ref", "--short", "-q", "HEAD") if commit else None
+    porcelain = git.output(path, "status", "--porcelain", "--untracked-files=no", strip=False) if commit else None
+    dirty = tuple(line[3:] for line in (porcelain or "").splitlines() if line.strip())
+    return SourceState(path, commit, branch or None, dirty, applied_series(path) if commit else ())
+
+
+TAG_LABEL = f"{LABEL_PREFIX}tag"  # the workbench.tag the image was committed under
+CONTAINER_LABEL = f"{LABEL_PREFIX}committed-from"  # the id of the container it was committed from
+
+
+def commit_labels(state: SourceState, install: dict, source_image: str, settings_image: str,
+                  tag: str = "", container_id: str = "") -> dict[str, str]:
+    """Provenance labels for a committed dev container."""
+    return {
+        f"{LABEL_PREFIX}role": "compiled",
+        f"{LABEL_PREFIX}image": settings_image,
+        TAG_LABEL: tag,
+        CONTAINER_LABEL: container_id,
+        f"{LABEL_PREFIX}source-image": source_image,
+        f"{LABEL_PREFIX}vllm.commit": state.commit or "unknown",
+        f"{LABEL_PREFIX}vllm.branch": state.branch or "(detached)",
+        f"{LABEL_PREFIX}vllm.dirty": "true" if state.dirty else "false",
+        f"{LABEL_PREFIX}vllm.dirty-files": str(len(state.dirty_files)),
+        f"{LABEL_PREFIX}patches": ",".join(state.patches),
+        f"{LABEL_PREFIX}install.mode": str(install.get("mode", "none")),
+        f"{LABEL_PREFIX}install.wheel": str(install.get("wheel", "")),
+        f"{LABEL_PREFIX}cuda-arch-list": str(install.get("arch_list", "")),
+        f"{LABEL_PREFIX}committed-at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def parse_install_record(text: str | None) -> dict:
+    """The container's install record, or mode "none" when nothing was installed yet."""
+    if not text:
+        return {"mode": "none"}
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return {"mode": "unknown (unreadable install record)"}
+    return record if isinstance(record, dict) else {"mode": "unknown"}
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    ref: str
+    reason: str
+    committed: bool
+
+
+def choose_image(dev_ref: str, committed: list[dict], state: SourceState) -> ImageChoice:
+    """Prefer the newest committed image whose labels match the fork's commit and patch series.
+
+    ``committed`` holds dicts with "ref" and "labels". A committed image is only reused when it was
+    made from the same fork commit and the same patches, because its installed build matches those;
+    Python edits since (the dirty state) are picked up live through the editable install.
+    """
+    if not committed:
+        return ImageChoice(dev_ref, "no committed image yet (invoke commit makes one)", False)
+    ordered = sorted(committed, key=lambda c: c["labels"].get(f"{LABEL_PREFIX}committed-at", ""), reverse=True)
+    want_patches = ",".join(state.patches)
+    stale = []
+    for image in ordered:
+        labels = image["labels"]
+        commit = labels.get(f"{LABEL_PREFIX}vllm.commit")
+        patches = labels.get(f"{LABEL_PREFIX}patches", "")
+        if state.commit and commit == state.commit and patches == want_patches:
+            mode = labels.get(f"{LABEL_PREFIX}install.mode", "none")
+            when = labels.get(f"{LABEL_PREFIX}committed-at", "?")
+            return ImageChoice(
+                image["ref"],
+                f"committed {when}, install {mode}: matches the fork (vllm {state.short}, "
+                f"patches {want_patches or 'none'})",
+                True,
+            )
+        stale.append(f"{image['ref']} is from vllm {str(commit)[:12]} patches {patches or 'none'}")
+    return ImageChoice(
+        dev_ref,
+        f"no committed image matches the fork (vllm {state.short}, patches {want_patches or 'none'}): "
+        + "; ".join(stale[:2]),
+        False,
+    )
