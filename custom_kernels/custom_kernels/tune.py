@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .dispatch import BUCKETS, DEFAULT_TABLE, DTYPE_NAMES, read_table, shape_key, write_table
+from .dispatch import BUCKETS, DTYPE_NAMES, read_table, shape_key, table_path, write_table
 from .gemm.candidates import CANDIDATES
 from .gemm.reference import check_close, make_operands, reference_and_error
 from .models import available_models, linear_shapes
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"candidates among {list(CANDIDATES)}")
     parser.add_argument("--margin", type=float, default=1.03, help="speedup over cuBLAS a candidate needs to win")
     parser.add_argument("--reps", type=int, default=9, help="timed graph replays per config")
-    parser.add_argument("--table", default=str(DEFAULT_TABLE), help="table file to merge the results into")
+    parser.add_argument("--table", help="table file to merge the results into (default: this GPU's shipped table, "
+                        "tables/<gpu slug>.json)")
     parser.add_argument("--raw", help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = environment()
     meta = {**env, "models": models, "tp": args.tp, "margin": args.margin}
+    args.table = args.table or str(table_path(env["gpu"]))
 
     def save(shapes: dict[str, dict[str, Any]]) -> Path:  # merged into the file after every shape
         table = read_table(args.table)

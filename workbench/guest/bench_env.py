@@ -184,9 +184,16 @@ def custom_kernels_info() -> dict:
         info["error"] = f"import custom_kernels: {type(err).__name__}: {err}"
         return info
     try:
+        import torch
+
         from custom_kernels import dispatch
 
-        path = Path(dispatch.table_path())
+        # One table file per GPU: the one this GPU dispatches with (or CUSTOM_KERNELS_TABLE's).
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        if gpu is None and not os.environ.get("CUSTOM_KERNELS_TABLE"):
+            info["dispatch_table"] = "no GPU: the op runs cuBLAS (F.linear) everywhere"
+            return info
+        path = Path(dispatch.table_path(gpu))
         info["dispatch_table"] = str(path)
         if path.is_file():
             raw = path.read_bytes()

@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..dispatch import BUCKETS, active_table, bucket_for, gpu_name
+from ..dispatch import BUCKETS, active_table, bucket_for, gpu_name, gpu_slug
 from ..gemm.candidates import CANDIDATES, DECODE_MAX_M
 from ..gemm.reference import check_close, reference_and_error
 from ..models import available_models, linear_shapes
@@ -59,10 +58,6 @@ class Row:
     ratio_vs_cublas: float = math.nan
     kernels_seen: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def gpu_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def measure_peaks() -> dict[str, float]:
