@@ -4,7 +4,7 @@ File format (JSON, written by ``custom_kernels.tune``)::
 
     {"schema": 1,
      "gpus": {"NVIDIA H100 80GB HBM3": {"bfloat16": {
-         "meta": {"torch": ..., "triton": ..., "created": ...},
+         "meta": {"time_utc": ..., "torch": {"version": ..., "triton": ..., ...}, "models": ..., ...},
          "shapes": {"1152x896": {"1": {"kernel": "triton_splitk", "config": {...}, "us": 4.1,
                                         "cublas_us": 5.0, "speedup": 1.22,
                                         "best_triton": {"kernel": ..., "config": ..., "us": ...}}}}}}}}

@@ -118,8 +118,10 @@ def test_model_shapes_follow_vllm_fusion_and_tensor_parallelism():
 def test_bad_model_and_tp_say_what_to_do():
     with pytest.raises(FileNotFoundError, match="llama-3-8b"):
         resolve_config("no-such-model")
-    with pytest.raises(ValueError, match="pick a divisor"):
+    with pytest.raises(ValueError, match=r"size 3 must divide .* the 2 KV heads; pick one of 1, 2$"):
         linear_shapes("qwen2.5-0.5b", tp=3)
+    with pytest.raises(ValueError, match=r"size 4 does not divide the 14 attention heads"):
+        linear_shapes("qwen2.5-0.5b", tp=4)  # 4 is a multiple of the 2 KV heads, but 14 heads don't split
 
 
 def test_tuning_spaces_fit_shared_memory_and_cover_the_ranges():
