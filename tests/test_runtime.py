@@ -14,7 +14,7 @@ import yaml
 
 from workbench.config import Settings
 from workbench.container import compose
-from workbench.container.engine import MountMap, container_places
+from workbench.container.places import MountMap, container_places
 from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime, container_only, host_python, runtime_name
 

@@ -132,7 +132,7 @@ def test_committed_csrc_change_is_seen_too(fork, tmp_path):
 def test_container_paths(tmp_path):
     from workbench.config import Settings
     from workbench.container.compose import load_spec
-    from workbench.container.engine import MountMap
+    from workbench.container.places import MountMap
 
     settings = Settings.from_mapping(ROOT, {
         "fork": str(tmp_path / "vllm"), "wheels": str(tmp_path / "elsewhere" / "wheels"),
