@@ -155,8 +155,11 @@ CASES = {**NUMBERS, **CONFIG}
 def battery(tmp_path_factory, docker_client, dev_tag):
     proj = make_project(tmp_path_factory.mktemp("battery"), DEV_IMAGE, dev_tag)
     git(proj.root / "vllm", "tag", "v0.13.0")
-    shutil.copytree(Path(__file__).resolve().parent.parent / "custom_kernels" / "custom_kernels" / "configs",
-                    proj.root / "custom_kernels" / "custom_kernels" / "configs")
+    # plan-memory resolves --model through the kernel package's models.py (workbench.models): the configs
+    # and the rule that finds them.
+    shipped = Path(__file__).resolve().parent.parent / "custom_kernels" / "custom_kernels"
+    shutil.copytree(shipped / "configs", proj.root / "custom_kernels" / "custom_kernels" / "configs")
+    shutil.copy2(shipped / "models.py", proj.root / "custom_kernels" / "custom_kernels" / "models.py")
     proj.invoke("up", check=True)
     proj.invoke("shell", "--cmd", "mkdir -p ~/mine && echo kept > ~/mine/work", check=True)
     yield proj
