@@ -12,9 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from workbench import git
-
-LABEL_PREFIX = "workbench."
-INSTALL_RECORD = "/opt/workbench/install.json"  # written by `invoke install` inside the container
+from workbench.container import labels
+from workbench.fork import patches
 
 
 @dataclass(frozen=True)
@@ -42,11 +41,7 @@ def fork_initialised(path: Path) -> bool:
 
 
 def applied_series(path: Path) -> tuple[str, ...]:
-    """Patches applied to the fork, as recorded by `invoke patch` (none when that task is absent)."""
-    try:
-        from workbench.fork import patches
-    except ImportError:
-        return ()
+    """Patches applied to the fork, as recorded by `invoke patch`."""
     try:
         return tuple(patches.applied_series(path))
     except Exception:  # a damaged record must not stop up/commit; `invoke patch --status` reports it
@@ -61,28 +56,24 @@ def source_state(path: Path) -> SourceState:
     return SourceState(path, commit, branch or None, dirty, applied_series(path) if commit else ())
 
 
-TAG_LABEL = f"{LABEL_PREFIX}tag"  # the workbench.tag the image was committed under
-CONTAINER_LABEL = f"{LABEL_PREFIX}committed-from"  # the id of the container it was committed from
-
-
 def commit_labels(state: SourceState, install: dict, source_image: str, settings_image: str,
                   tag: str = "", container_id: str = "") -> dict[str, str]:
     """Provenance labels for a committed dev container."""
     return {
-        f"{LABEL_PREFIX}role": "compiled",
-        f"{LABEL_PREFIX}image": settings_image,
-        TAG_LABEL: tag,
-        CONTAINER_LABEL: container_id,
-        f"{LABEL_PREFIX}source-image": source_image,
-        f"{LABEL_PREFIX}vllm.commit": state.commit or "unknown",
-        f"{LABEL_PREFIX}vllm.branch": state.branch or "(detached)",
-        f"{LABEL_PREFIX}vllm.dirty": "true" if state.dirty else "false",
-        f"{LABEL_PREFIX}vllm.dirty-files": str(len(state.dirty_files)),
-        f"{LABEL_PREFIX}patches": ",".join(state.patches),
-        f"{LABEL_PREFIX}install.mode": str(install.get("mode", "none")),
-        f"{LABEL_PREFIX}install.wheel": str(install.get("wheel", "")),
-        f"{LABEL_PREFIX}cuda-arch-list": str(install.get("arch_list", "")),
-        f"{LABEL_PREFIX}committed-at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        labels.ROLE: labels.ROLE_COMPILED,
+        labels.IMAGE: settings_image,
+        labels.TAG: tag,
+        labels.COMMITTED_FROM: container_id,
+        labels.SOURCE_IMAGE: source_image,
+        labels.VLLM_COMMIT: state.commit or "unknown",
+        labels.VLLM_BRANCH: state.branch or "(detached)",
+        labels.VLLM_DIRTY: "true" if state.dirty else "false",
+        labels.VLLM_DIRTY_FILES: str(len(state.dirty_files)),
+        labels.PATCHES: ",".join(state.patches),
+        labels.INSTALL_MODE: str(install.get("mode", "none")),
+        labels.INSTALL_WHEEL: str(install.get("wheel", "")),
+        labels.CUDA_ARCH_LIST: str(install.get("arch_list", "")),
+        labels.COMMITTED_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -113,23 +104,23 @@ def choose_image(dev_ref: str, committed: list[dict], state: SourceState) -> Ima
     """
     if not committed:
         return ImageChoice(dev_ref, "no committed image yet (invoke commit makes one)", False)
-    ordered = sorted(committed, key=lambda c: c["labels"].get(f"{LABEL_PREFIX}committed-at", ""), reverse=True)
+    ordered = sorted(committed, key=lambda c: c["labels"].get(labels.COMMITTED_AT, ""), reverse=True)
     want_patches = ",".join(state.patches)
     stale = []
     for image in ordered:
-        labels = image["labels"]
-        commit = labels.get(f"{LABEL_PREFIX}vllm.commit")
-        patches = labels.get(f"{LABEL_PREFIX}patches", "")
-        if state.commit and commit == state.commit and patches == want_patches:
-            mode = labels.get(f"{LABEL_PREFIX}install.mode", "none")
-            when = labels.get(f"{LABEL_PREFIX}committed-at", "?")
+        found = image["labels"]
+        commit = found.get(labels.VLLM_COMMIT)
+        series = found.get(labels.PATCHES, "")
+        if state.commit and commit == state.commit and series == want_patches:
+            mode = found.get(labels.INSTALL_MODE, "none")
+            when = found.get(labels.COMMITTED_AT, "?")
             return ImageChoice(
                 image["ref"],
                 f"committed {when}, install {mode}: matches the fork (vllm {state.short}, "
                 f"patches {want_patches or 'none'})",
                 True,
             )
-        stale.append(f"{image['ref']} is from vllm {str(commit)[:12]} patches {patches or 'none'}")
+        stale.append(f"{image['ref']} is from vllm {str(commit)[:12]} patches {series or 'none'}")
     return ImageChoice(
         dev_ref,
         f"no committed image matches the fork (vllm {state.short}, patches {want_patches or 'none'}): "
