@@ -435,22 +435,60 @@ def test_proxy_dry_run_prints_the_command():
 # --- the paired driver ------------------------------------------------------------------------------
 
 @pytest.mark.vllm_source
-def test_paired_session_interleaves_both_arms_engines(host, tiny, tmp_path):
+def test_paired_session_interleaves_every_arms_engines(host, tiny, tmp_path):
     spec = plan.BenchSpec(model=tiny, driver="paired", repeats=2, iters=4, warmup_iters=1, mode="both",
                           num_prompts=3, batch_size=2, input_len=4, output_len=3, gate=False)
     outcome = session.run_session(host, ROOT, "P", spec, sample_gpu=False)
     assert outcome.validity.valid, outcome.validity.reasons
-    # One record per round and arm, each with its own engine's counters: the custom engines routed.
+    # One record per round and arm, each with its own engine's counters: the custom engines routed, the
+    # baseline and control engines did not.
     assert sorted(r.run_id for r in outcome.records) == sorted(
-        f"{m}-{a}-r{k}" for m in ("latency", "throughput") for a in ("baseline", "custom") for k in (0, 1))
+        f"{m}-{a}-r{k}" for m in ("latency", "throughput") for a in ("baseline", "control", "custom") for k in (0, 1))
     assert all(c and c > 0 for c in outcome.validity.custom_calls) and set(outcome.validity.baseline_calls) == {0}
+    assert all(r.counts["total_calls"] == 0 for r in outcome.records if r.arm == "control")
     assert all(len(r.samples) == 4 for r in outcome.records)
     summary = json.loads(outcome.summary_path.read_text())
     lat = summary["paired"]["latency"]
     assert lat["rounds"] == 2 and len(lat["round_ratios"]) == 2
     assert lat["ci95"][0] <= lat["time_ratio"] <= lat["ci95"][1]
+    # The session's own A/A (control vs baseline) is at least part of the floor its verdict used.
+    assert lat["control"]["rounds"] == 2 and lat["floor_pct"] >= lat["control"]["aa_floor_pct"]
     data = json.loads((tmp_path / "results" / "P" / "runs" / "paired-latency.json").read_text())
-    assert [r["start_order"] for r in data["rounds"]] == [["baseline", "custom"], ["custom", "baseline"]]
+    assert [r["start_order"] for r in data["rounds"]] == [["baseline", "control", "custom"],
+                                                          ["custom", "control", "baseline"]]
+
+
+@pytest.mark.vllm_source
+def test_paired_session_under_a_time_budget_keeps_its_whole_rounds(host, tiny):
+    spec = plan.BenchSpec(model=tiny, driver="paired", repeats=3, iters=2, warmup_iters=0, num_prompts=2,
+                          batch_size=2, input_len=4, output_len=2, gate=False, budget_min=1e-4)
+    outcome = session.run_session(host, ROOT, "B", spec, sample_gpu=False)
+    # The budget ran out after the first round: that round of every arm is kept and judged, no more started.
+    assert sorted(r.run_id for r in outcome.records) == [f"latency-{a}-r0" for a in ("baseline", "control", "custom")]
+    assert outcome.validity.valid, outcome.validity.reasons
+    assert json.loads(outcome.summary_path.read_text())["paired"]["latency"]["rounds"] == 1
+
+
+def _paired_records(rounds: list[dict[str, list[float]]]):
+    from workbench.bench.results import RunResult
+
+    return [RunResult(run_id=f"latency-{arm}-r{k}", mode="latency", arm=arm, repeat=k, index=0, returncode=0,
+                      started=0.0, seconds=0.0, argv=[], env={}, metrics={"p50_s": 1.0}, samples=times)
+            for k, arms in enumerate(rounds) for arm, times in arms.items()]
+
+
+def test_paired_verdict_needs_an_effect_beyond_the_sessions_own_control():
+    from workbench.bench import paired
+
+    base = [1.0, 1.01, 0.99, 1.0, 1.0]
+    faster = [0.97, 0.98, 0.96, 0.97, 0.97]  # 3% less time in every round, a tight interval
+    quiet = {"baseline": base, "control": base, "custom": faster}
+    assert paired.analyse(_paired_records([quiet] * 4), {})["latency"]["verdict"] == "custom faster"
+    # The same custom arm, but the baseline engine against itself differs by 5% in the same rounds.
+    noisy = {"baseline": base, "control": [1.05, 1.06, 1.04, 1.05, 1.05], "custom": faster}
+    row = paired.analyse(_paired_records([noisy] * 4), {})["latency"]
+    assert row["control"]["aa_floor_pct"] >= 5.0 and row["floor_pct"] >= 5.0
+    assert row["verdict"] == "within noise"
 
 
 def test_paired_statistic_counts_an_engine_bias_as_noise():

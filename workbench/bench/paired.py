@@ -1,5 +1,5 @@
-"""The paired driver (``--driver paired``): both arms' engines side by side in one process, iterations
-interleaved, fresh engine pairs per round (workbench/guest/engine_ab.py). Its command, its records, and the
+"""The paired driver (``--driver paired``): the arms' engines side by side in one process, iterations
+interleaved, fresh engines per round (workbench/guest/engine_ab.py). Its command, its records, and the
 statistic it is judged by.
 
 Why it exists: on the H200 host the same `vllm bench` configuration varied by 68% between processes and by
@@ -8,7 +8,9 @@ drift; fresh engines per round expose (and average) whatever makes one engine fa
 
 The statistic: per round, the ratio of the arms' median iteration times; across rounds their geometric mean,
 with a two-level bootstrap interval (rounds, then iterations within a round), so an engine-level bias counts
-as noise, not as evidence.
+as noise, not as evidence. Every round also runs a control engine (the baseline again): the same statistic
+for control/baseline is an A/A measured on the same engines in the same minutes, and an effect counts only
+beyond it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.plan import (
-    ARMS,
+    CONTROL,
     COUNTS_ENV,
     HOOK,
+    PAIRED_ARMS,
     BenchSpec,
     ModelArgs,
     arm_env,
@@ -38,10 +41,10 @@ from workbench.runtime import Places, posix
 
 def command(spec: BenchSpec, mode: str, session: str, places: Places, model: ModelArgs, python: str,
             kernels_digest: str = "") -> tuple[list[str], dict[str, str], str, str]:
-    """(command, env, output JSON, log) of one mode's paired run: every round of both arms."""
+    """(command, env, output JSON, log) of one mode's paired run: every round of every arm."""
     runs = posix(session_dir(places, session), "runs")
     arms = {arm: {**arm_env(spec, arm, places, kernels_digest),
-                  COUNTS_ENV: posix(runs, f"{mode}-{arm}-r{{round}}.counts-{{pid}}.json")} for arm in ARMS}
+                  COUNTS_ENV: posix(runs, f"{mode}-{arm}-r{{round}}.counts-{{pid}}.json")} for arm in PAIRED_ARMS}
     out = posix(runs, f"paired-{mode}.json")
     log = posix(runs, f"paired-{mode}.log")
     argv = [python, places.guest_script("engine_ab.py"), "--model", model.model,
@@ -50,7 +53,8 @@ def command(spec: BenchSpec, mode: str, session: str, places: Places, model: Mod
             "--mode", mode, "--arms", json.dumps(arms, sort_keys=True), "--rounds", str(spec.repeats),
             "--iters", str(spec.iters), "--warmup", str(spec.warmup_iters), "--batch-size", str(spec.batch_size),
             "--num-prompts", str(spec.num_prompts), "--input-len", str(spec.input_len),
-            "--output-len", str(spec.output_len), "--seed", str(spec.seed), "--tp", str(spec.tp), "--out", out]
+            "--output-len", str(spec.output_len), "--seed", str(spec.seed), "--tp", str(spec.tp),
+            *(["--stop-after-s", f"{spec.budget_min * 60:g}"] if spec.budget_min else []), "--out", out]
     env = {COUNTS_ENV: posix(runs, f"paired-{mode}.frontend.counts-{{pid}}.json")}
     return hooked_command(argv, posix(places.guest, HOOK), log), env, out, log
 
@@ -69,7 +73,7 @@ def records(data: dict[str, Any], mode: str, to_host: Callable[[str], Path], cou
     tokens = count * (int(data.get("input_len") or 0) + int(data.get("output_len") or 0))
     for rnd in data.get("rounds", []):
         k = int(rnd["round"])
-        for arm in ARMS:
+        for arm in PAIRED_ARMS:
             times = [float(t) for t in rnd["seconds"].get(arm, [])]
             if not times:
                 continue
@@ -105,28 +109,35 @@ def ratio_interval(rounds: Sequence[tuple[Sequence[float], Sequence[float]]], re
     return point, quantile(draws, 0.025), quantile(draws, 0.975)
 
 
+def _ratio_stats(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> dict[str, Any]:
+    ratio, lo, hi = ratio_interval(pairs)
+    return {"rounds": len(pairs), "round_ratios": [round(median(b) / median(a), 4) for a, b in pairs],
+            "time_ratio": round(ratio, 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "aa_floor_pct": round(max(abs(ratio - 1.0), abs(lo - 1.0), abs(hi - 1.0)) * 100.0, 3)}
+
+
 def analyse(recs: Sequence[RunResult], floors: dict[str, float]) -> dict[str, Any]:
     """Per mode: each round's time ratio custom/baseline, their geometric mean with its interval, and the
     verdict (< 1: the custom arm took less time). Significant only when the interval excludes 1 and the
-    effect is at least the floor."""
+    effect is beyond both the recorded floor and this session's own control (control/baseline, A/A)."""
     out: dict[str, Any] = {}
     for mode in sorted({r.mode for r in recs}):
-        floor_pct = floors.get(mode, 0.0)
         by_round: dict[int, dict[str, list[float]]] = {}
         for r in recs:
             if r.mode == mode and r.samples:
                 by_round.setdefault(r.repeat, {})[r.arm] = r.samples
-        pairs = [(v["baseline"], v["custom"]) for _, v in sorted(by_round.items()) if set(v) >= set(ARMS)]
+        rounds = [v for _, v in sorted(by_round.items())]
+        pairs = [(v["baseline"], v["custom"]) for v in rounds if "baseline" in v and "custom" in v]
         if not pairs:
             continue
-        ratio, lo, hi = ratio_interval(pairs)
-        effect = (1.0 - ratio) * 100.0  # % less time in the custom arm
+        row = {**_ratio_stats(pairs), "iterations_per_arm": [len(a) for a, _ in pairs]}
+        control_pairs = [(v["baseline"], v[CONTROL]) for v in rounds if "baseline" in v and CONTROL in v]
+        control = _ratio_stats(control_pairs) if control_pairs else None
+        floor_pct = max(floors.get(mode, 0.0), control["aa_floor_pct"] if control else 0.0)
+        lo, hi = row["ci95"]
+        effect = (1.0 - row["time_ratio"]) * 100.0  # % less time in the custom arm
         significant = (hi < 1.0 or lo > 1.0) and abs(effect) >= floor_pct
-        out[mode] = {
-            "rounds": len(pairs), "iterations_per_arm": [len(a) for a, _ in pairs],
-            "round_ratios": [round(median(b) / median(a), 4) for a, b in pairs],
-            "time_ratio": round(ratio, 4), "ci95": [round(lo, 4), round(hi, 4)], "floor_pct": floor_pct,
-            "verdict": ("custom faster" if effect > 0 else "custom slower") if significant else "within noise",
-            "aa_floor_pct": round(max(abs(ratio - 1.0), abs(lo - 1.0), abs(hi - 1.0)) * 100.0, 3),
-        }
+        row.update(floor_pct=floor_pct, control=control,
+                   verdict=("custom faster" if effect > 0 else "custom slower") if significant else "within noise")
+        out[mode] = row
     return out

@@ -20,6 +20,10 @@ from workbench.errors import WorkbenchError
 from workbench.runtime import Places, posix
 
 ARMS = ("baseline", "custom")
+# The paired driver adds a second baseline engine in every round: its ratio to the baseline is the A/A
+# floor measured on the same engines, in the same minutes, as the A/B it judges.
+CONTROL = "control"
+PAIRED_ARMS = ("baseline", CONTROL, "custom")
 MODES = ("latency", "throughput")
 GEMM_SWITCH = "VLLM_USE_CUSTOM_GEMM"
 LAYERS_ENV = "VLLM_CUSTOM_GEMM_LAYERS"
@@ -61,7 +65,10 @@ class BenchSpec:
     gemm_layers: str = ""  # VLLM_CUSTOM_GEMM_LAYERS globs; both arms get them
     aa: bool = False  # both arms the baseline: measures the noise floor
     gate: bool = True  # the output gate: both arms generate the same text before their speed counts
-    driver: str = "cli"  # "paired": repeats are rounds of fresh engine pairs, iters interleaved per round
+    driver: str = "cli"  # "paired": repeats are rounds of fresh engines, iters interleaved per round
+    # paired: start no round that would end past this many minutes of the driver (0: no limit), so a job
+    # under a time limit (a Slurm allocation, a timed call) keeps whole rounds instead of losing them all.
+    budget_min: float = 0.0
     gate_prompts: int = 16
     gate_tokens: int = 32
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
@@ -95,6 +102,8 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
                  "gate_tokens"):
         if getattr(spec, name) < 1:
             raise WorkbenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(spec, name)}")
+    if spec.budget_min < 0:
+        raise WorkbenchError(f"--budget-min must be >= 0 (0: no limit), got {spec.budget_min}")
     if spec.warmup_iters < 0:
         raise WorkbenchError(f"--warmup-iters must be >= 0, got {spec.warmup_iters}")
     if spec.compile_cache not in COMPILE_CACHE:
@@ -235,7 +244,9 @@ def arm_env(spec: BenchSpec, arm: str, places: Places, kernels_digest: str = "")
     elif spec.compile_cache == "shared":
         env["VLLM_CACHE_ROOT"] = posix(places.results, ".vllm-cache", "shared")
     else:
-        folder = f"custom-{kernels_digest[:12]}" if arm == "custom" and kernels_digest else arm
+        folder = "baseline" if arm == CONTROL else arm  # the control is the baseline: it loads the same graph
+        if arm == "custom" and kernels_digest:
+            folder = f"custom-{kernels_digest[:12]}"
         env["VLLM_CACHE_ROOT"] = posix(places.results, ".vllm-cache", folder)
     return env
 

@@ -180,7 +180,7 @@ def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun]
 
 def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup,
                sink: dict, on_done: DoneFn | None, sample_gpu: bool) -> list[RunResult]:
-    """One paired run per mode (all rounds of both arms' engines), read back as a record per round and arm."""
+    """One paired run per mode (all rounds of every arm's engine), read back as a record per round and arm."""
     records: list[RunResult] = []
     for mode in spec.modes:
         cmd, env, out, _ = paired.command(spec, mode, session_dir.name, runtime.places, setup.args, runtime.python,
@@ -193,18 +193,20 @@ def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.Bench
         data = json.loads(data_file.read_text()) if data_file.is_file() else {}
         mine = paired.records(data, mode, runtime.to_host, session_dir / "runs", cmd, env, rc, started, seconds,
                               first_index=len(records))
-        if rc != 0 or not mine:
+        # A driver stopped mid-way (its output is rewritten after each round) keeps its finished rounds: each is
+        # a whole measurement of every arm; the records carry the exit status.
+        if not mine:
             mine = [RunResult(run_id=f"{mode}-{arm}-r0", mode=mode, arm=arm, repeat=0, index=len(records) + i,
                               returncode=rc, started=started, seconds=seconds, argv=cmd, env=env,
                               error=f"the paired driver exited {rc}; see runs/paired-{mode}.log")
-                    for i, arm in enumerate(plan.ARMS)]
+                    for i, arm in enumerate(plan.PAIRED_ARMS)]
         for result in mine:
             result.gpu = gpu
             save_record(session_dir, result)
         records += mine
         if on_done:
             for result in mine:
-                on_done(None, result, len(records), len(spec.modes) * 2 * spec.repeats)
+                on_done(None, result, len(records), len(spec.modes) * len(plan.PAIRED_ARMS) * spec.repeats)
         if all(r.error for r in records):
             break
     return records

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.bench.plan import GEMM_SWITCH
+from workbench.bench.plan import CONTROL, GEMM_SWITCH
 from workbench.bench.results import METRICS, RunResult
 from workbench.bench.stats import MIN_EFFECT_PCT, Comparison, compare, min_repeats_for
 
@@ -36,8 +36,8 @@ class Validity:
 
 
 def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
-    """Valid only if every custom run shows custom-kernel calls and no baseline run does (A/A: none
-    anywhere). Each failure maps to its usual cause and fix, so INVALID says what to do next."""
+    """Valid only if every custom run shows custom-kernel calls and no baseline (or control) run does
+    (A/A: none anywhere). Each failure maps to its usual cause and fix, so INVALID says what to do next."""
     reasons: list[str] = []
     fixes: list[str] = []
     ok = [r for r in records if not r.error]
@@ -69,7 +69,9 @@ def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
             fixes.append(f"custom_kernels loaded but unquantized_gemm never ran: {GEMM_SWITCH}=1 did not reach the "
                          "engine-core process, the patch is not applied to the installed vLLM, or a compile cache "
                          "replayed the baseline graph (try --compile-cache off)")
-    hot = [r for r in (custom + baseline if aa else baseline) if r.counts is not None and r.counts["total_calls"] > 0]
+    control = [r for r in ok if r.arm == CONTROL]
+    hot = [r for r in (custom + baseline + control if aa else baseline + control)
+           if r.counts is not None and r.counts["total_calls"] > 0]
     if hot:
         reasons.append(f"{len(hot)} baseline run(s) called the custom kernel")
         fixes.append(f"the GEMM route ignores {GEMM_SWITCH}=0: make the patch/plugin check the switch, or a compile "

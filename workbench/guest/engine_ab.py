@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The paired A/B driver: both arms' engines side by side in one process, their iterations interleaved.
+"""The paired A/B driver: the arms' engines side by side in one process, their iterations interleaved.
 
 Why: on the H200 host `vllm bench` latency of the same configuration varied by 68% between processes and
 by 2-9% within one (docs/results/engine_h200/). Separate processes per run make every sample carry its own
@@ -14,7 +14,9 @@ throughput = one `generate` of --num-prompts such requests (tokens/s = prompt + 
 elapsed time, as vllm/benchmarks/throughput.py).
 
 usage: python engine_ab.py --model M --mode latency|throughput --arms JSON --rounds R --iters K --out FILE
-  --arms: {"baseline": {ENV...}, "custom": {ENV...}} (the switch, compile cache, counter file of each arm)
+  --arms: {"baseline": {ENV...}, "control": {ENV...}, "custom": {ENV...}} (the switch, compile cache,
+  counter file of each arm; the control is the baseline again, the A/A inside every round)
+The output file is rewritten after every round, so a run stopped by a time limit keeps its finished rounds.
 """
 
 from __future__ import annotations
@@ -71,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tp", type=int, default=1)
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.42,
-                        help="per engine: both arms' engines hold their memory at once")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help="per engine (default 0.84 / arms): every arm's engine holds its memory at once")
+    parser.add_argument("--stop-after-s", type=float, default=0.0,
+                        help="start no round that would end past this many seconds (its longest round so far)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     arms: dict[str, dict[str, str]] = json.loads(args.arms)
     names = list(arms)
+    if args.gpu_memory_utilization is None:
+        args.gpu_memory_utilization = round(0.84 / len(names), 3)
     with open(os.path.join(args.model, "config.json")) as fh:
         vocab = int(json.load(fh)["vocab_size"])
     count = args.batch_size if args.mode == "latency" else args.num_prompts
@@ -87,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=args.output_len)
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
               "input_len": args.input_len, "output_len": args.output_len, "rounds": []}
+    began, longest = time.perf_counter(), 0.0
     for r in range(args.rounds):
+        elapsed = time.perf_counter() - began
+        if args.stop_after_s and r and elapsed + longest > args.stop_after_s:
+            print(f"stopping after {r} of {args.rounds} rounds: another would end past --stop-after-s "
+                  f"{args.stop_after_s:.0f} s", flush=True)
+            break
+        round_began = time.perf_counter()
         # Alternate which arm's engine starts first: start-up order must not favour an arm.
         order = names if r % 2 == 0 else list(reversed(names))
         engines, started = {}, {}
@@ -115,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                 shutdown()
         del engines
         gc.collect()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh)
-    print(f"paired {args.mode}: {args.rounds} rounds x {args.iters} iterations per arm -> {args.out}")
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out + ".tmp", "w") as fh:
+            json.dump(result, fh)
+        os.replace(args.out + ".tmp", args.out)
+        longest = max(longest, time.perf_counter() - round_began)
+    print(f"paired {args.mode}: {len(result['rounds'])} rounds x {args.iters} iterations per arm -> {args.out}")
     return 0
 
 

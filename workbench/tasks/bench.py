@@ -40,7 +40,10 @@ AB_HELP = {
     "gemm_layers": "only these layers use the custom GEMM (VLLM_CUSTOM_GEMM_LAYERS globs, e.g. \"*.mlp.*,!*.o_proj\")",
     "aa": "A/A: both arms run the baseline; its spread becomes the floor later verdicts use (results/floors.json)",
     "driver": "cli (default: each run a `vllm bench` process, arms in ABBA order) or paired (one process holds "
-              "both arms' engines and interleaves their iterations; --repeats rounds of fresh engines)",
+              "the engines of both arms and a control (the baseline again) and interleaves their iterations; "
+              "--repeats rounds of fresh engines)",
+    "budget_min": "paired: start no round that would end past this many minutes; the finished rounds are judged "
+                  "(for jobs under a time limit; default no limit)",
     "weights": "auto (default: real for an HF id, dummy for a config), dummy (vLLM --load-format dummy), random "
                "(a seeded checkpoint at the model's init scale, written once from the config), real",
     "runtime": "docker (the dev container) or host (this machine's workbench.python); default workbench.runtime",
@@ -58,8 +61,8 @@ def _int(flag: str, value, default: int, minimum: int) -> int:
 @user_errors
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
-       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", runtime=None, verbose=False,
-       dry_run=False):
+       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, runtime=None,
+       verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -70,7 +73,8 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         repeats=_int("--repeats", repeats, d.repeats, 1), iters=_int("--iters", iters, d.iters, 1),
         warmup_iters=_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=_int("--tp", tp, d.tp, 1),
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
-        weights=weights, gate=gate, driver=driver))
+        weights=weights, gate=gate, driver=driver,
+        budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0))
     settings = settings_from_context(c)
     console = Console()
     session = benchplan.session_name(spec.model, aa=spec.aa)
@@ -173,6 +177,11 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
         console.print(f"{mode} (paired): time custom/baseline {p['time_ratio']:.4f} [{p['ci95'][0]:.4f}–"
                       f"{p['ci95'][1]:.4f}] over {p['rounds']} rounds, per round {p['round_ratios']}, floor "
                       f"{p['floor_pct']:.1f}%: {p['verdict']}")
+        c = p.get("control")
+        if c:
+            console.print(f"{mode} (paired): A/A in the same rounds, control/baseline {c['time_ratio']:.4f} "
+                          f"[{c['ci95'][0]:.4f}–{c['ci95'][1]:.4f}], per round {c['round_ratios']}: "
+                          f"floor {c['aa_floor_pct']:.1f}%")
     for mode, s in summary.get("spread", {}).items():
         need = s.get("runs_per_arm_for_2pct")
         cv = s.get("pooled_between_runs_cv_pct")
