@@ -1,5 +1,5 @@
 """vLLM general plugin: route unquantized linear GEMMs to ``custom_kernels.unquantized_gemm`` on a
-stock (unpatched) vLLM, when ``VLLM_USE_CUSTOM_GEMM=1``.
+stock (unpatched) vLLM, when ``VLLM_USE_CUSTOM_GEMM=1`` as a layer is built.
 
 vLLM loads ``vllm.general_plugins`` entry points in every process before it builds the model, so
 ``register()`` runs early enough to wrap the linear layer classes. Why the wrapping is done on the
@@ -7,8 +7,9 @@ classes rather than on ``dispatch_unquantized_gemm``: the binding of that functi
 and neither can be redirected from outside — vLLM 0.13.0's linear.py imported the name at module load
 and calls it on every forward; 0.33.0 calls it once in ``UnquantizedLinearMethod.__init__`` and keeps
 the result in ``self._gemm_impl``. Wrapping ``LinearBase.__init__`` (decide per layer, once, from its
-prefix), ``UnquantizedLinearMethod.apply`` (route) and ``process_weights_after_loading`` (skip the CPU
-weight packing, which would replace ``layer.weight`` with an empty tensor) works the same on both.
+prefix) and switching a chosen layer's method to a subclass whose ``apply`` routes and whose
+``process_weights_after_loading`` skips the CPU weight packing (which would replace ``layer.weight`` with
+an empty tensor) works the same on both, and leaves every other layer on vLLM's own method.
 
 ``VLLM_CUSTOM_GEMM_LAYERS`` selects layers by prefix, as in the patch series: comma-separated globs
 on the full prefix; a pattern without wildcards also matches the layers below it; ``!pattern``
@@ -81,50 +82,55 @@ def register_switches() -> None:
             known[name] = getter
 
 
+def _routed_class(method: type) -> type:
+    """The layer's own UnquantizedLinearMethod, made to call the custom GEMM: a subclass its instance is
+    switched to, so layers that don't route keep vLLM's method untouched (no wrapper on their path)."""
+    import custom_kernels
+
+    class CustomGemmLinearMethod(method):
+        def apply(self, layer, x, bias=None):
+            return custom_kernels.unquantized_gemm(layer, x, layer.weight, bias)
+
+        def process_weights_after_loading(self, layer):
+            return None  # keep the plain [N, K] weight: the CPU path would pack it and drop layer.weight
+
+    CustomGemmLinearMethod.__qualname__ = f"CustomGemm{method.__qualname__}"
+    return CustomGemmLinearMethod
+
+
 def register() -> None:
-    """Entry point (``vllm.general_plugins``): install the GEMM routing when VLLM_USE_CUSTOM_GEMM=1."""
+    """Entry point (``vllm.general_plugins``): the switches become vLLM variables and every unquantized
+    linear layer decides when it is built whether it routes.
+
+    The decision is made per layer at construction, not here: vLLM loads plugins once per process, and an
+    engine-core process forked from a front end (several engines in one process, each with its own switch)
+    inherits the front end's plugin state; what it must not inherit is the switch's value at that time."""
     if _fork_is_patched():
         if _enabled():
             logger.info("custom_kernels plugin: the vLLM fork routes VLLM_USE_CUSTOM_GEMM itself (patch series)")
         return
     register_switches()
-    if not _enabled():
-        return
     from vllm.model_executor.layers import linear
 
     method = linear.UnquantizedLinearMethod
     base = linear.LinearBase
     if getattr(base.__init__, _MARK, False):
         return
-    import custom_kernels
-
     original_init = base.__init__
-    original_apply = method.apply
-    original_process = method.process_weights_after_loading
+    routed: list[type] = []  # the subclass, made on the first routed layer (importing custom_kernels then)
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        # Decided once per layer, here, so the forward pass reads a flag (nothing for torch.compile to trace).
-        self.use_custom_gemm = (isinstance(getattr(self, "quant_method", None), method) and _enabled()
+        quant = getattr(self, "quant_method", None)
+        self.use_custom_gemm = (type(quant) is method and _enabled()
                                 and layer_selected(getattr(self, "prefix", "") or "", layer_patterns()))
+        if self.use_custom_gemm:
+            if not routed:
+                routed.append(_routed_class(method))
+                logger.info("custom_kernels plugin: unquantized linear GEMMs -> custom_kernels.unquantized_gemm "
+                            "(layers: %s)", ",".join(layer_patterns()) or "all")
+            quant.__class__ = routed[0]
 
-    @functools.wraps(original_apply)
-    def apply(self, layer, x, bias=None):
-        if getattr(layer, "use_custom_gemm", False):
-            return custom_kernels.unquantized_gemm(layer, x, layer.weight, bias)
-        return original_apply(self, layer, x, bias)
-
-    @functools.wraps(original_process)
-    def process_weights_after_loading(self, layer):
-        if getattr(layer, "use_custom_gemm", False):
-            return None  # keep the plain [N, K] weight: the CPU path would pack it and drop layer.weight
-        return original_process(self, layer)
-
-    for fn in (__init__, apply, process_weights_after_loading):
-        setattr(fn, _MARK, True)
+    setattr(__init__, _MARK, True)
     base.__init__ = __init__
-    method.apply = apply
-    method.process_weights_after_loading = process_weights_after_loading
-    logger.info("custom_kernels plugin: unquantized linear GEMMs -> custom_kernels.unquantized_gemm (layers: %s)",
-                ",".join(layer_patterns()) or "all")

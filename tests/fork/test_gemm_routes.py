@@ -148,6 +148,8 @@ def test_patched_0_33_0_routes_with_the_layer_filter(tmp_path_factory):
 @pytest.mark.parametrize(("route", "env", "expected"), [
     ("plugin", {}, set()),
     ("plugin", {"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
+    # loaded while the switch was off, the layers built after it was set route (a forked engine core)
+    ("plugin-late", {"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
     # through vLLM's own load_general_plugins() and the entry point custom_kernels declares
     ("entrypoint", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*"}, {ATTN}),
 ])

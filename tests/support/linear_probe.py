@@ -3,13 +3,16 @@ prefixes, load weights the way vLLM does (process_weights_after_loading), run a 
 print JSON: per layer whether it chose the custom GEMM, the custom_kernels call count, and the error
 against an fp32 reference.
 
-usage: python linear_probe.py VLLM_TREE CUSTOM_KERNELS_DIR {patched,plugin,entrypoint} PREFIX...
+usage: python linear_probe.py VLLM_TREE CUSTOM_KERNELS_DIR {patched,plugin,plugin-late,entrypoint} PREFIX...
+plugin-late: the plugin registers while the switch is unset and the switch is set afterwards, as in an
+engine-core process forked from a front end that loaded the plugin with another arm's switch.
 The tree goes first on sys.path so this process imports exactly that source (test isolation).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 
@@ -27,11 +30,14 @@ def main() -> None:
     import custom_kernels
     import vllm
 
-    if route == "plugin":
+    if route in ("plugin", "plugin-late"):
         from custom_kernels import vllm_plugin
 
+        late = os.environ.pop("VLLM_USE_CUSTOM_GEMM", None) if route == "plugin-late" else None
         vllm_plugin.register()
         vllm_plugin.register()  # idempotent: a second call must not wrap twice
+        if late is not None:
+            os.environ["VLLM_USE_CUSTOM_GEMM"] = late
     elif route == "entrypoint":
         from vllm.plugins import load_general_plugins
 

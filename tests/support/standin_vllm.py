@@ -95,20 +95,44 @@ def _engine_loop(conn, model: str, seed: int) -> None:
     conn.close()
 
 
+class _EngineCoreClient:
+    """What vLLM 0.24's LLMEngine holds as ``engine_core``: the only owner of a shutdown()."""
+
+    def __init__(self, conn, proc, share: float):
+        self._conn, self._proc, self.share = conn, proc, share
+
+    def shutdown(self) -> None:
+        if self._proc.is_alive():
+            self._conn.send(None)
+            self._proc.join(timeout=30)
+
+
+_ENGINES: list[_EngineCoreClient] = []
+
+
 class LLM:
     """The offline API the output gate and the paired driver use; like vLLM V1 the model runs in an engine
-    process of its own, started with the environment of the moment (fork)."""
+    process of its own, started with the environment of the moment (fork). Like vLLM, an engine refuses to
+    start when the engines still alive leave less than its gpu_memory_utilization of the (0.9 usable) GPU."""
 
     def __init__(self, model: str, tokenizer: str | None = None, seed: int = 0, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, **engine_args):
+                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, **engine_args):
+        held = sum(e.share for e in _ENGINES if e._proc.is_alive())
+        if held + gpu_memory_utilization > 0.9 + 1e-9:
+            raise ValueError(f"Free memory on device ({0.9 - held:.2f}) on startup is less than desired GPU memory "
+                             f"utilization ({gpu_memory_utilization})")
         ctx = mp.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_engine_loop, args=(child, model, seed))
-        self._proc.start()
-        self.llm_engine = self
+        proc = ctx.Process(target=_engine_loop, args=(child, model, seed))
+        proc.start()
+        client = _EngineCoreClient(self._conn, proc, gpu_memory_utilization)
+        _ENGINES.append(client)
+        from types import SimpleNamespace
+
+        self.llm_engine = SimpleNamespace(engine_core=client)  # no LLMEngine.shutdown(), as in vLLM 0.24
         import atexit
 
-        atexit.register(self.shutdown)  # like vLLM: the engine process ends with its owner, counters dumped
+        atexit.register(client.shutdown)  # like vLLM: the engine process ends with its owner, counters dumped
 
     def generate(self, prompts, params, use_tqdm=False):
         from types import SimpleNamespace
@@ -119,11 +143,6 @@ class LLM:
             positions = [{t: SimpleNamespace(logprob=v) for t, v in pos.items()} for pos in lps]
             results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=positions)]))
         return results
-
-    def shutdown(self) -> None:
-        if self._proc.is_alive():
-            self._conn.send(None)
-            self._proc.join(timeout=30)
 
 
 def site(folder: Path) -> Path:

@@ -57,6 +57,37 @@ def start_engine(args: argparse.Namespace, env: dict[str, str]):
     return LLM(**kwargs)
 
 
+def stop_engine(engine) -> None:
+    """End an engine's engine-core process now (vLLM 0.24's LLMEngine has no shutdown(); its client has)."""
+    llm_engine = getattr(engine, "llm_engine", None)
+    for owner in (getattr(llm_engine, "engine_core", None), llm_engine):
+        shutdown = getattr(owner, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+            return
+
+
+def free_gpu_bytes() -> int | None:
+    """Free memory of GPU 0 through NVML (not torch: CUDA initialised here would make vLLM spawn, not fork)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).free)
+    except Exception:  # no NVML (a CPU host): nothing to wait for
+        return None
+
+
+def wait_for_memory(target: int | None, timeout_s: float = 120.0) -> None:
+    """Until the GPU has ``target`` bytes free again: a round's engines must have let go of their memory
+    before the next round's engines ask vLLM for theirs."""
+    if target is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while (free := free_gpu_bytes()) is not None and free < target and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -94,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
               "input_len": args.input_len, "output_len": args.output_len, "rounds": []}
     began, longest = time.perf_counter(), 0.0
+    free_at_start = free_gpu_bytes()
+    slack = 2 << 30  # what other processes may take meanwhile
     for r in range(args.rounds):
         elapsed = time.perf_counter() - began
         if args.stop_after_s and r and elapsed + longest > args.stop_after_s:
@@ -122,12 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = {n: round(sorted(v)[len(v) // 2], 5) for n, v in times.items()}
         print(f"round {r}: median seconds per iteration {summary}", flush=True)
         result["rounds"].append({"round": r, "start_order": order, "engine_start_s": started, "seconds": times})
-        for engine in engines.values():  # shut both engine cores down before the next round's start
-            shutdown = getattr(getattr(engine, "llm_engine", None), "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+        for engine in engines.values():  # every engine core ends before the next round's start
+            stop_engine(engine)
         del engines
         gc.collect()
+        wait_for_memory(None if free_at_start is None else free_at_start - slack)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as fh:
             json.dump(result, fh)
