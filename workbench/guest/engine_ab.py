@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help="per engine (default 0.84 / arms): every arm's engine holds its memory at once")
     parser.add_argument("--stop-after-s", type=float, default=0.0,
-                        help="start no round that would end past this many seconds (its longest round so far)")
+                        help="start no round that would end past this many seconds (judged by the last round, +10%%: "
+                             "the first one also compiles)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -124,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=args.output_len)
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
               "input_len": args.input_len, "output_len": args.output_len, "rounds": []}
-    began, longest = time.perf_counter(), 0.0
+    began, last = time.perf_counter(), 0.0
     free_at_start = free_gpu_bytes()
     slack = 2 << 30  # what other processes may take meanwhile
     for r in range(args.rounds):
         elapsed = time.perf_counter() - began
-        if args.stop_after_s and r and elapsed + longest > args.stop_after_s:
+        if args.stop_after_s and r and elapsed + 1.1 * last > args.stop_after_s:
             print(f"stopping after {r} of {args.rounds} rounds: another would end past --stop-after-s "
                   f"{args.stop_after_s:.0f} s", flush=True)
             break
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out + ".tmp", "w") as fh:
             json.dump(result, fh)
         os.replace(args.out + ".tmp", args.out)
-        longest = max(longest, time.perf_counter() - round_began)
+        last = time.perf_counter() - round_began
     print(f"paired {args.mode}: {len(result['rounds'])} rounds x {args.iters} iterations per arm -> {args.out}")
     return 0
 
