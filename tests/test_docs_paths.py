@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.vllm_source import PINNED, vllm_source_tree
-from workbench.fork.patches import available_series
+from workbench.fork.series import available_series
 
 ROOT = Path(__file__).resolve().parent.parent
 # The releases the workbench supports: one home, the patch series it ships.

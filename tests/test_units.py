@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from workbench.config import DEFAULTS, Settings
 from workbench.container import images, provenance
 from workbench.errors import WorkbenchError
+from workbench.fork.source import ForkState
 from workbench.gpu_selection import parse_gpu_selection
 from workbench.gpus import GpuInfo, select, torch_cuda_arch_list
 
@@ -59,40 +59,13 @@ def test_settings_flags_override_config_and_paths_resolve(tmp_path):
     assert s2.tag == "x" and s2.gpus == DEFAULTS["gpus"]
 
 
-def _git(path: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def make_fork(path: Path) -> str:
-    (path / "vllm").mkdir(parents=True)
-    (path / "vllm" / "__init__.py").write_text("")
-    (path / "setup.py").write_text("# stand-in\n")
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "-c", "user.email=t@e", "-c", "user.name=t", "add", "-A")
-    _git(path, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "init")
-    return _git(path, "rev-parse", "HEAD")
-
-
-def test_source_state_of_a_real_git_fork(tmp_path):
-    head = make_fork(tmp_path / "fork")
-    state = provenance.source_state(tmp_path / "fork")
-    assert (state.commit, state.branch, state.dirty) == (head, "main", False)
-    (tmp_path / "fork" / "setup.py").write_text("# edited\n")
-    _git(tmp_path / "fork", "checkout", "-q", "--detach")
-    state = provenance.source_state(tmp_path / "fork")
-    assert state.dirty_files == ("setup.py",) and state.branch is None
-    assert provenance.fork_initialised(tmp_path / "fork")
-    (tmp_path / "empty").mkdir()
-    assert not provenance.fork_initialised(tmp_path / "empty")
-
-
 def _committed(ref, commit, patches="", at="2026-01-01T00:00:00+00:00"):
     return {"ref": ref, "labels": {"workbench.vllm.commit": commit, "workbench.patches": patches,
                                    "workbench.committed-at": at, "workbench.install.mode": "precompiled"}}
 
 
 def test_choose_image_prefers_newest_matching_commit():
-    state = provenance.SourceState(Path("."), "a" * 40, "main", (), ("0001-x.patch",))
+    state = ForkState(Path("."), True, "a" * 40, "main", patches=("0001-x.patch",))
     choice = provenance.choose_image("img:dev", [
         _committed("img:old", "a" * 40, "0001-x.patch", "2026-01-01T00:00:00+00:00"),
         _committed("img:new", "a" * 40, "0001-x.patch", "2026-02-01T00:00:00+00:00"),
@@ -102,7 +75,7 @@ def test_choose_image_prefers_newest_matching_commit():
 
 
 def test_choose_image_explains_stale():
-    state = provenance.SourceState(Path("."), "a" * 40, "main", (), ())
+    state = ForkState(Path("."), True, "a" * 40, "main")
     choice = provenance.choose_image("img:dev", [_committed("img:c", "b" * 40)], state)
     assert choice.ref == "img:dev" and not choice.committed
     assert "no committed image matches" in choice.reason and "img:c is from vllm bbbbbbbbbbbb" in choice.reason

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.vllm_source import make_fork_repo, release_deps, vllm_source_tree
 from workbench.fork import patches as P
+from workbench.fork.series import load_series
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "tests" / "support" / "linear_probe.py"
@@ -106,7 +107,7 @@ def routed(layers: dict) -> set[str]:
 def _patched(tmp_path_factory, version: str) -> Path:
     """A git repo of the release sdist with its series applied by workbench.fork.patches."""
     repo = make_fork_repo(version, tmp_path_factory.mktemp(f"patched-{version}") / "vllm")
-    series = P.load_series(ROOT / "patches", version)
+    series = load_series(ROOT / "patches", version)
     P.apply_series(repo, series)
     assert P.series_state(repo, series).statuses == [P.APPLIED] * 3
     return repo

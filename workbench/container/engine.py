@@ -22,7 +22,7 @@ from workbench.config import Settings
 from workbench.container import compose, images, provenance
 from workbench.errors import WorkbenchError
 from workbench.filelock import exclusive
-from workbench.git import fork_checkout_fix
+from workbench.fork.source import fork_state
 from workbench.runtime import GUEST, Execution, Places, Runtime, posix
 
 MANAGED_LABEL = "workbench.managed"
@@ -153,10 +153,7 @@ def _image_exists(client, ref: str) -> bool:
 def plan_up(client, settings: Settings, gpus: str) -> tuple[compose.ContainerSpec, provenance.ImageChoice]:
     """The spec `up` would create, with the image chosen (committed one if it matches the fork)."""
     spec = compose.load_spec(settings, gpus)
-    if not provenance.fork_initialised(settings.fork_path):
-        raise WorkbenchError(f"the vLLM fork at {settings.fork_path} is not initialised",
-                             fix=fork_checkout_fix(settings.fork_path))
-    state = provenance.source_state(settings.fork_path)
+    state = fork_state(settings.fork_path).require(git_checkout=False)
     committed = [c for c in images.committed_images(client, settings) if _image_exists(client, c["ref"])]
     choice = provenance.choose_image(spec.image, committed, state)
     if not _image_exists(client, choice.ref):
@@ -508,7 +505,7 @@ def commit(settings: Settings, tag: str | None = None, dry_run: bool = False, cl
         result = container.exec_run(["cat", provenance.INSTALL_RECORD], demux=False)
         record = result.output.decode(errors="replace") if result.exit_code == 0 else None
     install = provenance.parse_install_record(record)
-    state = provenance.source_state(settings.fork_path)
+    state = fork_state(settings.fork_path)
     source_image = (container.image.tags or [container.image.id])[0]
     labels = provenance.commit_labels(state, install, source_image, settings.image, settings.tag, container.id)
     tag = tag or f"{settings.tag}-compiled"

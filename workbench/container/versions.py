@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.fork import patches
+from workbench.fork import series
 
 BASE_IMAGE_REPOSITORY = "vllm/vllm-openai"  # vLLM's release images, tagged v<release>
 TORCH_LABEL = "workbench.torch"  # the base image's torch, recorded on the dev image by `invoke build`
@@ -23,8 +23,8 @@ TORCH_PROBE = "import torch; print(torch.__version__)"
 
 
 def fork_release(fork: Path) -> tuple[str, str]:
-    """The vLLM release the fork is based on and where that was read (patches.detect_version)."""
-    return patches.detect_version(fork)
+    """The vLLM release the fork is based on and where that was read (series.detect_version)."""
+    return series.detect_version(fork)
 
 
 def base_image_for(version: str) -> str:
