@@ -1,5 +1,5 @@
 """The invoke CLI as a user meets it (no daemon needed): task list, help for every flag, config
-precedence (defaults < invoke.yaml < INVOKE_WORKBENCH_* < flags), doctor's checks on this host."""
+precedence (defaults < invoke.yaml < INVOKE_WORKBENCH_* < flags), bad input as one line."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from workbench.config import Settings
-from workbench.container import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,33 +75,3 @@ def test_bad_input_is_one_line_without_traceback(project):
         assert result.returncode == 1, args
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, args
-
-
-def test_doctor_on_a_host_without_daemon_or_driver(tmp_path, monkeypatch):
-    """This host has no NVIDIA driver; with no daemon reachable each check says so, with its fix."""
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
-    settings = Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf")})
-    checks = {c.name: c for c in doctor.run_checks(settings)}
-    assert checks["Docker daemon"].status == doctor.FAIL and "start Docker" in checks["Docker daemon"].fix
-    # The fork path is no submodule of any project here: the fix says to clone or point at a checkout.
-    assert checks["vLLM fork"].status == doctor.FAIL and "submodule update" not in checks["vLLM fork"].fix
-    assert "workbench.fork" in checks["vLLM fork"].fix and "git clone" in checks["vLLM fork"].fix
-    # The daemon's whole address, colons and all.
-    assert "unix:///nonexistent.sock" in checks["Docker daemon"].detail
-    assert checks["Hugging Face cache"].status == doctor.WARN
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        pynvml.nvmlShutdown()
-        has_driver = True
-    except Exception:
-        has_driver = False
-    if not has_driver:
-        assert checks["GPUs (NVML)"].status == doctor.FAIL and "--gpus none" in checks["GPUs (NVML)"].fix
-        cpu_only = {c.name: c for c in doctor.run_checks(settings.with_overrides(gpus="none"))}
-        assert cpu_only["GPUs (NVML)"].status == doctor.WARN
-    result = run_invoke(tmp_path if (tmp_path / "tasks.py").exists() else ROOT, "doctor",
-                        env={"DOCKER_HOST": "unix:///nonexistent.sock", "INVOKE_WORKBENCH_FORK": str(tmp_path / "x")})
-    assert result.returncode == 1 and "❌" in result.stdout and "fix:" in result.stdout
-    assert "check(s) failed" in result.stderr

@@ -1,6 +1,6 @@
 """The runtime seam: the host runtime runs real child processes (streamed output, exit code, environment,
-working folder); the dev container's places and path mapping come from the real docker-compose.yml (no
-daemon needed for those); unknown runtimes and container-only tasks fail in one line."""
+working folder); unknown runtimes and container-only tasks fail in one line. (The dev container's places:
+tests/container/test_places.py.)"""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from workbench.config import Settings
-from workbench.container import compose
-from workbench.container.engine import MountMap, container_places
 from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime, container_only, host_python, runtime_name
 
@@ -74,32 +71,3 @@ def test_runtime_names_are_checked():
     with pytest.raises(WorkbenchError, match="invoke up manages the dev container"):
         container_only(settings, "up", "host")
     container_only(settings, "up")  # docker: fine
-
-
-def test_container_places_come_from_the_compose_file(tmp_path):
-    settings = Settings.from_mapping(ROOT, {"fork": str(tmp_path / "fork"), "results": str(tmp_path / "r")})
-    spec = compose.load_spec(settings, "none")
-    places = container_places(settings, spec)
-    assert (places.fork, places.results) == ("/workspace/vllm", "/workspace/results")
-    assert places.wheels == "/workspace/wheels"
-    assert places.guest == "/opt/workbench-src/workbench/guest" and places.kernels == "/workspace/custom_kernels"
-    assert places.install_record == "/opt/workbench/install.json" and places.ccache == "/cache/ccache"
-    mounts = MountMap.of(spec)
-    assert mounts.to_host("/workspace/results/S/env.json") == tmp_path / "r" / "S" / "env.json"
-    assert mounts.from_host(tmp_path / "fork" / "x" / "y.py") == "/workspace/vllm/x/y.py"
-    assert mounts.from_host(tmp_path / "elsewhere.whl") is None
-    with pytest.raises(WorkbenchError, match="not in a folder the dev container mounts"):
-        mounts.to_host("/etc/passwd")
-
-
-def test_a_compose_file_without_the_results_mount_is_refused_in_one_line(tmp_path):
-    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for svc in ("dev", "dev-cpu"):
-        volumes = doc["services"][svc].get("volumes") or doc["x-dev"]["volumes"]
-        # The checkout's folders by absolute path: this file lives elsewhere.
-        doc["services"][svc]["volumes"] = [v.replace("./", f"{ROOT}/", 1) if v.startswith("./") else v
-                                           for v in volumes if "WORKBENCH_RESULTS" not in v]
-    (tmp_path / "compose.yml").write_text(yaml.safe_dump(doc))
-    settings = Settings.from_mapping(ROOT, {"compose_file": str(tmp_path / "compose.yml")})
-    with pytest.raises(WorkbenchError, match="mounts no results folder"):
-        container_places(settings, compose.load_spec(settings, "none"))

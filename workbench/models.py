@@ -1,9 +1,11 @@
-"""The one model-config resolver: ``custom_kernels/custom_kernels/models.py``, loaded by its file.
+"""The one model-config resolver and the shape rules: ``custom_kernels/custom_kernels/models.py``, loaded
+by its file.
 
-The kernel package owns the shipped configs and the rule that finds them (a shipped name, matched
-case-insensitively and by an HF id's last component, a config.json, or a folder holding one). Loading
-that module by path (not ``import custom_kernels``, which needs torch) lets the workbench use the very
-same rule on a host without torch.
+The kernel package owns the shipped configs, the rule that finds them (a shipped name, matched
+case-insensitively and by an HF id's last component, a config.json, or a folder holding one) and the
+rules that turn a config into the dimensions vLLM builds (head size, KV heads, biases, vocabulary
+padding, tied embeddings, tensor-parallel splits). Loading that module by path (not ``import
+custom_kernels``, which needs torch) lets the workbench use the very same rules on a host without torch.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ def resolve_config(root: Path, model: str) -> Path:
     return found
 
 
+def config_name(root: Path, path: Path) -> str:
+    """A model's name from its config's path (the folder of a config.json, else the file's stem)."""
+    return _module(root).config_name(path)
+
+
+def model_dims(root: Path, config, name: str = ""):
+    """custom_kernels.models.ModelDims of a config (a parsed config.json, or a transformers config object
+    whose class defaults fill what the file leaves out); ValueError names what a dense decoder lacks."""
+    return _module(root).model_dims(config, name)
+
+
 def has_weights(folder: Path) -> bool:
     """A checkpoint folder (weights beside the config), not a bare config."""
     return folder.is_dir() and any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir())
@@ -70,6 +83,6 @@ def load(root: Path, model: str) -> tuple[str, dict]:
     """(name, parsed config.json) of a model config."""
     path = resolve_config(root, model)
     try:
-        return path.parent.name, json.loads(path.read_text())
+        return config_name(root, path), json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise WorkbenchError(f"{path} is not valid JSON ({err}): fix or replace it") from None

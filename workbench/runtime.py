@@ -6,7 +6,7 @@ output and leaves the exit code. ``Places`` says where the project's folders are
 them, so plans are written once and run on either side.
 
 - ``docker`` (default): the dev container docker-compose.yml declares, resolved and connected once
-  (``workbench.engine.DevContainer``); its places come from the compose file's bind mounts.
+  (``workbench.container.devcontainer.DevContainer``); its places come from the compose file's bind mounts.
 - ``host``: the interpreter ``workbench.python`` on this machine (a GPU node without Docker, a cloud
   notebook); its places are the checkout's own folders.
 """
@@ -243,7 +243,8 @@ def plan_places(settings: Settings, flag: str | None = None) -> tuple[Places, st
         python = host_python(settings)
         return host_places(settings, python), python, f"this host ({python})"
     from workbench.container import compose
-    from workbench.container.engine import DevContainer, container_places
+    from workbench.container.devcontainer import DevContainer
+    from workbench.container.places import container_places
 
     spec = compose.load_spec(settings)
     return container_places(settings, spec), DevContainer.python, f"dev container {spec.name}"
@@ -254,7 +255,7 @@ def path_mapper(settings: Settings, flag: str | None = None) -> Callable[[Path],
     if runtime_name(settings, flag) == "host":
         return lambda path: str(Path(path).absolute())
     from workbench.container import compose
-    from workbench.container.engine import MountMap
+    from workbench.container.places import MountMap
 
     return MountMap.of(compose.load_spec(settings)).from_host
 
@@ -263,7 +264,7 @@ def open_runtime(settings: Settings, flag: str | None = None, gpus: str | None =
     """The runtime the settings (or --runtime) name, ready to run steps."""
     if runtime_name(settings, flag) == "host":
         return HostRuntime(settings)
-    from workbench.container.engine import DevContainer
+    from workbench.container.devcontainer import DevContainer
 
     return DevContainer.open(settings, gpus=gpus)
 

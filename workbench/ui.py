@@ -59,16 +59,14 @@ def print_status(settings, state, drift: str) -> None:
         elif c["reason"]:
             console.print(f"  image chosen because: {c['reason']}", markup=False)
     else:
-        console.print(f"container [bold]{settings.container}[/]: none (invoke up)")
+        console.print(f"container [bold]{state.name}[/]: none (invoke up)")
     if state.committed:
         table = Table(title="committed images")
-        for col in ("image", "vllm commit", "dirty", "patches", "install", "arch", "committed at"):
+        columns, rows = state.committed_table()
+        for col in columns:
             table.add_column(col)
-        for c in state.committed:
-            lb = c["labels"]
-            table.add_row(c["ref"], lb.get("workbench.vllm.commit", "?")[:12], lb.get("workbench.vllm.dirty", "?"),
-                          lb.get("workbench.patches", "") or "-", lb.get("workbench.install.mode", "?"),
-                          lb.get("workbench.cuda-arch-list", "") or "-", lb.get("workbench.committed-at", "?"))
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
     else:
         console.print("committed images: none (invoke commit)")

@@ -4,13 +4,16 @@ File format (JSON, written by ``custom_kernels.tune``)::
 
     {"schema": 1,
      "gpus": {"NVIDIA H100 80GB HBM3": {"bfloat16": {
-         "meta": {"torch": ..., "triton": ..., "created": ...},
+         "meta": {"time_utc": ..., "torch": {"version": ..., "triton": ..., ...}, "models": ..., ...},
          "shapes": {"1152x896": {"1": {"kernel": "triton_splitk", "config": {...}, "us": 4.1,
                                         "cublas_us": 5.0, "speedup": 1.22,
                                         "best_triton": {"kernel": ..., "config": ..., "us": ...}}}}}}}}
 
 Keys: shape "NxK", bucket = the M it was tuned at (powers of two 1..8192). A call with M uses the
 smallest tuned bucket >= M (the largest one beyond it). No entry, or cuBLAS won: cuBLAS (F.linear).
+
+One file per GPU: ``tables/<gpu slug>.json`` (``nvidia-h200.json``), so a retune on one card is a diff of
+that card's file only. ``CUSTOM_KERNELS_TABLE`` names one file instead (it may hold several GPUs).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ import torch
 
 SCHEMA = 1
 BUCKETS: tuple[int, ...] = tuple(1 << i for i in range(14))  # 1 .. 8192
-DEFAULT_TABLE = Path(__file__).with_name("tables") / "gemm_table.json"
+TABLES_DIR = Path(__file__).with_name("tables")
 DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
@@ -104,15 +108,40 @@ def write_table(table: DispatchTable, path: str | Path) -> Path:
     return path
 
 
-def table_path() -> Path:
-    """CUSTOM_KERNELS_TABLE overrides the shipped table."""
-    return Path(os.environ.get("CUSTOM_KERNELS_TABLE") or DEFAULT_TABLE)
+def gpu_slug(name: str) -> str:
+    """A file-name form of a GPU's name: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def table_path(gpu: str | None = None) -> Path:
+    """CUSTOM_KERNELS_TABLE when set; else the shipped table of ``gpu`` (tables/<slug>.json)."""
+    override = os.environ.get("CUSTOM_KERNELS_TABLE")
+    if override:
+        return Path(override)
+    if gpu is None:
+        raise ValueError("no GPU named: the shipped tables are one file per GPU (tables/<gpu slug>.json)")
+    return TABLES_DIR / f"{gpu_slug(gpu)}.json"
+
+
+class _Tables(DispatchTable):
+    """The tables the op dispatches with: each GPU's file read on its first lookup, once per process."""
+
+    def lookup(self, gpu: str, dtype: str, n: int, k: int, m: int) -> Choice:
+        if gpu not in self.gpus:
+            self.gpus.update(read_table(table_path(gpu)).gpus)
+            self.gpus.setdefault(gpu, {})
+        return super().lookup(gpu, dtype, n, k, m)
+
+    def entry(self, gpu: str, dtype: str, n: int, k: int, bucket: int) -> dict[str, Any] | None:
+        self.lookup(gpu, dtype, n, k, bucket)
+        return super().entry(gpu, dtype, n, k, bucket)
 
 
 @functools.lru_cache(maxsize=1)
 def active_table() -> DispatchTable:
-    """The table the op dispatches with (read once per process; ``reload_table()`` re-reads)."""
-    return read_table(table_path())
+    """The table the op dispatches with (``reload_table()`` forgets what was read)."""
+    override = os.environ.get("CUSTOM_KERNELS_TABLE")
+    return read_table(override) if override else _Tables()
 
 
 def reload_table() -> DispatchTable:

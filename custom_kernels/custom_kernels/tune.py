@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .dispatch import BUCKETS, DEFAULT_TABLE, DTYPE_NAMES, read_table, shape_key, write_table
+from .dispatch import BUCKETS, DTYPE_NAMES, gpu_name, read_table, shape_key, table_path, write_table
 from .gemm.candidates import CANDIDATES
 from .gemm.reference import check_close, make_operands, reference_and_error
 from .models import available_models, linear_shapes
@@ -120,13 +120,21 @@ def make_entry(cublas: Measured, results: list[Measured], margin: float) -> dict
 
 
 def environment() -> dict[str, Any]:
-    """GPU, driver and versions recorded with every table and result."""
+    """GPU and versions recorded with every table and result.
+
+    Where it records what the workbench's environment capture records (workbench/guest/bench_env.py:
+    ``basics`` and ``torch_info``), the names and nesting are the same, so one reader serves the bench
+    sessions' env.json and these files; this package imports nothing of the workbench, hence its own capture."""
     import triton
 
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    return {"gpu": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "triton": triton.__version__, "python": platform.python_version(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    device = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(device)
+    return {"time_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "host": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
+            "torch": {"version": torch.__version__, "cuda": torch.version.cuda, "cuda_available": True,
+                      "device": gpu_name(torch.device("cuda", device)), "capability": f"{props.major}.{props.minor}",
+                      "triton": triton.__version__},
+            "sms": props.multi_processor_count}
 
 
 def tune(models: Iterable[str], dtype: str = "bfloat16", tp: int = 1, buckets: Iterable[int] = BUCKETS,
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"candidates among {list(CANDIDATES)}")
     parser.add_argument("--margin", type=float, default=1.03, help="speedup over cuBLAS a candidate needs to win")
     parser.add_argument("--reps", type=int, default=9, help="timed graph replays per config")
-    parser.add_argument("--table", default=str(DEFAULT_TABLE), help="table file to merge the results into")
+    parser.add_argument("--table", help="table file to merge the results into (default: this GPU's shipped table, "
+                        "tables/<gpu slug>.json)")
     parser.add_argument("--raw", help="also write every measurement to this JSON file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -193,16 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = environment()
     meta = {**env, "models": models, "tp": args.tp, "margin": args.margin}
+    args.table = args.table or str(table_path(env["torch"]["device"]))
 
     def save(shapes: dict[str, dict[str, Any]]) -> Path:  # merged into the file after every shape
         table = read_table(args.table)
-        table.set_entries(env["gpu"], args.dtype, shapes, meta)
+        table.set_entries(env["torch"]["device"], args.dtype, shapes, meta)
         return write_table(table, args.table)
 
     shapes, raw = tune(models, args.dtype, args.tp, [int(b) for b in args.buckets.split(",")],
                        args.kernels.split(","), args.margin, args.reps, on_shape=save)
     path = save(shapes)
-    print(f"wrote {path} ({len(shapes)} shapes for {env['gpu']}, {args.dtype})")
+    print(f"wrote {path} ({len(shapes)} shapes for {env['torch']['device']}, {args.dtype})")
     if args.raw:
         Path(args.raw).write_text(json.dumps({"env": env, "measurements": raw}, indent=1))
     return 0

@@ -1,7 +1,7 @@
 """bench.ab in a real dev container (docker tier): every step goes through the container runtime
-(``workbench.engine.DevContainer``); the env reaches the run's child processes; results land on the host
-through the results mount; the guest env capture runs inside the container; and a run whose processes
-never import custom_kernels is judged INVALID with the fix.
+(``workbench.container.devcontainer.DevContainer``); the env reaches the run's child processes; results
+land on the host through the results mount; the guest env capture runs inside the container; and a run
+whose processes never import custom_kernels is judged INVALID with the fix.
 
 A GPU-less host can't run vLLM, so `python -m vllm.entrypoints.cli.main` in the container is a stdlib
 stand-in that starts an "engine" child process (like vLLM V1) and writes the result file vLLM 0.13.0's
@@ -18,7 +18,7 @@ import pytest
 
 from support import project as project_support
 from workbench.bench import plan, session
-from workbench.container.engine import DevContainer
+from workbench.container.devcontainer import DevContainer
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm_source]
 

@@ -56,7 +56,11 @@ def test_tiny_model_runs_on_cpu_and_routes_every_linear(tmp_path):
         assert r["speedup"] > 0 and 0.0 <= r["p_value"] <= 1.0
         assert r["within_noise"] == decode_proxy.judge(r["arms"]["cublas"]["rounds_ms"],
                                                        r["arms"]["custom"]["rounds_ms"])[2]
-    assert data["env"]["transformers"] and data["env"]["device"] == "cpu"
+    # The environment is the bench sessions' capture (workbench/guest/bench_env.py), field for field.
+    env = data["env"]
+    assert env["transformers"] and env["device"] == "cpu" and env["torch"]["cuda_available"] is False
+    assert {"time_utc", "host", "python", "platform", "gpus", "env"} <= set(env)
+    assert env["custom_kernels"]["path"] == str(ROOT / "custom_kernels" / "custom_kernels")
 
 
 def test_judge_needs_separation_and_a_real_effect():

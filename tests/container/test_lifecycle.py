@@ -17,7 +17,8 @@ import pytest
 
 from support.docker_fixtures import DEV_IMAGE as IMAGE
 from support.project import TEST_UID, context_digest, git
-from workbench.container import engine
+from workbench.container import compose, daemon, labels, lifecycle
+from workbench.container.places import container_places
 from workbench.errors import WorkbenchError
 
 pytestmark = pytest.mark.docker
@@ -50,9 +51,9 @@ def test_image_contents(client, dev_tag):
     assert out[4] == "/opt/workbench-venv /cache/ccache"
     assert out[5] == "7" and out[6] == "venv ok" and out[7] == "sudo ok"
     assert out[8].split() == ["/opt/workbench-src", "/workspace/custom_kernels"]
-    labels = client.images.get(f"{IMAGE}:{dev_tag}").labels
-    assert labels["workbench.role"] == "dev" and labels["workbench.uid"] == str(TEST_UID)
-    assert labels["workbench.base-image"].startswith("workbench-test-base:")
+    built = client.images.get(f"{IMAGE}:{dev_tag}").labels
+    assert built[labels.ROLE] == labels.ROLE_DEV and built[labels.UID] == str(TEST_UID)
+    assert built[labels.BASE_IMAGE].startswith("workbench-test-base:")
 
 
 def test_no_change_build_hits_the_cache(project):
@@ -114,14 +115,16 @@ def _top_layer_bytes(image) -> bytes:
 def test_commit_labels_and_up_prefers_the_matching_committed_image(project, client):
     project.invoke("up", check=True)
     install = json.dumps({"mode": "precompiled", "wheel": "vllm-0.13.0.whl", "arch_list": "9.0a"})
-    project.invoke("shell", "--cmd", f"echo '{install}' > /opt/workbench/install.json", check=True)
+    settings = project.settings
+    record = container_places(settings, compose.load_spec(settings)).install_record  # where install writes it
+    project.invoke("shell", "--cmd", f"echo '{install}' > {record}", check=True)
     head = git(project.root / "vllm", "rev-parse", "HEAD")
     out = project.invoke("commit", "--tag", f"dev-compiled-{project.name}", check=True).stdout
     ref = f"{IMAGE}:dev-compiled-{project.name}"
-    labels = client.images.get(ref).labels
-    assert labels["workbench.vllm.commit"] == head and labels["workbench.install.mode"] == "precompiled"
-    assert labels["workbench.cuda-arch-list"] == "9.0a" and labels["workbench.vllm.dirty"] == "false"
-    assert labels["workbench.role"] == "compiled" and "workbench.committed-at" in labels and ref in out
+    made = client.images.get(ref).labels
+    assert made[labels.VLLM_COMMIT] == head and made[labels.INSTALL_MODE] == "precompiled"
+    assert made[labels.CUDA_ARCH_LIST] == "9.0a" and made[labels.VLLM_DIRTY] == "false"
+    assert made[labels.ROLE] == labels.ROLE_COMPILED and labels.COMMITTED_AT in made and ref in out
 
     project.invoke("down", check=True)
     again = project.invoke("up", check=True).stdout
@@ -153,7 +156,7 @@ def test_drift_recreates_but_never_discards_work(project, client):
 
 
 def test_gpu_request_without_nvidia_runtime_fails_cleanly(project, client):
-    if engine.nvidia_runtime_present(client.info()):
+    if daemon.nvidia_runtime_present(client.info()):
         pytest.skip("this daemon has the NVIDIA runtime: the failure cannot happen here")
     result = project.invoke("up", "--gpus", "all")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -183,13 +186,13 @@ def test_engine_level_concurrent_up_without_lock_relies_on_name_conflict(project
     """Two hosts sharing a daemon do not share our file lock: the daemon's 409 must still give one container."""
     from contextlib import nullcontext
 
-    monkeypatch.setattr(engine, "_up_lock", lambda name: nullcontext())
+    monkeypatch.setattr(lifecycle, "_up_lock", lambda name: nullcontext())
     settings = project.settings
     errors, results = [], []
 
     def run():
         try:
-            results.append(engine.up(settings))
+            results.append(lifecycle.up(daemon.connect(), settings))  # a client each, as separate hosts
         except Exception as err:  # collected and asserted below
             errors.append(err)
 
@@ -278,10 +281,10 @@ def test_buildkit_builds_the_same_dockerfile(project, client, tmp_path):
     assert out == str(TEST_UID)
 
 
-def test_engine_raises_workbench_error_for_missing_image(project):
+def test_engine_raises_workbench_error_for_missing_image(project, client):
     settings = project.settings.with_overrides(tag="nope")
     with pytest.raises(WorkbenchError, match="run `invoke build` first"):
-        engine.up(settings)
+        lifecycle.up(client, settings)
 
 
 def test_commit_then_up_keeps_the_container_and_status_shows_the_commit(project, client):
@@ -292,7 +295,7 @@ def test_commit_then_up_keeps_the_container_and_status_shows_the_commit(project,
     cid = client.containers.get(project.name).id
     ref = f"{IMAGE}:dev-compiled-{project.name}"
     project.invoke("commit", "--tag", f"dev-compiled-{project.name}", check=True)
-    assert client.images.get(ref).labels["workbench.committed-from"] == cid
+    assert client.images.get(ref).labels[labels.COMMITTED_FROM] == cid
     status = project.invoke("status", check=True).stdout
     assert f"committed as {ref} at " in status, status
     assert "no committed image yet" not in status and "differs from docker-compose.yml" not in status

@@ -15,7 +15,7 @@ from support.docker_fixtures import DEV_IMAGE
 from support.project import git
 from tests.support.vllm_source import NEWEST, PINNED, vllm_source_tree
 from workbench.config import Settings
-from workbench.container import images, versions
+from workbench.container import images, labels, versions
 from workbench.memory import kv_sizing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,13 +125,13 @@ def test_image_torch_reads_labels_and_probes(docker_client, project):
     ref = _image_with_torch(docker_client, base, "2.9.0+cu129", f"{DEV_IMAGE}:torch-{project.name}")
     assert versions.image_torch(docker_client, ref) == "2.9.0+cu129"
     labelled = docker_client.images.get(f"{DEV_IMAGE}:{project.settings.tag}")
-    assert labelled.labels.get(versions.TORCH_LABEL) == ""  # built on the test base: no torch recorded
+    assert labelled.labels.get(labels.TORCH) == ""  # built on the test base: no torch recorded
 
 
 @pytest.mark.docker
 def test_build_and_install_stop_on_a_torch_mismatch(docker_client, project):
     """The fork pins torch 2.14.0; the base image has 2.9.0: build refuses with the image to use, and so
-    does install on a dev image whose workbench.torch label says 2.9.0 - before anything changes."""
+    does install on a dev image whose torch label says 2.9.0 - before anything changes."""
     fork = project.root / "vllm"
     (fork / "requirements").mkdir()
     (fork / "requirements" / "cuda.txt").write_text("torch==2.14.0\n")
@@ -150,7 +150,7 @@ def test_build_and_install_stop_on_a_torch_mismatch(docker_client, project):
 
     # A dev image recording torch 2.9.0 (the label invoke build writes), tagged for this project.
     tag = f"t29-{project.name}"
-    dockerfile = f"FROM {DEV_IMAGE}:{project.settings.tag}\nLABEL workbench.torch=2.9.0+cu129\n"
+    dockerfile = f"FROM {DEV_IMAGE}:{project.settings.tag}\nLABEL {labels.TORCH}=2.9.0+cu129\n"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")

@@ -20,7 +20,7 @@ from workbench.gpus import GpuInfo
 from workbench.runtime import Places
 
 ROOT = Path(__file__).resolve().parents[2]
-# The dev container's places (what docker-compose.yml mounts; tests/test_runtime.py checks that).
+# The dev container's places (what docker-compose.yml mounts; tests/container/test_places.py checks that).
 PLACES = Places(fork="/workspace/vllm", kernels="/workspace/custom_kernels", patches="/workspace/patches",
                 results="/workspace/results", wheels="/workspace/wheels", guest="/opt/workbench-src/workbench/guest",
                 state="/opt/workbench", hf_cache="/cache/huggingface", ccache="/cache/ccache")
@@ -132,7 +132,7 @@ def test_committed_csrc_change_is_seen_too(fork, tmp_path):
 def test_container_paths(tmp_path):
     from workbench.config import Settings
     from workbench.container.compose import load_spec
-    from workbench.container.engine import MountMap
+    from workbench.container.places import MountMap
 
     settings = Settings.from_mapping(ROOT, {
         "fork": str(tmp_path / "vllm"), "wheels": str(tmp_path / "elsewhere" / "wheels"),

@@ -116,7 +116,7 @@ def test_precompiled_editable_install_of_the_real_source(container):
     assert inst.check_wheel_matches(fork, choice) == []
     from workbench.config import Settings
     from workbench.container.compose import load_spec
-    from workbench.container.engine import MountMap
+    from workbench.container.places import MountMap
 
     settings = Settings.from_mapping(ROOT, {"fork": str(fork), "wheels": str(project / "wheels")})
     location = MountMap.of(load_spec(settings, "none")).from_host(Path(choice.location))

@@ -11,30 +11,30 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.memory import plan as memory
+from workbench.memory import budget, model_shape, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
-GiB = memory.GiB
+GiB = budget.GiB
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return memory.load_model_shape("TinyLlama-1.1B")
+    return model_shape.load_model_shape("TinyLlama-1.1B")
 
 
 def test_shipped_configs_are_the_three_models():
-    assert {"tinyllama-1.1b", "qwen2.5-0.5b", "llama-3-8b"} <= {n.lower() for n in memory.shipped_configs()}
-    assert memory.resolve_config_path("tinyllama-1.1b") == memory.resolve_config_path("TinyLlama-1.1B")
+    assert {"tinyllama-1.1b", "qwen2.5-0.5b", "llama-3-8b"} <= {n.lower() for n in model_shape.shipped_configs()}
+    assert model_shape.resolve_config_path("tinyllama-1.1b") == model_shape.resolve_config_path("TinyLlama-1.1B")
 
 
 def test_tinyllama_fp16_kv_is_1kib_per_token_per_layer(tiny):
-    cfg = json.loads(memory.resolve_config_path("TinyLlama-1.1B").read_text())
-    assert tiny.num_layers == cfg["num_hidden_layers"] == 22
-    assert (tiny.num_kv_heads, tiny.head_dim) == (4, 64)  # 2048 hidden / 32 heads
-    per_layer = memory.kv_bytes_per_token_per_layer(tiny, memory.kv_dtype_bytes("auto", "float16"))
+    cfg = json.loads(model_shape.resolve_config_path("TinyLlama-1.1B").read_text())
+    assert tiny.dims.num_layers == cfg["num_hidden_layers"] == 22
+    assert (tiny.dims.num_kv_heads, tiny.dims.head_dim) == (4, 64)  # 2048 hidden / 32 heads
+    per_layer = budget.kv_bytes_per_token_per_layer(tiny, budget.kv_dtype_bytes("auto", "float16"))
     assert per_layer == 2 * 4 * 64 * 2 == 1024
-    plan = memory.plan_memory(tiny, memory.gpu_memory_by_hand(80), dtype="float16", gpu_memory_utilization=0.5)
+    plan = budget.plan_memory(tiny, budget.gpu_memory_by_hand(80), dtype="float16", gpu_memory_utilization=0.5)
     assert plan.kv_bytes_per_token == 1024 * 22
     assert plan.page_size_bytes == 16 * 1024
 
@@ -46,44 +46,44 @@ def test_tinyllama_fp16_kv_is_1kib_per_token_per_layer(tiny):
     ("Llama-3-8B", 8_030_261_248),
 ])
 def test_parameter_count_matches_the_published_checkpoint(name, published):
-    assert memory.load_model_shape(name).parameters == published
+    assert model_shape.load_model_shape(name).parameters == published
 
 
 def test_tensor_parallel_splits_kv_heads_and_replicates_when_fewer(tiny):
-    qwen = memory.load_model_shape("Qwen2.5-0.5B")  # 2 KV heads
-    assert memory.kv_bytes_per_token_per_layer(qwen, 2, tp=2) == 2 * 1 * 64 * 2
+    qwen = model_shape.load_model_shape("Qwen2.5-0.5B")  # 2 KV heads
+    assert budget.kv_bytes_per_token_per_layer(qwen, 2, tp=2) == 2 * 1 * 64 * 2
     # 2 KV heads on 4 GPUs: vLLM replicates, each GPU still holds one head.
-    assert memory.kv_bytes_per_token_per_layer(qwen, 2, tp=4) == 2 * 1 * 64 * 2
+    assert budget.kv_bytes_per_token_per_layer(qwen, 2, tp=4) == 2 * 1 * 64 * 2
     # Weights shrink roughly by tp (norms replicated).
-    w1, w2 = memory.weight_elements(tiny, 1), memory.weight_elements(tiny, 2)
+    w1, w2 = model_shape.weight_elements(tiny, 1), model_shape.weight_elements(tiny, 2)
     assert w1 / 2 < w2 < w1 / 2 * 1.001
 
 
 def test_fp8_kv_cache_halves_the_pool_cost(tiny):
-    gpu = memory.gpu_memory_by_hand(80)
-    bf16 = memory.plan_memory(tiny, gpu, gpu_memory_utilization=0.5)
-    fp8 = memory.plan_memory(tiny, gpu, gpu_memory_utilization=0.5, kv_cache_dtype="fp8")
+    gpu = budget.gpu_memory_by_hand(80)
+    bf16 = budget.plan_memory(tiny, gpu, gpu_memory_utilization=0.5)
+    fp8 = budget.plan_memory(tiny, gpu, gpu_memory_utilization=0.5, kv_cache_dtype="fp8")
     assert fp8.kv_bytes_per_token_per_layer * 2 == bf16.kv_bytes_per_token_per_layer
     assert fp8.num_blocks in (2 * bf16.num_blocks, 2 * bf16.num_blocks + 1)
 
 
 def test_float32_checkpoint_runs_in_bf16_on_ampere_and_fp16_before(tmp_path):
-    cfg = json.loads(memory.resolve_config_path("TinyLlama-1.1B").read_text())
+    cfg = json.loads(model_shape.resolve_config_path("TinyLlama-1.1B").read_text())
     cfg["torch_dtype"] = "float32"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    shape = memory.load_model_shape(str(tmp_path))
-    assert memory.resolve_model_dtype(shape, "auto", (9, 0)) == "bfloat16"
-    assert memory.resolve_model_dtype(shape, "auto", (7, 5)) == "float16"
+    shape = model_shape.load_model_shape(str(tmp_path))
+    assert budget.resolve_model_dtype(shape, "auto", (9, 0)) == "bfloat16"
+    assert budget.resolve_model_dtype(shape, "auto", (7, 5)) == "float16"
 
 
 def test_plan_follows_vllm_budget_arithmetic():
-    llama = memory.load_model_shape("Llama-3-8B")
-    gpu = memory.gpu_memory_by_hand(80, used_gib=10, name="NVIDIA H100 80GB HBM3")
-    plan = memory.plan_memory(llama, gpu, max_model_len=8192, max_num_seqs=32)
+    llama = model_shape.load_model_shape("Llama-3-8B")
+    gpu = budget.gpu_memory_by_hand(80, used_gib=10, name="NVIDIA H100 80GB HBM3")
+    plan = budget.plan_memory(llama, gpu, max_model_len=8192, max_num_seqs=32)
     assert plan.requested_bytes == int(gpu.total_bytes * plan.gpu_memory_utilization)
     non_kv = plan.weights_bytes + plan.activation_bytes + plan.non_torch_bytes
     assert plan.kv_pool_bytes == plan.requested_bytes - non_kv
-    assert plan.num_blocks == plan.kv_pool_bytes // plan.page_size_bytes // llama.num_layers
+    assert plan.num_blocks == plan.kv_pool_bytes // plan.page_size_bytes // llama.dims.num_layers
     assert plan.kv_tokens == plan.num_blocks * 16
     assert plan.max_concurrency == pytest.approx(plan.num_blocks / (8192 // 16))
     # The recommendation coexists: it starts (free >= total x util) and leaves non-negative headroom.
@@ -97,26 +97,26 @@ def test_plan_follows_vllm_budget_arithmetic():
 
 
 def test_other_processes_cap_the_recommendation():
-    llama = memory.load_model_shape("Llama-3-8B")
-    alone = memory.plan_memory(llama, memory.gpu_memory_by_hand(80), max_model_len=8192)
-    shared = memory.plan_memory(llama, memory.gpu_memory_by_hand(80, used_gib=40), max_model_len=8192)
+    llama = model_shape.load_model_shape("Llama-3-8B")
+    alone = budget.plan_memory(llama, budget.gpu_memory_by_hand(80), max_model_len=8192)
+    shared = budget.plan_memory(llama, budget.gpu_memory_by_hand(80, used_gib=40), max_model_len=8192)
     assert shared.recommended_utilization < alone.recommended_utilization
     assert shared.recommended_utilization * 80 * GiB + shared.outside_budget_bytes <= 40 * GiB
     # Asking for 0.9 while 40 GiB are taken is what vLLM refuses at start-up.
-    refused = memory.plan_memory(llama, memory.gpu_memory_by_hand(80, used_gib=40), gpu_memory_utilization=0.9)
+    refused = budget.plan_memory(llama, budget.gpu_memory_by_hand(80, used_gib=40), gpu_memory_utilization=0.9)
     assert not refused.startup_ok
-    assert any("refuses to start" in line for line in memory.explain(refused))
+    assert any("refuses to start" in line for line in report.explain(refused))
 
 
 def test_model_that_cannot_fit_says_so():
-    llama = memory.load_model_shape("Llama-3-8B")
-    plan = memory.plan_memory(llama, memory.gpu_memory_by_hand(24, used_gib=8), max_model_len=8192)
+    llama = model_shape.load_model_shape("Llama-3-8B")
+    plan = budget.plan_memory(llama, budget.gpu_memory_by_hand(24, used_gib=8), max_model_len=8192)
     assert plan.min_utilization > plan.max_utilization
-    assert any(line.startswith("11. Does NOT fit") for line in memory.explain(plan))
+    assert any(line.startswith("11. Does NOT fit") for line in report.explain(plan))
 
 
 def test_explanation_is_numbered_lines_ending_in_the_recommendation(tiny):
-    lines = memory.explain(memory.plan_memory(tiny, memory.gpu_memory_by_hand(80, used_gib=20)))
+    lines = report.explain(budget.plan_memory(tiny, budget.gpu_memory_by_hand(80, used_gib=20)))
     assert [int(line.split(".")[0]) for line in lines] == list(range(1, 12))
     assert "2 (K,V) x 4 KV heads x 64 head_dim x 2 bytes" in lines[2] and "= 1,024 bytes" in lines[2]
     assert lines[-1].startswith("11. Recommended gpu_memory_utilization=")
@@ -131,12 +131,12 @@ def test_explanation_is_numbered_lines_ending_in_the_recommendation(tiny):
 ])
 def test_bad_input_is_one_line_with_the_fix(tiny, kwargs, message):
     with pytest.raises(WorkbenchError, match=message):
-        memory.plan_memory(tiny, memory.gpu_memory_by_hand(80), **kwargs)
+        budget.plan_memory(tiny, budget.gpu_memory_by_hand(80), **kwargs)
 
 
 def test_unknown_model_lists_the_shipped_configs():
     with pytest.raises(WorkbenchError, match=r"(?i)tinyllama-1\.1b"):
-        memory.load_model_shape("Mistral-404B")
+        model_shape.load_model_shape("Mistral-404B")
 
 
 def _invoke(*args: str) -> subprocess.CompletedProcess:
@@ -149,7 +149,7 @@ def test_task_prints_the_explanation_and_json():
     assert out.returncode == 0, out.stderr
     assert "2 (K,V) x 4 KV heads x 64 head_dim x 2 bytes" in out.stdout
     assert "--gpu-memory-utilization" in out.stdout
-    js = _invoke("plan-memory", "--model", str(memory.resolve_config_path("Qwen2.5-0.5B")),
+    js = _invoke("plan-memory", "--model", str(model_shape.resolve_config_path("Qwen2.5-0.5B")),
                  "--total-gib", "80", "--max-model-len", "4096", "--json")
     assert js.returncode == 0, js.stderr
     data = json.loads(js.stdout)
@@ -169,7 +169,7 @@ def test_nvml_path_reads_the_real_gpu():
 
     from workbench.gpus import query_gpus
 
-    gpu = memory.gpu_memory_from_nvml(0)
+    gpu = budget.gpu_memory_from_nvml(0)
     nvml = query_gpus()[0]
     assert gpu.total_bytes == nvml.memory_total_bytes and gpu.compute_capability == nvml.compute_capability
     _, total_cuda = torch.cuda.mem_get_info(0)
@@ -177,11 +177,11 @@ def test_nvml_path_reads_the_real_gpu():
     # CUDA 150,109,880,320 B (0.43% lower). vLLM budgets against CUDA's figure; the plan says so.
     assert 0 <= gpu.total_bytes - total_cuda < 0.01 * gpu.total_bytes
     # Holding 4 GiB in this process shows up as in-use memory, and lowers the recommendation.
-    before = memory.plan_memory(memory.load_model_shape("Llama-3-8B"), gpu, max_model_len=8192)
+    before = budget.plan_memory(model_shape.load_model_shape("Llama-3-8B"), gpu, max_model_len=8192)
     block = torch.empty(4 * GiB, dtype=torch.uint8, device="cuda:0")
-    after_gpu = memory.gpu_memory_from_nvml(0)
-    assert after_gpu.used_bytes - gpu.used_bytes >= 4 * GiB - 64 * memory.MiB
-    after = memory.plan_memory(memory.load_model_shape("Llama-3-8B"), after_gpu, max_model_len=8192)
+    after_gpu = budget.gpu_memory_from_nvml(0)
+    assert after_gpu.used_bytes - gpu.used_bytes >= 4 * GiB - 64 * budget.MiB
+    after = budget.plan_memory(model_shape.load_model_shape("Llama-3-8B"), after_gpu, max_model_len=8192)
     # The cap falls by the held share of the card (2.9% on an H200, 5% on an H100), less 0.01 of rounding.
     assert after.max_utilization <= before.max_utilization - (4 * GiB / gpu.total_bytes - 0.011)
     del block

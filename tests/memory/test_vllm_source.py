@@ -1,6 +1,6 @@
 """plan-memory against vLLM itself: the real 0.13.0 sdist's KV cache spec classes and kv_cache_utils
 (imported on CPU in a subprocess, by the probe below) size the same inputs and must agree with
-workbench.memory.plan; then, for the 0.13.0 and 0.33.0 sources, vLLM's own sizing code as plan-memory runs it
+workbench.planning.plan; then, for the 0.13.0 and 0.33.0 sources, vLLM's own sizing code as plan-memory runs it
 (workbench/memory/vllm_sizing.py) must agree with the workbench's model of each release (workbench/memory/kv_sizing.py)
 on models the project does not ship.
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.vllm_source import NEWEST, PINNED, make_fork_repo, release_deps, vllm_source_tree
-from workbench.memory import plan as memory
+from workbench.memory import budget, model_shape
+from workbench.memory import plan as planning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,11 +97,11 @@ def vllm_results():
     tree = vllm_source_tree("0.13.0")
     plans, cases = [], []
     for name, dtype, kv, tp, bs, mml, total, used, util in CASES:
-        shape = memory.load_model_shape(name)
-        plan = memory.plan_memory(shape, memory.gpu_memory_by_hand(total, used), dtype=dtype, kv_cache_dtype=kv,
+        shape = model_shape.load_model_shape(name)
+        plan = budget.plan_memory(shape, budget.gpu_memory_by_hand(total, used), dtype=dtype, kv_cache_dtype=kv,
                                   tp=tp, block_size=bs, max_model_len=mml, gpu_memory_utilization=util)
         plans.append(plan)
-        cases.append({"config_dir": str(memory.resolve_config_path(name).parent), "model_dtype": dtype,
+        cases.append({"config_dir": str(model_shape.resolve_config_path(name).parent), "model_dtype": dtype,
                       "kv_cache_dtype": kv, "tp": tp, "block_size": bs, "max_model_len": mml,
                       "available": plan.kv_pool_bytes})
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
@@ -125,7 +126,7 @@ def test_plan_matches_vllm_kv_cache_sizing(vllm_results, index):
         assert plan.max_concurrency == pytest.approx(real["max_concurrency"])
         assert plan.num_blocks * plan.page_size_bytes * plan.num_layers == real["tensor_bytes"]
     if case[3] == 1:  # tp=1: the whole model's parameters, as transformers builds it
-        assert memory.load_model_shape(case[0]).parameters == real["hf_parameters"]
+        assert model_shape.load_model_shape(case[0]).parameters == real["hf_parameters"]
 
 
 def test_cases_cover_fit_and_no_fit(vllm_results):
@@ -215,7 +216,7 @@ def config_dirs(tmp_path_factory):
 
 def _plan_args(config_dirs, case, release):
     name, max_model_len, total, used, util = case
-    gpu = memory.gpu_memory_by_hand(total, used, name="NVIDIA H100 80GB HBM3" if total >= 70 else "GPU")
+    gpu = budget.gpu_memory_by_hand(total, used, name="NVIDIA H100 80GB HBM3" if total >= 70 else "GPU")
     return config_dirs[name], gpu, {"max_model_len": max_model_len, "gpu_memory_utilization": util,
                                     "vllm_version": release}
 
@@ -228,13 +229,13 @@ def release_plans(request, config_dirs):
     requests, builtin = [], []
     for case in RELEASE_CASES:
         path, gpu, knobs = _plan_args(config_dirs, case, release)
-        requests.append(memory.plan_request(path, gpu, **knobs))
-        builtin.append(memory.plan_memory(memory.load_model_shape(path), gpu, **knobs))
+        requests.append(planning.plan_request(path, gpu, **knobs))
+        builtin.append(budget.plan_memory(model_shape.load_model_shape(path), gpu, **knobs))
     saved = os.environ.get("PYTHONPATH")
     if deps is not None:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(deps), saved]))
     try:
-        own = memory.plans_with_vllm(vllm_source_tree(release), requests)
+        own = planning.plans_with_vllm(vllm_source_tree(release), requests)
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
@@ -262,7 +263,7 @@ def test_release_numbers_from_vllms_own_code(release_plans):
     plans = {(c[0], c[4], c[2]): theirs for c, _, theirs in results}
     mistral_half, mistral_most = plans["Mistral-7B-v0.1", 0.5, 80], plans["Mistral-7B-v0.1", 0.9, 80]
     assert mistral_half.sliding_layers == 32 and mistral_half.sliding_window == 4096
-    gib = memory.GiB
+    gib = budget.GiB
     if release == PINNED:
         # A 32k request holds its 4096-token window plus one step's 16384 tokens (+1 block): 2.50 GiB, not 4.
         assert mistral_half.kv_bytes_per_sequence == 1281 * 16 * 131072 < 2.51 * gib
@@ -283,9 +284,9 @@ def test_release_numbers_from_vllms_own_code(release_plans):
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_configs_read_with_transformers_defaults(config_dirs, name):
-    shape = memory.load_model_shape(config_dirs[name])
+    shape = model_shape.load_model_shape(config_dirs[name])
     assert shape.parameters == PUBLISHED[name]
-    assert shape.tie_word_embeddings is (name == "gemma-2b")  # not in gemma-2b's file: GemmaConfig's default
+    assert shape.dims.tie_word_embeddings is (name == "gemma-2b")  # not in gemma-2b's file: GemmaConfig's default
     assert shape.sliding_window == {"Mistral-7B-v0.1": 4096, "Phi-3-mini-4k-instruct": 2047}.get(name)
 
 

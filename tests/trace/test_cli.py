@@ -157,7 +157,7 @@ def test_the_tracer_runs_as_a_module(config_file, tmp_path):
 def _container_paths():
     from workbench.config import Settings
     from workbench.container.compose import load_spec
-    from workbench.container.engine import MountMap
+    from workbench.container.places import MountMap
 
     return MountMap.of(load_spec(Settings.from_mapping(ROOT, {}), "none")).from_host
 

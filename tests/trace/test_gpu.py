@@ -19,10 +19,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from workbench.bench.kernels import import_custom_kernels  # noqa: E402
-from workbench.trace.kernel_map import ORIGIN_CUSTOM, build_index  # noqa: E402
+from workbench.trace.kernel_map import build_index  # noqa: E402
 from workbench.trace.kernels import kernels_from_trace, profile_to_chrome_trace  # noqa: E402
 from workbench.trace.modules import ModuleTracer  # noqa: E402
 from workbench.trace.records import save_trace  # noqa: E402
+from workbench.trace.source_scan import ORIGIN_CUSTOM  # noqa: E402
 from workbench.trace.targets import (  # noqa: E402
     greedy_generate,
     hf_model_from_config,

@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.vllm_source import NEWEST, PINNED, vllm_source_tree
-from workbench.trace.kernel_map import (
-    CUDA_SUFFIXES,
-    KernelIndex,
-    build_index,
-    scan_cuda_sources,
-    split_kernel_name,
-)
+from workbench.trace.kernel_map import KernelIndex, build_index
+from workbench.trace.kernel_names import split_kernel_name
+from workbench.trace.source_scan import CUDA_SUFFIXES, scan_cuda_sources
 from workbench.trace.targets import vllm_profiler_setup
 
 ACT_AND_MUL = ("void vllm::act_and_mul_kernel<c10::BFloat16, &(c10::BFloat16 vllm::silu_kernel<c10::BFloat16>"

@@ -192,7 +192,11 @@ def test_json_round_trip(traced, tmp_path):
                       {"calls": tracer.calls[:20], "layers": layers,
                        "operators": operator_summary(tracer.calls, layers, tracer.steps)})
     doc = load_trace(path)
-    assert doc["kind"] == "layers" and "torch" in doc["environment"]
+    assert doc["kind"] == "layers"
+    # The environment is the bench sessions' capture (workbench/guest/bench_env.py), field for field.
+    env = doc["environment"]
+    assert env["torch"]["version"] == torch.__version__ and env["torch"]["cuda_available"] is torch.cuda.is_available()
+    assert {"time_utc", "host", "python", "platform", "gpus", "transformers", "env"} <= set(env)
     assert doc["calls"] == tracer.calls[:20] and isinstance(doc["calls"][0], ModuleCall)
     assert json.loads(path.read_text())["calls"][0]["cpu_time_us"] == tracer.calls[0].cpu_time_us
 

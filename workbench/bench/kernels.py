@@ -2,7 +2,7 @@
 
 The GEMM tuner and benchmark need the GPU, so they run through the runtime: the dev container (where
 ./custom_kernels is mounted) or this host (``--runtime host``). Results land in the package's folder,
-so they appear in the project: the table in custom_kernels/custom_kernels/tables/, benchmark
+so they appear in the project: the tables (one per GPU) in custom_kernels/custom_kernels/tables/, benchmark
 CSV/JSON/PNG in custom_kernels/bench/results/<gpu>/.
 """
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -94,7 +93,7 @@ def route_linears(model, gemm: Callable | None = None) -> int:
         from workbench.bench.kernels import import_custom_kernels
 
         # From the repo root the custom_kernels/ project folder would import as an empty namespace package.
-        gemm = import_custom_kernels(Path(__file__).resolve().parents[1] / "custom_kernels").unquantized_gemm
+        gemm = import_custom_kernels(ROOT / "custom_kernels").unquantized_gemm
 
     count = 0
     for name, module in model.named_modules():
@@ -313,41 +312,21 @@ def check_outputs(model, vocab: int, device, batch: int = 2, tokens: int = 8) ->
 
 
 def environment(device) -> dict[str, Any]:
-    import torch
-    import transformers
+    """What the timings depend on, captured as the bench sessions capture it (workbench/guest/bench_env.py):
+    time and host, the GPUs through NVML (clocks, other processes), torch/CUDA/triton and ``device``'s name,
+    transformers, the custom_kernels that ran (version, path, plugin, dispatch table) and the env vars."""
+    from workbench.guest import bench_env
 
-    env: dict[str, Any] = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "host": platform.node(), "python": platform.python_version(),
-                           "torch": torch.__version__, "cuda": torch.version.cuda,
-                           "transformers": transformers.__version__, "device": str(device)}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            h = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
-            env["sm_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)
-            env["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)
-            env["other_processes"] = len(pynvml.nvmlDeviceGetComputeRunningProcesses(h)) - 1
-        except Exception as err:
-            env["nvml"] = f"unavailable ({type(err).__name__})"
+    env: dict[str, Any] = {**bench_env.basics(), "device": str(device), "gpus": bench_env.gpus(),
+                           "torch": bench_env.torch_info(device.index or 0),
+                           **bench_env.package_versions(("transformers",)), "env": bench_env.env_vars()}
     try:
         from workbench.bench.kernels import import_custom_kernels
 
-        custom_kernels = import_custom_kernels(Path(__file__).resolve().parents[1] / "custom_kernels")
-        env["custom_kernels"] = getattr(custom_kernels, "__version__", None)
-        env["custom_kernels_path"] = str(Path(custom_kernels.__file__).parent)
+        import_custom_kernels(ROOT / "custom_kernels")  # the package routed in, not the empty repo-root folder
+        env["custom_kernels"] = bench_env.custom_kernels_info()
     except Exception as err:
-        env["custom_kernels"] = f"import failed: {err}"
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except Exception:
-        env["triton"] = None
+        env["custom_kernels"] = {"error": f"import custom_kernels: {type(err).__name__}: {err}"}
     return env
 
 

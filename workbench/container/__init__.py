@@ -1,2 +1,3 @@
-"""The dev container wing: the compose file as its one declaration (compose), its lifecycle and the runtime
-that runs steps in it (engine), images and their provenance labels, status, doctor, version coherence."""
+"""The dev container wing: the compose file as its one declaration (compose), the Docker daemon (daemon),
+the container's places (places), its lifecycle (lifecycle), the runtime that runs steps in it
+(devcontainer), images and their labels (images, labels, provenance), status, doctor, version coherence."""

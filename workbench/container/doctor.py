@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from workbench import gpus as gpus_mod
 from workbench.config import Settings
+from workbench.container import labels
+from workbench.container.daemon import connect, nvidia_runtime_present
 from workbench.errors import WorkbenchError
 from workbench.fork.source import fork_state
 from workbench.git import fork_checkout_fix
@@ -31,8 +33,6 @@ class Check:
 
 
 def _check_daemon(ctx: dict) -> Check:
-    from workbench.container.engine import connect
-
     try:
         client = connect(timeout=15)
     except WorkbenchError as err:
@@ -49,8 +49,6 @@ def _check_runtime(ctx: dict) -> Check:
     wants_gpu = parse_gpu_selection(ctx["settings"].gpus) != "none"
     if info is None:
         return Check("NVIDIA container runtime", FAIL, "unknown: no daemon", "start Docker first")
-    from workbench.container.engine import nvidia_runtime_present
-
     if nvidia_runtime_present(info):
         return Check("NVIDIA container runtime", OK, "docker info lists the nvidia runtime")
     return Check(
@@ -123,8 +121,8 @@ def _check_uid(ctx: dict) -> Check:
         image = client.images.get(settings.image_ref)
     except ImageNotFound:
         return Check("Dev image / UID mapping", WARN, f"{settings.image_ref} not built yet", "invoke build")
-    labels = image.labels or {}
-    uid, gid = labels.get("workbench.uid"), labels.get("workbench.gid")
+    built = image.labels or {}
+    uid, gid = built.get(labels.UID), built.get(labels.GID)
     if (uid, gid) != (str(settings.host_uid), str(settings.host_gid)):
         return Check("Dev image / UID mapping", FAIL,
                      f"{settings.image_ref} runs as {uid}:{gid}, you are {settings.host_uid}:{settings.host_gid}: "

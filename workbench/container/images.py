@@ -15,7 +15,7 @@ from pathlib import Path
 
 from workbench import __version__
 from workbench.config import Settings
-from workbench.container.provenance import LABEL_PREFIX
+from workbench.container import labels
 from workbench.errors import WorkbenchError
 
 DOCKERFILE = "Dockerfile.dev"
@@ -46,7 +46,7 @@ class BuildPlan:
     base_reason: str = ""  # why this base image (the fork's release, or the configured one)
 
     def with_base_torch(self, version: str | None) -> BuildPlan:
-        """The plan recording the base image's torch as the dev image's workbench.torch label."""
+        """The plan recording the base image's torch as the dev image's ``labels.TORCH``."""
         return replace(self, buildargs={**self.buildargs, "BASE_TORCH": version or ""})
 
     def describe(self) -> str:
@@ -196,18 +196,16 @@ def _explain_build_error(message: str, plan: BuildPlan, step: str, log: list[str
 def committed_images(client, settings: Settings, all_tags: bool = False) -> list[dict]:
     """Committed dev containers of this workbench image and tag (every tag with ``all_tags``), with their
     labels: a container of one tag never starts from another tag's committed image."""
-    from workbench.container.provenance import TAG_LABEL
-
-    wanted = [f"{LABEL_PREFIX}role=compiled", f"{LABEL_PREFIX}image={settings.image}"]
+    wanted = [f"{labels.ROLE}={labels.ROLE_COMPILED}", f"{labels.IMAGE}={settings.image}"]
     images = client.images.list(filters={"label": wanted})
     out = []
     for image in images:
-        labels = image.labels or {}
+        found = image.labels or {}
         tags = image.tags or [image.short_id]
         for tag in tags:
             # Images committed before the tag label existed belong to the tag their name says.
-            own_tag = labels.get(TAG_LABEL) or (settings.tag if tag == settings.compiled_ref else None)
+            own_tag = found.get(labels.TAG) or (settings.tag if tag == settings.compiled_ref else None)
             if all_tags or own_tag == settings.tag:
-                out.append({"ref": tag, "id": image.id, "labels": labels,
+                out.append({"ref": tag, "id": image.id, "labels": found,
                             "created": image.attrs.get("Created", ""), "size": image.attrs.get("Size", 0)})
     return out

@@ -10,34 +10,28 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from workbench.container import labels
 from workbench.fork.source import ForkState
-
-LABEL_PREFIX = "workbench."
-INSTALL_RECORD = "/opt/workbench/install.json"  # written by `invoke install` inside the container
-
-
-TAG_LABEL = f"{LABEL_PREFIX}tag"  # the workbench.tag the image was committed under
-CONTAINER_LABEL = f"{LABEL_PREFIX}committed-from"  # the id of the container it was committed from
 
 
 def commit_labels(state: ForkState, install: dict, source_image: str, settings_image: str,
                   tag: str = "", container_id: str = "") -> dict[str, str]:
     """Provenance labels for a committed dev container."""
     return {
-        f"{LABEL_PREFIX}role": "compiled",
-        f"{LABEL_PREFIX}image": settings_image,
-        TAG_LABEL: tag,
-        CONTAINER_LABEL: container_id,
-        f"{LABEL_PREFIX}source-image": source_image,
-        f"{LABEL_PREFIX}vllm.commit": state.commit or "unknown",
-        f"{LABEL_PREFIX}vllm.branch": state.branch or "(detached)",
-        f"{LABEL_PREFIX}vllm.dirty": "true" if state.dirty else "false",
-        f"{LABEL_PREFIX}vllm.dirty-files": str(len(state.dirty_files)),
-        f"{LABEL_PREFIX}patches": ",".join(state.patches),
-        f"{LABEL_PREFIX}install.mode": str(install.get("mode", "none")),
-        f"{LABEL_PREFIX}install.wheel": str(install.get("wheel", "")),
-        f"{LABEL_PREFIX}cuda-arch-list": str(install.get("arch_list", "")),
-        f"{LABEL_PREFIX}committed-at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        labels.ROLE: labels.ROLE_COMPILED,
+        labels.IMAGE: settings_image,
+        labels.TAG: tag,
+        labels.COMMITTED_FROM: container_id,
+        labels.SOURCE_IMAGE: source_image,
+        labels.VLLM_COMMIT: state.commit or "unknown",
+        labels.VLLM_BRANCH: state.branch or "(detached)",
+        labels.VLLM_DIRTY: "true" if state.dirty else "false",
+        labels.VLLM_DIRTY_FILES: str(len(state.dirty_files)),
+        labels.PATCHES: ",".join(state.patches),
+        labels.INSTALL_MODE: str(install.get("mode", "none")),
+        labels.INSTALL_WHEEL: str(install.get("wheel", "")),
+        labels.CUDA_ARCH_LIST: str(install.get("arch_list", "")),
+        labels.COMMITTED_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -68,23 +62,23 @@ def choose_image(dev_ref: str, committed: list[dict], state: ForkState) -> Image
     """
     if not committed:
         return ImageChoice(dev_ref, "no committed image yet (invoke commit makes one)", False)
-    ordered = sorted(committed, key=lambda c: c["labels"].get(f"{LABEL_PREFIX}committed-at", ""), reverse=True)
+    ordered = sorted(committed, key=lambda c: c["labels"].get(labels.COMMITTED_AT, ""), reverse=True)
     want_patches = ",".join(state.patches)
     stale = []
     for image in ordered:
-        labels = image["labels"]
-        commit = labels.get(f"{LABEL_PREFIX}vllm.commit")
-        patches = labels.get(f"{LABEL_PREFIX}patches", "")
-        if state.commit and commit == state.commit and patches == want_patches:
-            mode = labels.get(f"{LABEL_PREFIX}install.mode", "none")
-            when = labels.get(f"{LABEL_PREFIX}committed-at", "?")
+        found = image["labels"]
+        commit = found.get(labels.VLLM_COMMIT)
+        series = found.get(labels.PATCHES, "")
+        if state.commit and commit == state.commit and series == want_patches:
+            mode = found.get(labels.INSTALL_MODE, "none")
+            when = found.get(labels.COMMITTED_AT, "?")
             return ImageChoice(
                 image["ref"],
                 f"committed {when}, install {mode}: matches the fork (vllm {state.short}, "
                 f"patches {want_patches or 'none'})",
                 True,
             )
-        stale.append(f"{image['ref']} is from vllm {str(commit)[:12]} patches {patches or 'none'}")
+        stale.append(f"{image['ref']} is from vllm {str(commit)[:12]} patches {series or 'none'}")
     return ImageChoice(
         dev_ref,
         f"no committed image matches the fork (vllm {state.short}, patches {want_patches or 'none'}): "

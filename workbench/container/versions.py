@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.container import labels
 from workbench.errors import WorkbenchError
 from workbench.fork import series
 
 BASE_IMAGE_REPOSITORY = "vllm/vllm-openai"  # vLLM's release images, tagged v<release>
-TORCH_LABEL = "workbench.torch"  # the base image's torch, recorded on the dev image by `invoke build`
 # Where a vLLM checkout pins torch for CUDA, most specific first: the runtime requirements, then the
 # build requirements (requirements/build.txt up to ~0.2x, requirements/build/cuda.txt later), then the
 # PEP 517 build-system table.
@@ -116,7 +116,7 @@ def torch_pin(fork: Path) -> TorchPin | None:
 
 
 def image_torch(client, image_ref: str) -> str | None:
-    """The torch version an image carries: its workbench.torch label when `invoke build` recorded one,
+    """The torch version an image carries: its ``labels.TORCH`` when `invoke build` recorded one,
     else `python3 -c 'import torch'` in a throwaway container of it. None: no python3 or no torch."""
     from docker.errors import ContainerError, ImageNotFound
 
@@ -124,7 +124,7 @@ def image_torch(client, image_ref: str) -> str | None:
         image = client.images.get(image_ref)
     except ImageNotFound:
         return None
-    label = (image.labels or {}).get(TORCH_LABEL)
+    label = (image.labels or {}).get(labels.TORCH)
     if label:
         return label
     try:
@@ -184,21 +184,9 @@ def torch_fix(fork: Path, image_ref: str, action: str) -> str:
             f"(--base-image IMAGE); {skip}")
 
 
-def installed_image(client, settings) -> str:
-    """The image `invoke install` will install into: the dev container's, or the one `up` would pick."""
-    from workbench.container import engine
-
-    container = engine.find_container(client, settings.container)
-    if container is not None:
-        return container.image.id
-    _, choice = engine.plan_up(client, settings, settings.gpus)
-    return choice.ref
-
-
-def check_install_image(client, settings, fork: Path) -> TorchCheck:
-    """Before an install: the dev container's image's torch (its workbench.torch label, else probed)
-    against the fork's pin."""
-    ref = installed_image(client, settings)
+def check_install_image(client, ref: str, fork: Path) -> TorchCheck:
+    """Before an install: the torch of the image it installs into (``lifecycle.installed_image``; its
+    ``labels.TORCH``, else probed) against the fork's pin."""
     try:
         release = fork_release(fork)[0]
     except WorkbenchError:

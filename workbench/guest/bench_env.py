@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Record the environment of a benchmark session as JSON (runs inside the dev container).
+"""Record the environment of a benchmark session as JSON (runs where the runtime runs steps).
 
 What a number depends on: GPU and clocks, driver, CUDA, torch, the vLLM that is *imported* (its
 version, file location, fork commit and whether the tree is dirty), which patches of the series are
 applied, the custom_kernels version, its vLLM plugin entry point and dispatch table. Every probe is
 best-effort: a missing piece is recorded as an error string, never a crash.
+
+The one environment capture: the decode proxy (workbench.bench.proxy) and the trace files
+(workbench.trace.records) record theirs with these functions (``workbench.guest.bench_env``), so a field
+means the same everywhere; the kernels package, which imports nothing of the workbench, uses the same names
+(custom_kernels/custom_kernels/tune.py ``environment``).
 
 Usage: python3 bench_env.py --fork DIR --patches DIR [--install-record FILE] [--out FILE]
 """
@@ -22,6 +27,31 @@ import time
 from pathlib import Path
 
 ENV_PREFIXES = ("VLLM_", "CUDA_", "TORCH_", "NCCL_", "CUSTOM_KERNELS_")
+
+
+def basics() -> dict:
+    """When and where: UTC time, host name, Python version, operating system."""
+    return {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def env_vars() -> dict:
+    """The environment variables that change what vLLM, CUDA, torch and custom_kernels do (no secrets)."""
+    return {k: v for k, v in sorted(os.environ.items())
+            if k.startswith(ENV_PREFIXES) and "TOKEN" not in k and "KEY" not in k}
+
+
+def package_versions(names: tuple[str, ...]) -> dict:
+    """The installed distribution's version of each name, None where it is not installed."""
+    from importlib import metadata
+
+    versions: dict = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _run(cmd: list[str], cwd: str | None = None) -> tuple[int, str]:
@@ -69,15 +99,16 @@ def gpus() -> list[dict] | str:
     return rows
 
 
-def torch_info() -> dict:
+def torch_info(device: int = 0) -> dict:
+    """torch and its CUDA, the name and compute capability of CUDA device ``device``, and triton."""
     try:
         import torch
     except Exception as err:
         return {"error": f"torch: {type(err).__name__}: {err}"}
     info = {"version": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
     if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name(0)
-        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        info["device"] = torch.cuda.get_device_name(device)
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
     try:
         import triton
 
@@ -102,8 +133,10 @@ def git_state(path: str) -> dict:
             "changed_files": status.splitlines()[:50]}
 
 
-def vllm_info(fork: str) -> dict:
-    info: dict = {"fork": git_state(fork)}
+def vllm_info(fork: str | None = None) -> dict:
+    """The vLLM distribution installed, where ``import vllm`` resolves, and - given the fork - its git state
+    and whether that import is the fork."""
+    info: dict = {"fork": git_state(fork)} if fork else {}
     try:
         from importlib import metadata
 
@@ -116,8 +149,9 @@ def vllm_info(fork: str) -> dict:
 
         spec = importlib.util.find_spec("vllm")
         info["import_path"] = str(Path(spec.origin).parent) if spec and spec.origin else None
-        info["imports_fork"] = bool(info["import_path"]) and str(info["import_path"]).startswith(
-            str(Path(fork).resolve()))
+        if fork:
+            info["imports_fork"] = bool(info["import_path"]) and str(info["import_path"]).startswith(
+                str(Path(fork).resolve()))
     except Exception as err:
         info["import_path"] = f"error: {err}"
     return info
@@ -184,9 +218,16 @@ def custom_kernels_info() -> dict:
         info["error"] = f"import custom_kernels: {type(err).__name__}: {err}"
         return info
     try:
+        import torch
+
         from custom_kernels import dispatch
 
-        path = Path(dispatch.table_path())
+        # One table file per GPU: the one this GPU dispatches with (or CUSTOM_KERNELS_TABLE's).
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        if gpu is None and not os.environ.get("CUSTOM_KERNELS_TABLE"):
+            info["dispatch_table"] = "no GPU: the op runs cuBLAS (F.linear) everywhere"
+            return info
+        path = Path(dispatch.table_path(gpu))
         info["dispatch_table"] = str(path)
         if path.is_file():
             raw = path.read_bytes()
@@ -204,10 +245,7 @@ def collect(fork: str, patches: str, install_record: str) -> dict:
     version = vllm.get("dist_version") if isinstance(vllm.get("dist_version"), str) else None
     base_version = version.split("+")[0].split(".dev")[0] if version and not version.startswith("not") else None
     return {
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": platform.node(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        **basics(),
         "gpus": gpus(),
         "torch": torch_info(),
         "vllm": vllm,
@@ -216,8 +254,7 @@ def collect(fork: str, patches: str, install_record: str) -> dict:
         "custom_kernels": custom_kernels_info(),
         "install": json.loads(Path(install_record).read_text()) if install_record and Path(install_record).is_file()
         else None,
-        "env": {k: v for k, v in sorted(os.environ.items())
-                if k.startswith(ENV_PREFIXES) and "TOKEN" not in k and "KEY" not in k},
+        "env": env_vars(),
     }
 
 

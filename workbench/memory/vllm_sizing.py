@@ -27,7 +27,7 @@ RESULT_PREFIX = "RESULT "
 
 
 class VllmSizer:
-    """A sizer (see workbench.memory.plan.plan_memory) that asks the imported vLLM."""
+    """A sizer (see workbench.memory.budget.plan_memory) that asks the imported vLLM."""
 
     def __init__(self, config_path: str, tp: int, rules: kv_sizing.Rules):
         from transformers import AutoConfig

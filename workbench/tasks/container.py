@@ -21,7 +21,7 @@ from workbench.gpu_selection import parse_gpu_selection
 @user_errors
 def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_torch_mismatch=False, dry_run=False):
     """Build the dev image from Dockerfile.dev (streamed; on failure: the failing step and log tail)."""
-    from workbench.container import engine, images, versions
+    from workbench.container import daemon, images, versions
     from workbench.ui import console, print_build_failure
 
     settings = settings_from_context(ctx).with_overrides(base_image=base_image, tag=tag, ca_certs=ca_certs)
@@ -30,7 +30,7 @@ def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_t
         console.print(f"base image: {plan.base_image} ({plan.base_reason})", markup=False)
         console.print(f"would run: {plan.describe()}")
         return
-    client = engine.connect()
+    client = daemon.connect()
     check, torch = versions.check_base_image(client, plan.base_image, settings.fork_path)
     if not check.ok and not allow_torch_mismatch:
         raise WorkbenchError(check.message, fix=versions.torch_fix(settings.fork_path, plan.base_image, "build"))
@@ -55,12 +55,12 @@ def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_t
 @user_errors
 def up(ctx, gpus=None, recreate=False, dry_run=False):
     """Create/start the dev container exactly as docker-compose.yml declares it (idempotent)."""
-    from workbench.container import engine
+    from workbench.container import daemon, lifecycle
     from workbench.ui import console
 
     settings = settings_from_context(ctx).with_overrides(gpus=gpus)
     parse_gpu_selection(settings.gpus)
-    result = engine.up(settings, recreate=recreate, dry_run=dry_run)
+    result = lifecycle.up(daemon.connect(), settings, recreate=recreate, dry_run=dry_run)
     console.print(f"{result.action} container [bold]{result.name}[/] (service {result.service}) "
                   f"from image [bold]{result.image}[/]: {result.image_reason}")
 
@@ -72,11 +72,11 @@ def up(ctx, gpus=None, recreate=False, dry_run=False):
 @user_errors
 def shell(ctx, cmd=None, gpus=None):
     """Open a shell in the dev container (starting it if needed), or run one command there."""
-    from workbench.container import engine
+    from workbench.container import devcontainer
 
     settings = settings_from_context(ctx).with_overrides(gpus=gpus)
     parse_gpu_selection(settings.gpus)
-    code = engine.shell(settings, cmd)
+    code = devcontainer.shell(settings, cmd)
     if code:
         raise Exit(code=code)
 
@@ -88,14 +88,13 @@ def shell(ctx, cmd=None, gpus=None):
 @user_errors
 def down(ctx, volumes=False, dry_run=False):
     """Remove the dev container; volumes (ccache) survive unless --volumes."""
-    from workbench.container import engine
+    from workbench.container import daemon, lifecycle
     from workbench.ui import console
 
     settings = settings_from_context(ctx)
-    result = engine.down(settings, volumes=volumes, dry_run=dry_run)
+    result = lifecycle.down(daemon.connect(), settings, volumes=volumes, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    console.print(f"{verb} container {result.container}" if result.container else
-                  f"no container {settings.container}")
+    console.print(f"{verb} container {result.name}" if result.removed else f"no container {result.name}")
     if result.volumes_removed:
         console.print(f"{verb} volume(s): {', '.join(result.volumes_removed)}")
     if result.kept:
@@ -109,11 +108,11 @@ def down(ctx, volumes=False, dry_run=False):
 @user_errors
 def commit(ctx, tag=None, dry_run=False):
     """Commit the dev container (installed/compiled state) as an image with provenance labels."""
-    from workbench.container import engine
+    from workbench.container import daemon, lifecycle
     from workbench.ui import console
 
     settings = settings_from_context(ctx)
-    result = engine.commit(settings, tag=tag, dry_run=dry_run)
+    result = lifecycle.commit(daemon.connect(), settings, tag=tag, dry_run=dry_run)
     console.print(("would commit " if dry_run else "committed ") + f"[bold]{result.ref}[/] {result.image_id[:19]}")
     for key, value in sorted(result.labels.items()):
         console.print(f"  {key} = {value}", markup=False, highlight=False)
@@ -123,12 +122,12 @@ def commit(ctx, tag=None, dry_run=False):
 @user_errors
 def status(ctx):
     """Show the dev image, the container, committed images (with provenance) and the GPU runtime."""
-    from workbench.container import engine
+    from workbench.container import daemon
     from workbench.container import status as status_mod
     from workbench.ui import print_status
 
     settings = settings_from_context(ctx)
-    client = engine.connect()
+    client = daemon.connect()
     state = status_mod.collect(client, settings)
     print_status(settings, state, status_mod.drift(client, settings, state))
 

@@ -21,9 +21,10 @@ from workbench.runtime import Places, host_python, open_runtime, path_mapper, pl
 
 def _check_torch(settings: Settings, fork: Path, console: Console, allow_mismatch: bool) -> None:
     """Before anything runs in the container: its image's torch is the one the fork pins."""
-    from workbench.container import engine, versions
+    from workbench.container import daemon, lifecycle, versions
 
-    check = versions.check_install_image(engine.connect(), settings, fork)
+    client = daemon.connect()
+    check = versions.check_install_image(client, lifecycle.installed_image(client, settings), fork)
     if not check.ok and not allow_mismatch:
         raise WorkbenchError(check.message, fix=versions.torch_fix(fork, "", "install"))
     console.print(check.message, style="yellow" if not check.ok else "dim", markup=False)

@@ -1,5 +1,5 @@
 """`invoke plan-memory`: size weights and the KV cache as the fork's vLLM release does and recommend a
-gpu_memory_utilization that coexists with the other processes on the GPU (logic in workbench/memory/plan.py)."""
+gpu_memory_utilization that coexists with the other processes on the GPU (logic in workbench/memory/)."""
 
 from __future__ import annotations
 
@@ -46,9 +46,10 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
     """Weights, KV bytes per token, KV pool, max concurrency, headroom and a gpu_memory_utilization."""
     from workbench import flags
     from workbench.errors import WorkbenchError
-    from workbench.memory import plan as memory
+    from workbench.memory import budget, model_shape, report
+    from workbench.memory import plan as planning
 
-    gib = memory.GiB
+    gib = budget.GiB
     # Every number first: a bad value stops here, before NVML or vLLM are asked anything.
     knobs = dict(
         gpu_memory_utilization=flags.real("--gpu-util", gpu_util, above=0, maximum=1, example="0.9"),
@@ -58,7 +59,7 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
                                              example="8192"),
         kv_cache_dtype=kv_cache_dtype, dtype=dtype,
         tp=flags.integer("--tp", tp, minimum=1, example="2") or 1,
-        block_size=flags.integer("--block-size", block_size, minimum=1, example="16") or memory.DEFAULT_BLOCK_SIZE,
+        block_size=flags.integer("--block-size", block_size, minimum=1, example="16") or budget.DEFAULT_BLOCK_SIZE,
         enforce_eager=enforce_eager, usage="serve" if serve else "llm",
     )
     total = flags.real("--total-gib", total_gib, above=0, example="80")
@@ -69,26 +70,26 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
     reserve = flags.real("--reserve-gib", reserve_gib, minimum=0, example="1")
     if used_gib is not None and total is None:
         raise WorkbenchError("--used-gib goes with --total-gib (NVML reports the memory in use): add --total-gib")
-    if sizing not in memory.SIZINGS:
-        raise WorkbenchError(f"--sizing {sizing!r} is unknown: use one of {', '.join(memory.SIZINGS)}")
+    if sizing not in planning.SIZINGS:
+        raise WorkbenchError(f"--sizing {sizing!r} is unknown: use one of {', '.join(planning.SIZINGS)}")
     knobs.update(activation_bytes=int(activation * gib) if activation is not None else None,
                  cudagraph_bytes=int(cudagraph * gib) if cudagraph is not None else None,
-                 reserve_bytes=int(reserve * gib) if reserve is not None else memory.RESERVE_BYTES)
+                 reserve_bytes=int(reserve * gib) if reserve is not None else budget.RESERVE_BYTES)
     if not model:
-        names = ", ".join(memory.shipped_configs())
+        names = ", ".join(model_shape.shipped_configs())
         raise WorkbenchError(f"--model is required: one of {names}, or a path to a config.json")
-    memory.resolve_config_path(model)
+    model_shape.resolve_config_path(model)
     if total is not None:
-        target = memory.gpu_memory_by_hand(total, used)
+        target = budget.gpu_memory_by_hand(total, used)
     else:
         try:
-            target = memory.gpu_memory_from_nvml(index)
+            target = budget.gpu_memory_from_nvml(index)
         except WorkbenchError as err:
             raise WorkbenchError(f"cannot read GPU {index} through NVML ({err.parts()[0]}): run on the GPU host, "
                                  "or plan for a GPU by hand with --total-gib 80 [--used-gib 10]") from err
     fork = settings_from_context(ctx).fork_path
-    version, version_source = memory.planning_release(fork, vllm_version)
-    plan = memory.plan(model, target, fork=fork, vllm_version=version, sizing=sizing, **knobs)
+    version, version_source = planning.planning_release(fork, vllm_version)
+    plan = planning.plan(model, target, fork=fork, vllm_version=version, sizing=sizing, **knobs)
     if json_:
         print(json.dumps({**plan.to_dict(), "vllm_version_source": version_source}, indent=2))
         return
@@ -96,7 +97,7 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
     print(f"  release: {version_source}")
     if plan.sizing_note:
         print(f"  note: {plan.sizing_note}")
-    for line in memory.explain(plan):
+    for line in report.explain(plan):
         print(f"  {line}")
     if plan.min_utilization <= plan.max_utilization:
         flags_ = f"--gpu-memory-utilization {plan.recommended_utilization:.2f} --max-model-len {plan.max_model_len}"

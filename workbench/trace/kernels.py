@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from workbench.trace.kernel_map import KernelIndex, categorize, library_origin, split_kernel_name
+from workbench.trace.kernel_map import KernelIndex
+from workbench.trace.kernel_names import categorize, library_origin, split_kernel_name
 from workbench.trace.records import GroupStat, KernelStat
 
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -95,23 +94,18 @@ class GroupStat:
 
 
 def environment() -> dict[str, Any]:
-    """Versions and devices a trace was taken with (saved in every trace file)."""
-    env: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
-                           "machine": platform.machine(),
-                           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    try:
-        import torch
+    """Versions and devices a trace was taken with (saved in every trace file), captured by the bench
+    sessions' functions (workbench/guest/bench_env.py) so each field means what it means there: GPUs through
+    NVML, torch/CUDA/triton, the imported vLLM and custom_kernels (when the trace used them), env vars."""
+    from workbench.guest import bench_env
 
-        env["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            env["gpu"] = torch.cuda.get_device_name(0)
-            env["cuda"] = torch.version.cuda
-    except ImportError:
-        pass
-    for mod in ("transformers", "vllm", "triton"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            env[mod] = getattr(m, "__version__", "?")
+    env: dict[str, Any] = {**bench_env.basics(), "machine": platform.machine(), "gpus": bench_env.gpus(),
+                           "torch": bench_env.torch_info(), **bench_env.package_versions(("transformers",)),
+                           "env": bench_env.env_vars()}
+    if "vllm" in sys.modules:
+        env["vllm"] = bench_env.vllm_info()
+    if "custom_kernels" in sys.modules:  # a --custom-gemm trace: which package and dispatch table ran
+        env["custom_kernels"] = bench_env.custom_kernels_info()
     return env
 
 

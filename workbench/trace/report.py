@@ -132,7 +132,7 @@ def _display_name(r: KernelStat) -> str:
     (``vllm::rms_norm_kernel<c10::BFloat16, 8, 2>``): instantiations stay apart, the row stays short."""
     if r.device != "cuda" or r.short_name == r.name:
         return r.name
-    from workbench.trace.kernel_map import split_kernel_name
+    from workbench.trace.kernel_names import split_kernel_name
 
     _, _, targs = split_kernel_name(r.name)
     return f"{r.short_name}<{targs}>" if targs else r.short_name

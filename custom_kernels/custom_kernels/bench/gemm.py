@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..dispatch import BUCKETS, active_table, bucket_for, gpu_name
+from ..dispatch import BUCKETS, active_table, bucket_for, gpu_name, gpu_slug
 from ..gemm.candidates import CANDIDATES, DECODE_MAX_M
 from ..gemm.reference import check_close, reference_and_error
 from ..models import available_models, linear_shapes
@@ -59,10 +58,6 @@ class Row:
     ratio_vs_cublas: float = math.nan
     kernels_seen: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def gpu_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def measure_peaks() -> dict[str, float]:
@@ -204,7 +199,7 @@ def summarize(rows: list[Row], peaks: dict[str, float]) -> dict[str, Any]:
 def write_results(rows: list[Row], env: dict[str, Any], summary: dict[str, Any], out_dir: Path,
                   dtype: str) -> dict[str, Path]:
     """CSV (one row per measurement) and JSON (env + summary + rows), under out_dir/<gpu>/."""
-    folder = out_dir / gpu_slug(env["gpu"])
+    folder = out_dir / gpu_slug(env["torch"]["device"])
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / f"gemm_{dtype}.csv", "json": folder / f"gemm_{dtype}.json"}
     fields = [f for f in Row.__dataclass_fields__ if f != "extra"]
@@ -247,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**environment(), "models": models, "tp": args.tp}
     peaks = measure_peaks()
     env["peaks"] = peaks
-    print(f"{env['gpu']}: copy {peaks['copy_gbps']:.0f} GB/s, bf16 matmul {peaks['matmul_tflops']:.0f} TFLOP/s")
+    print(f"{env['torch']['device']}: copy {peaks['copy_gbps']:.0f} GB/s, "
+          f"bf16 matmul {peaks['matmul_tflops']:.0f} TFLOP/s")
     rows: list[Row] = []
     for (n, k), group in shapes.items():
         layers = ",".join(f"{s.model}.{s.layer}" for s in group)

@@ -43,7 +43,12 @@ def plot_results(json_path: str | Path, png_path: str | Path | None = None) -> P
     axes[-1][0].set_xlabel("M (tokens)")
     axes[-1][1].set_xlabel("M (tokens)")
     env = data["env"]
-    fig.suptitle(f"{env['gpu']} · torch {env['torch']} · triton {env['triton']} · {env.get('created', '')}", fontsize=9)
+    if isinstance(env["torch"], dict):
+        t = env["torch"]
+        fig.suptitle(f"{t['device']} · torch {t['version']} · triton {t['triton']} · {env['time_utc']}", fontsize=9)
+    else:  # results written before the names matched the workbench's environment capture
+        fig.suptitle(f"{env['gpu']} · torch {env['torch']} · triton {env['triton']} · {env.get('created', '')}",
+                     fontsize=9)
     fig.tight_layout()
     out = Path(png_path) if png_path else Path(json_path).with_suffix(".png")
     fig.savefig(out, dpi=80)

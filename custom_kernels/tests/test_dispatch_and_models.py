@@ -61,8 +61,29 @@ def test_winner_needs_the_margin_and_best_triton_is_kept():
     assert entry["best_cublaslt"]["config"] == {"algo": 1}
 
 
-def test_shipped_table_is_valid_and_covers_the_shipped_models():
-    table = read_table(dispatch.DEFAULT_TABLE)
+def test_one_table_file_per_gpu_read_on_its_first_lookup(monkeypatch):
+    files = sorted(dispatch.TABLES_DIR.glob("*.json"))
+    assert [f.stem for f in files] == ["nvidia-h100-80gb-hbm3", "nvidia-h200"]
+    for f in files:
+        (gpu,) = read_table(f).gpus  # exactly one GPU per file, named by its slug
+        assert dispatch.gpu_slug(gpu) == f.stem and dispatch.table_path(gpu) == f
+    monkeypatch.delenv("CUSTOM_KERNELS_TABLE", raising=False)
+    tables = dispatch.reload_table()
+    assert tables.gpus == {}  # nothing read before a lookup
+    shipped = read_table(dispatch.TABLES_DIR / "nvidia-h200.json")
+    key, buckets = next((k, b) for k, b in shipped.gpus["NVIDIA H200"]["bfloat16"]["shapes"].items()
+                        if any(e["kernel"] != "cublas" for e in b.values()))
+    bucket, entry = next((int(m), e) for m, e in buckets.items() if e["kernel"] != "cublas")
+    n, k = map(int, key.split("x"))
+    assert tables.lookup("NVIDIA H200", "bfloat16", n, k, bucket).kernel == entry["kernel"]
+    assert list(tables.gpus) == ["NVIDIA H200"]  # only that GPU's file was read
+    assert tables.lookup("NVIDIA B200", "bfloat16", n, k, bucket) == dispatch.CUBLAS  # no file: cuBLAS
+    dispatch.reload_table()
+
+
+@pytest.mark.parametrize("path", sorted(dispatch.TABLES_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_shipped_table_is_valid_and_covers_the_shipped_models(path):
+    table = read_table(path)
     assert table.gpus, "the tuned table ships with at least one GPU"
     for gpu, per_dtype in table.gpus.items():
         for dtype, slot in per_dtype.items():
@@ -97,8 +118,10 @@ def test_model_shapes_follow_vllm_fusion_and_tensor_parallelism():
 def test_bad_model_and_tp_say_what_to_do():
     with pytest.raises(FileNotFoundError, match="llama-3-8b"):
         resolve_config("no-such-model")
-    with pytest.raises(ValueError, match="pick a divisor"):
+    with pytest.raises(ValueError, match=r"size 3 must divide .* the 2 KV heads; pick one of 1, 2$"):
         linear_shapes("qwen2.5-0.5b", tp=3)
+    with pytest.raises(ValueError, match=r"size 4 does not divide the 14 attention heads"):
+        linear_shapes("qwen2.5-0.5b", tp=4)  # 4 is a multiple of the 2 KV heads, but 14 heads don't split
 
 
 def test_tuning_spaces_fit_shared_memory_and_cover_the_ranges():

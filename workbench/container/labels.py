@@ -1,0 +1,46 @@
+"""Every ``workbench.*`` label the workbench writes on or reads from an image or a container.
+
+Labels are how a later `invoke up`, `status` or `install` learns what an earlier `build` or `commit`
+made (and how a user finds them: ``docker images --filter label=workbench.role=compiled``), so their
+keys are an interface. Dockerfile.dev writes the dev image's labels itself (``DEV_IMAGE``; a test
+keeps its LABEL lines and this module in step) and docker-compose.yml declares ``MANAGED``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "workbench."
+
+# The dev image, as Dockerfile.dev labels it at build time.
+ROLE = f"{PREFIX}role"  # ROLE_DEV for `invoke build`'s image, ROLE_COMPILED for a committed container
+VERSION = f"{PREFIX}version"  # the workbench that built the image
+BASE_IMAGE = f"{PREFIX}base-image"
+TORCH = f"{PREFIX}torch"  # the base image's torch, read before the build: install checks it against the fork
+UID = f"{PREFIX}uid"  # the user the image runs as: files it writes into mounts are that host user's
+GID = f"{PREFIX}gid"
+DEV_IMAGE = (ROLE, VERSION, BASE_IMAGE, TORCH, UID, GID)
+
+ROLE_DEV = "dev"
+ROLE_COMPILED = "compiled"
+
+# The dev container, as `invoke up` creates it.
+MANAGED = f"{PREFIX}managed"  # "true": the workbench created it, so it may reuse, recreate or remove it
+SPEC = f"{PREFIX}spec"  # fingerprint of the compose spec and image id it was created from (drift)
+IMAGE_REASON = f"{PREFIX}image-reason"  # why `up` picked its image, for `invoke status`
+
+# A committed dev container (`invoke commit`): where it came from and what it holds.
+IMAGE = f"{PREFIX}image"  # the workbench.image setting it belongs to
+TAG = f"{PREFIX}tag"  # the workbench.tag it was committed under: another tag never starts from it
+COMMITTED_FROM = f"{PREFIX}committed-from"  # the id of the container it was committed from
+COMMITTED_AT = f"{PREFIX}committed-at"
+SOURCE_IMAGE = f"{PREFIX}source-image"
+VLLM_COMMIT = f"{PREFIX}vllm.commit"
+VLLM_BRANCH = f"{PREFIX}vllm.branch"
+VLLM_DIRTY = f"{PREFIX}vllm.dirty"
+VLLM_DIRTY_FILES = f"{PREFIX}vllm.dirty-files"
+PATCHES = f"{PREFIX}patches"
+INSTALL_MODE = f"{PREFIX}install.mode"
+INSTALL_WHEEL = f"{PREFIX}install.wheel"
+CUDA_ARCH_LIST = f"{PREFIX}cuda-arch-list"
+
+ALL = (*DEV_IMAGE, MANAGED, SPEC, IMAGE_REASON, IMAGE, TAG, COMMITTED_FROM, COMMITTED_AT, SOURCE_IMAGE,
+       VLLM_COMMIT, VLLM_BRANCH, VLLM_DIRTY, VLLM_DIRTY_FILES, PATCHES, INSTALL_MODE, INSTALL_WHEEL, CUDA_ARCH_LIST)
