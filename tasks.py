@@ -17,9 +17,9 @@ if problem := config_problem(Path(__file__).resolve().parent):
     raise Exit(problem, code=1)
 
 ns = Collection()
-for module in (container, host, source, patch, install, memory):
+for module in (container, host, source, install, memory):
     for task in module.TASKS:
         ns.add_task(task)
-for module in (bench, kernels, trace):  # namespaces: one verb each (bench.ab is `invoke bench`)
+for module in (patch, bench, kernels, trace):  # namespaces: one verb each (`invoke patch` is patch.apply)
     ns.add_collection(module.ns)
 ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})

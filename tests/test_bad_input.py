@@ -140,12 +140,15 @@ CONFIG = {
     "up-gpus-text": Case(("up", "--gpus", "abc"), "--gpus 'abc' is not valid"),
     "shell-gpus-twice": Case(("shell", "--gpus", "0,0"), "names a GPU twice"),
     "build-ca-certs-missing": Case(("build", "--ca-certs", "nope"), "--ca-certs nope: no *.crt files there"),
-    "patch-two-modes": Case(("patch", "--check", "--revert"),
-                            "--check, --revert, --status and --refresh exclude each other"),
+    # the patch series: `invoke patch` is patch.apply
+    "patch-series-a-path": Case(("patch.check", "--series", "../0.13.0"),
+                                "--series '../0.13.0' is not a vLLM release number: give X.Y.Z"),
+    "patch-refresh-series-text": Case(("patch.refresh", "--series", "latest", "--dry-run"),
+                                      "--series 'latest' is not a vLLM release number"),
     "patch-unknown-series": Case(("patch", "--series", "9.9.9"), "no patch series for vLLM 9.9.9"),
     "custom-fork-missing": Case(("source",), "set workbench.fork", env={"INVOKE_WORKBENCH_FORK": "/nonexistent/vllm"},
                                 not_says="submodule"),
-    "custom-fork-missing-patch": Case(("patch", "--check"), "clone your vLLM fork there",
+    "custom-fork-missing-patch": Case(("patch.check",), "clone your vLLM fork there",
                                       env={"INVOKE_WORKBENCH_FORK": "/nonexistent/vllm"}, not_says="submodule"),
 }
 CASES = {**NUMBERS, **CONFIG}

@@ -1,6 +1,6 @@
 """Docs stay honest: every vLLM source path (``vllm/...``, ``csrc/...``) and every ``path::Symbol`` named in
 docs/*.md and README.md exists in every vLLM release the workbench supports (those with a patch series under
-patches/: the real 0.13.0 and 0.33.0 sdists), unless the docs say which release it belongs to.
+patches/, e.g. the real 0.13.0, 0.24.0 and 0.33.0 sdists), unless the docs say which release it belongs to.
 
 What counts as a path: a token starting with ``vllm/`` or ``csrc/`` (not preceded by a word character, ``/``,
 ``.`` or ``-``, so ``/workspace/vllm/...`` and ``vllm/vllm-openai:v0.13.0`` are not taken) that ends in a
@@ -8,8 +8,9 @@ file extension or ``/`` (a directory). ``path::Name`` and ``path::Class.method``
 def/class (and a method of it) in a Python file, or appear as a word in a C++/CUDA file.
 A reference struck through (``~~vllm/v1/executor/gpu_executor.py~~``) says "this does not exist": it must
 then be absent, so a claim that something is gone stays honest too.
-A reference followed by a release in parentheses (`` `vllm/attention/layer.py` (0.13.0)``) belongs to that
-release only and is checked against it; a file that moved is named once per release. Sample output of one
+A reference followed by a release in parentheses (`` `vllm/attention/layer.py` (0.13.0)``), or several
+(`` `csrc/cache_kernels.cu` (0.13.0, 0.33.0)``), belongs to those releases only and is checked against them; a
+file that moved is named once per place it lived. Sample output of one
 release is wrapped in ``<!-- vllm 0.13.0 -->`` ... ``<!-- /vllm -->`` (invisible when rendered).
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.vllm_source import PINNED, vllm_source_tree
-from workbench.fork.patches import available_series
+from workbench.fork.series import available_series
 
 ROOT = Path(__file__).resolve().parent.parent
 # The releases the workbench supports: one home, the patch series it ships.
@@ -38,7 +39,13 @@ def doc_files(root: Path = ROOT) -> list[Path]:
 
 
 STRUCK_RE = re.compile(r"~~(.+?)~~")
-RELEASE_RE = re.compile(r"`?[ \t]*\((\d+\.\d+\.\d+)\)")  # right after a reference: the release it is from
+# Right after a reference: the release(s) it is from.
+RELEASE_RE = re.compile(r"`?[ \t]*\((\d+\.\d+\.\d+(?:,[ \t]*\d+\.\d+\.\d+)*)\)")
+
+
+def marked_releases(marker: str) -> set[str]:
+    """The releases a marker names ("0.13.0" or "0.13.0, 0.33.0")."""
+    return set(re.split(r",[ \t]*", marker))
 
 
 REGION_RE = re.compile(r"<!-- vllm (\d+\.\d+\.\d+) -->(.*?)<!-- /vllm -->", re.S)
@@ -105,7 +112,7 @@ def stale_references(tree: Path, files: list[Path], release: str | None = None) 
         name = doc.relative_to(doc.parent.parent) if doc.parent.name == "docs" else doc.name
         text = doc.read_text(encoding="utf-8")
         for path, symbol, only in release_references(text):
-            if only is not None and release is not None and only != release:
+            if only is not None and release is not None and release not in marked_releases(only):
                 continue
             why = problem(tree, path, symbol)
             if why:
@@ -134,9 +141,12 @@ def test_release_markers_name_supported_releases():
                                         ("csrc/x.cu", None, None)]
     region = "<!-- vllm 0.13.0 -->\n```\nvllm/attention/ops/x.py:57\n```\n<!-- /vllm -->\n`csrc/y.cu`"
     assert release_references(region) == [("vllm/attention/ops/x.py", None, "0.13.0"), ("csrc/y.cu", None, None)]
+    moved = "`csrc/a.cu::k` (0.13.0, 0.33.0) / `csrc/stable/a.cu::k` (0.24.0)"
+    assert release_references(moved) == [("csrc/a.cu", "k", "0.13.0, 0.33.0"), ("csrc/stable/a.cu", "k", "0.24.0")]
+    assert marked_releases("0.13.0, 0.33.0") == {"0.13.0", "0.33.0"}
     assert RELEASES[:1] == [PINNED] and len(RELEASES) >= 2
-    marked = {release for f in doc_files() for *_, release in release_references(f.read_text(encoding="utf-8"))
-              if release}
+    marked = {one for f in doc_files() for *_, release in release_references(f.read_text(encoding="utf-8"))
+              if release for one in marked_releases(release)}
     assert marked <= set(RELEASES), f"docs mark references for releases without a series: {marked - set(RELEASES)}"
 
 
@@ -162,12 +172,15 @@ def test_a_stale_reference_fails_with_the_list(tmp_path):
                    "`vllm/v1/worker/gpu_model_runner.py::GPUModelRunner.execute_model`. Gone: ~~`vllm/envs.py`~~, "
                    "~~`vllm/worker/`~~. Planning: `vllm/v1/core/kv_cache_planning.py::get_kv_cache_configs` "
                    "(0.33.0), `vllm/v1/core/kv_cache_utils.py::get_kv_cache_configs` (0.13.0), "
-                   "`vllm/v1/core/kv_cache_utils.py::no_such_function` (0.13.0).\n")
+                   "`vllm/v1/core/kv_cache_utils.py::no_such_function` (0.13.0). Moved: "
+                   "`csrc/libtorch_stable/cache_kernels.cu` (0.24.0), `csrc/nowhere.cu` (0.13.0, 0.33.0).\n")
     (tmp_path / "README.md").write_text("Hook: `csrc/no_such_kernel.cu`, "
                                         "`csrc/cache_kernels.cu::reshape_and_cache_flash`\n")
-    # A reference marked for 0.33.0 is not held against 0.13.0; one marked for 0.13.0 is.
+    # A reference marked for 0.33.0 is not held against 0.13.0; one marked for 0.13.0 (alone or among
+    # others) is.
     stale = stale_references(tree, doc_files(tmp_path), PINNED)
     assert stale == ["README.md: csrc/no_such_kernel.cu: no such file",
+                     "docs/old-guide.md: csrc/nowhere.cu: no such file",
                      "docs/old-guide.md: vllm/v1/core/kv_cache_utils.py::no_such_function: no such top-level "
                      "def/class (or Class.method)",
                      "docs/old-guide.md: vllm/v1/executor/gpu_executor.py: no such file",

@@ -37,6 +37,33 @@ def output(repo: Path, *args: str, strip: bool = True) -> str | None:
     return result.stdout.strip() if strip else result.stdout
 
 
+def toplevel(path: Path) -> Path | None:
+    """The root of the git checkout ``path`` is in (None outside any, or when ``path`` is no folder)."""
+    if not Path(path).is_dir():
+        return None
+    top = output(path, "rev-parse", "--show-toplevel")
+    return Path(top) if top else None
+
+
+def status(repo: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tracked paths with uncommitted changes, staged or not; untracked paths), ignored files left out."""
+    out = output(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", strip=False) or ""
+    changed: list[str] = []
+    untracked: list[str] = []
+    entries = iter(out.split("\0"))
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        code, path = entry[:2], entry[3:]
+        if code == "??":
+            untracked.append(path)
+            continue
+        changed.append(path)
+        if code[0] in "RC":  # a rename or copy: its source path follows as the next entry
+            next(entries, None)
+    return tuple(changed), tuple(untracked)
+
+
 def submodule_of(path: Path) -> tuple[Path, str] | None:
     """(project, submodule path) when ``path`` is a submodule its enclosing project's .gitmodules declares,
     else None (the fork is a checkout of the user's own, outside any project's submodules)."""

@@ -1,39 +1,12 @@
-"""Where a dev image came from: the fork's state read from a real git checkout, the committed image `up`
-prefers, the install record read back, and the labels a commit writes."""
+"""Where a dev image came from: the committed image `up` prefers for the fork's state (read from git:
+tests/fork/test_source.py), the install record read back, and the labels a commit writes."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from workbench.container import labels, provenance
-
-
-def _git(path: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def make_fork(path: Path) -> str:
-    (path / "vllm").mkdir(parents=True)
-    (path / "vllm" / "__init__.py").write_text("")
-    (path / "setup.py").write_text("# stand-in\n")
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "-c", "user.email=t@e", "-c", "user.name=t", "add", "-A")
-    _git(path, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "init")
-    return _git(path, "rev-parse", "HEAD")
-
-
-def test_source_state_of_a_real_git_fork(tmp_path):
-    head = make_fork(tmp_path / "fork")
-    state = provenance.source_state(tmp_path / "fork")
-    assert (state.commit, state.branch, state.dirty) == (head, "main", False)
-    (tmp_path / "fork" / "setup.py").write_text("# edited\n")
-    _git(tmp_path / "fork", "checkout", "-q", "--detach")
-    state = provenance.source_state(tmp_path / "fork")
-    assert state.dirty_files == ("setup.py",) and state.branch is None
-    assert provenance.fork_initialised(tmp_path / "fork")
-    (tmp_path / "empty").mkdir()
-    assert not provenance.fork_initialised(tmp_path / "empty")
+from workbench.fork.source import ForkState
 
 
 def _committed(ref, commit, patches="", at="2026-01-01T00:00:00+00:00"):
@@ -42,7 +15,7 @@ def _committed(ref, commit, patches="", at="2026-01-01T00:00:00+00:00"):
 
 
 def test_choose_image_prefers_newest_matching_commit():
-    state = provenance.SourceState(Path("."), "a" * 40, "main", (), ("0001-x.patch",))
+    state = ForkState(Path("."), True, "a" * 40, "main", patches=("0001-x.patch",))
     choice = provenance.choose_image("img:dev", [
         _committed("img:old", "a" * 40, "0001-x.patch", "2026-01-01T00:00:00+00:00"),
         _committed("img:new", "a" * 40, "0001-x.patch", "2026-02-01T00:00:00+00:00"),
@@ -52,7 +25,7 @@ def test_choose_image_prefers_newest_matching_commit():
 
 
 def test_choose_image_explains_stale():
-    state = provenance.SourceState(Path("."), "a" * 40, "main", (), ())
+    state = ForkState(Path("."), True, "a" * 40, "main")
     choice = provenance.choose_image("img:dev", [_committed("img:c", "b" * 40)], state)
     assert choice.ref == "img:dev" and not choice.committed
     assert "no committed image matches" in choice.reason and "img:c is from vllm bbbbbbbbbbbb" in choice.reason
@@ -68,7 +41,7 @@ def test_install_record_parsing():
 
 def test_commit_labels_are_what_choose_image_reads_back():
     """A commit's labels carry the fork's state and the install record; `up` matches on exactly those."""
-    state = provenance.SourceState(Path("."), "c" * 40, None, ("setup.py",), ("0001-x.patch",))
+    state = ForkState(Path("."), True, "c" * 40, None, dirty_files=("setup.py",), patches=("0001-x.patch",))
     made = provenance.commit_labels(state, {"mode": "full", "arch_list": "9.0a"}, "img:dev", "img", "dev", "cid")
     assert set(made) <= set(labels.ALL) and made[labels.ROLE] == labels.ROLE_COMPILED
     assert (made[labels.VLLM_BRANCH], made[labels.VLLM_DIRTY], made[labels.VLLM_DIRTY_FILES]) == ("(detached)",

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.vllm_source import make_fork_repo, release_deps, vllm_source_tree
 from workbench.fork import patches as P
+from workbench.fork.series import available_series, load_series
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "tests" / "support" / "linear_probe.py"
@@ -26,6 +27,7 @@ MLP = "model.layers.0.mlp.down_proj"
 ATTN = "model.layers.0.self_attn.o_proj"
 MLP1 = "model.layers.1.mlp.gate_up_proj"
 LAYERS = [MLP, ATTN, MLP1]
+RELEASES = available_series(ROOT / "patches")  # every release the workbench ships a series for
 
 
 def _load_plugin_module():
@@ -106,7 +108,7 @@ def routed(layers: dict) -> set[str]:
 def _patched(tmp_path_factory, version: str) -> Path:
     """A git repo of the release sdist with its series applied by workbench.fork.patches."""
     repo = make_fork_repo(version, tmp_path_factory.mktemp(f"patched-{version}") / "vllm")
-    series = P.load_series(ROOT / "patches", version)
+    series = load_series(ROOT / "patches", version)
     P.apply_series(repo, series)
     assert P.series_state(repo, series).statuses == [P.APPLIED] * 3
     return repo
@@ -135,16 +137,25 @@ def test_plugin_stands_aside_on_a_patched_fork(patched_tree):
     assert routed(layers) == {MLP, MLP1}
 
 
+@pytest.fixture(scope="module")
+def patched_trees(tmp_path_factory):
+    """Each later release's fork with its series applied, made once for the module."""
+    return {version: _patched(tmp_path_factory, version) for version in RELEASES if version != "0.13.0"}
+
+
 @pytest.mark.vllm_source
-def test_patched_0_33_0_routes_with_the_layer_filter(tmp_path_factory):
-    tree = _patched(tmp_path_factory, "0.33.0")
-    env = {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1"}
-    assert routed(probe(tree, "patched", env, version="0.33.0")) == {MLP}
+@pytest.mark.parametrize("version", [v for v in RELEASES if v != "0.13.0"])
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*"}, set()),
+    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1"}, {MLP}),
+])
+def test_patched_release_routes_with_the_layer_filter(patched_trees, version, env, expected):
+    assert routed(probe(patched_trees[version], "patched", env, version=version)) == expected
 
 
 # --------------------------------------------------------------------------------------- plugin on stock vLLM
 @pytest.mark.vllm_source
-@pytest.mark.parametrize("version", ["0.13.0", "0.33.0"])
+@pytest.mark.parametrize("version", RELEASES)
 @pytest.mark.parametrize(("route", "env", "expected"), [
     ("plugin", {}, set()),
     ("plugin", {"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),

@@ -1,4 +1,4 @@
-"""Patch series on git repos made from the real vLLM 0.13.0 and 0.33.0 sdists (vllm_source tier).
+"""Patch series on git repos made from the real vLLM release sdists, one per shipped series (vllm_source tier).
 
 Every scenario hashes the whole tree (bytes + mode of each file, untracked ones included) and the
 index before and after, and checks that user edits survive byte-for-byte and that the series files are
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,12 +21,15 @@ import pytest
 from tests.support.vllm_source import make_fork_repo
 from workbench.errors import WorkbenchError
 from workbench.fork import patches as P
+from workbench.fork import series as S
+from workbench.fork.checkout import require_checkout
+from workbench.fork.refresh import refresh_series
 
 pytestmark = pytest.mark.vllm_source
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCHES = ROOT / "patches"
-VERSIONS = ["0.13.0", "0.33.0"]
+VERSIONS = S.available_series(PATCHES)  # every release the workbench ships a series for
 ENVS = "vllm/envs.py"
 UTILS = "vllm/model_executor/layers/utils.py"
 LINEAR = "vllm/model_executor/layers/linear.py"
@@ -78,7 +82,7 @@ def base_repos(tmp_path_factory):
     for version in VERSIONS:
         repo = make_fork_repo(version, tmp_path_factory.mktemp(f"base-{version}") / "vllm")
         _settle_gc(repo)
-        series = P.load_series(PATCHES, version)
+        series = S.load_series(PATCHES, version)
         scratch = tmp_path_factory.mktemp(f"patched-{version}") / "vllm"
         shutil.copytree(repo, scratch, symlinks=True)
         for p in series.patches:
@@ -103,7 +107,7 @@ def assert_files(repo: Path, expected: dict[str, bytes]) -> None:
         assert (repo / f).read_bytes() == data, f"{f} is not exactly as expected"
 
 
-def assert_only_series_changed(before: dict[str, str], after: dict[str, str], series: P.Series) -> None:
+def assert_only_series_changed(before: dict[str, str], after: dict[str, str], series: S.Series) -> None:
     """Everything outside the series files is byte-for-byte unchanged (user edits included)."""
     outside_before = {k: v for k, v in before.items() if k not in series.files}
     outside_after = {k: v for k, v in after.items() if k not in series.files}
@@ -122,7 +126,7 @@ def user_edit(repo: Path, rel: str, text: str = "\n# my local experiment\n") -> 
 def test_apply_status_idempotent_revert_roundtrip(fork):
     repo, series, patched = fork
     before = snapshot(repo)
-    assert P.detect_version(repo)[0] == series.version
+    assert S.detect_version(repo)[0] == series.version
     assert P.series_state(repo, series).statuses == [P.PENDING] * len(series.patches)
     P.check_series(repo, series)
     assert snapshot(repo) == before  # --check changes nothing
@@ -160,7 +164,7 @@ def test_dry_run_changes_nothing(fork):
 
 def test_series_of_another_release_refused_and_nothing_changes(fork):
     repo, _, _ = fork
-    other = P.load_series(PATCHES, "0.33.0")
+    other = S.load_series(PATCHES, "0.33.0")
     before = snapshot(repo)
     with pytest.raises(WorkbenchError, match=r"does not apply to this fork .*patch failed"):
         P.apply_series(repo, other)
@@ -274,13 +278,14 @@ def test_patched_file_deleted_after_apply_is_reported_not_counted(fork):
     for action in (P.check_series, P.apply_series, P.revert_series):
         with pytest.raises(WorkbenchError, match=f"{LINEAR} is deleted from the fork's working tree"):
             action(repo, series)
-    check = _invoke(["patch", "--check"], repo)
+    check = _invoke(["patch.check"], repo)
     assert check.returncode == 1 and "Traceback" not in check.stderr
     assert check.stderr.strip().splitlines() == [
         f"error: {LINEAR} is deleted from the fork's working tree but the series patches it: restore "
-        f"(`git -C {repo} checkout -- {LINEAR}`, then `invoke patch`), or commit the deletion and port the series"]
+        f"(`git -C {repo} checkout -- {LINEAR}`, then `invoke patch.apply`), or commit the deletion and port the "
+        "series"]
     assert "applied" not in check.stdout
-    status = _invoke(["patch", "--status"], repo)
+    status = _invoke(["patch.status"], repo)
     assert status.returncode == 0 and "file deleted" in status.stdout and "deleted:" in status.stdout
     assert snapshot(repo) == before
 
@@ -363,7 +368,7 @@ def test_committed_series_is_recognised_and_kept(fork):
 
 
 # --------------------------------------------------------------------------------------- atomicity
-def _broken_series(tmp_path: Path, series: P.Series, break_index: int) -> P.Series:
+def _broken_series(tmp_path: Path, series: S.Series, break_index: int) -> S.Series:
     """A copy of ``series`` whose patch ``break_index`` has a context line that matches nothing."""
     d = tmp_path / "patches" / series.version
     d.mkdir(parents=True)
@@ -377,7 +382,7 @@ def _broken_series(tmp_path: Path, series: P.Series, break_index: int) -> P.Seri
             lines[ctx] = " # context that is not in the file\n"
             text = "".join(lines)
         (d / p.name).write_text(text)
-    return P.load_series(tmp_path / "patches", series.version)
+    return S.load_series(tmp_path / "patches", series.version)
 
 
 @pytest.mark.parametrize("three_way", [False, True])
@@ -435,12 +440,12 @@ def test_three_way_applies_over_moved_context_and_keeps_the_index(fork):
 def test_version_from_setuptools_scm_file_and_unknown(fork):
     repo, series, _ = fork
     git(repo, "tag", "-d", f"v{series.version}")
-    assert P.detect_version(repo) == (series.version, "vllm/_version.py (setuptools-scm)")
+    assert S.detect_version(repo) == (series.version, "vllm/_version.py (setuptools-scm)")
     (repo / "vllm" / "_version.py").unlink()
-    assert P.detect_version(repo) == (series.version, "PKG-INFO")
+    assert S.detect_version(repo) == (series.version, "PKG-INFO")
     (repo / "PKG-INFO").unlink()
     with pytest.raises(WorkbenchError, match=r"cannot tell which vLLM release.*--series"):
-        P.resolve_series(repo, PATCHES)
+        S.resolve_series(repo, PATCHES)
 
 
 def test_missing_patch_file_in_series(tmp_path):
@@ -448,19 +453,47 @@ def test_missing_patch_file_in_series(tmp_path):
     d.mkdir()
     (d / "series").write_text("# comment\n0001-gone.patch\n")
     with pytest.raises(WorkbenchError, match=r"lists 0001-gone\.patch, which is missing"):
-        P.load_series(tmp_path, "0.13.0")
+        S.load_series(tmp_path, "0.13.0")
     with pytest.raises(WorkbenchError, match=r"no patch series for vLLM 9.9.9 \(have: 0.13.0\)"):
-        P.load_series(tmp_path, "9.9.9")
+        S.load_series(tmp_path, "9.9.9")
 
 
 def test_not_a_checkout(tmp_path):
     (tmp_path / "vllm").mkdir()
     # No project declares these paths as submodules: clone or point workbench.fork, not `submodule update`.
-    with pytest.raises(WorkbenchError, match="is not a vLLM git checkout: clone your vLLM fork there") as err:
-        P.fork_toplevel(tmp_path / "vllm")
+    with pytest.raises(WorkbenchError, match="is not checked out: clone your vLLM fork there") as err:
+        require_checkout(tmp_path / "vllm")
     assert "submodule" not in str(err.value)
-    with pytest.raises(WorkbenchError, match=r"set workbench\.fork"):
-        P.fork_toplevel(tmp_path / "missing")
+    with pytest.raises(WorkbenchError, match=r"not checked out: .*set workbench\.fork"):
+        require_checkout(tmp_path / "missing")
+    (tmp_path / "vllm" / "vllm").mkdir()  # vLLM's source, but no git checkout: nothing to patch against
+    with pytest.raises(WorkbenchError, match="is not a vLLM git checkout: clone your vLLM fork there"):
+        P.apply_series(tmp_path / "vllm", S.load_series(PATCHES, "0.13.0"))
+
+
+def test_a_source_copy_inside_another_repository_is_not_patched(fork, tmp_path):
+    """The sdist copied into a project's `vllm/` folder sits in the project's repository: git would answer
+    for the project there (its HEAD, its index), so the series refuses instead of patching against it."""
+    repo, series, _ = fork
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    git(project, "commit", "-q", "--allow-empty", "-m", "project")
+    copy = project / "vllm"
+    shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git"))
+    before = snapshot(project)
+    for action in (P.apply_series, P.check_series, P.revert_series, P.series_state):
+        with pytest.raises(WorkbenchError, match=f"{copy} is not a vLLM git checkout"):
+            action(copy, series)
+    assert snapshot(project) == before
+    assert S.detect_version(copy) == (series.version, "vllm/_version.py (setuptools-scm)")  # not the project's tags
+
+
+def test_series_names_a_release_not_a_path(tmp_path):
+    for bad in ("../0.13.0", "latest", "0.13", "/etc"):
+        with pytest.raises(WorkbenchError, match=rf"--series '{re.escape(bad)}' is not a vLLM release number: give "
+                                                 r"X\.Y\.Z \(series here: 0\.13\.0, "):
+            S.load_series(PATCHES, bad)
 
 
 def test_refresh_roundtrip(fork, tmp_path):
@@ -472,17 +505,33 @@ def test_refresh_roundtrip(fork, tmp_path):
     user_edit(repo, "README.md")
     (repo / "README.md").write_text((repo / "README.md").read_text())
     with pytest.raises(WorkbenchError, match="uncommitted edits"):
-        P.refresh_series(repo, tmp_path / "patches", series.version)
+        refresh_series(repo, tmp_path / "patches", series.version)
     git(repo, "commit", "-qam", "knob")
-    names = P.refresh_series(repo, tmp_path / "patches", series.version)
+    names = refresh_series(repo, tmp_path / "patches", series.version)
     assert len(names) == 2 and (tmp_path / "patches" / series.version / "series").is_file()
-    refreshed = P.load_series(tmp_path / "patches", series.version)
+    refreshed = S.load_series(tmp_path / "patches", series.version)
     expected = {f: (repo / f).read_bytes() for f in refreshed.files}
     fresh = tmp_path / "fresh"
     git(repo, "worktree", "add", "-q", "--detach", str(fresh), f"v{series.version}")
     P.apply_series(fresh, refreshed)
     assert_files(fresh, expected)
     assert "GEMM hook" in refreshed.patches[0].subject
+
+
+@pytest.mark.parametrize("fork", VERSIONS, indirect=True)
+def test_each_shipped_series_is_what_refresh_writes(fork, tmp_path):
+    """A series is made the way a user makes one: commits in a fork of the release, then patch.refresh.
+    Taking a shipped series back as commits (git am) and refreshing gives every file byte for byte —
+    a series edited by hand, or saved from other commits, fails here."""
+    repo, series, patched = fork
+    git(repo, "am", "-q", "--keep-non-patch", *[str(p.path.resolve()) for p in series.patches])
+    assert_files(repo, patched)
+    names = refresh_series(repo, tmp_path / "patches", series.version)
+    assert names == [p.name for p in series.patches]
+    written = tmp_path / "patches" / series.version
+    assert sorted(f.name for f in written.iterdir()) == sorted(f.name for f in series.directory.iterdir())
+    for f in written.iterdir():
+        assert f.read_bytes() == (series.directory / f.name).read_bytes(), f.name
 
 
 # --------------------------------------------------------------------------------------- the task
@@ -495,7 +544,7 @@ def _invoke(args: list[str], fork: Path) -> subprocess.CompletedProcess:
 def test_invoke_patch_task_end_to_end(fork):
     repo, _, patched = fork
     user_edit(repo, "README.md")
-    status = _invoke(["patch", "--status"], repo)
+    status = _invoke(["patch.status"], repo)
     assert status.returncode == 0, status.stderr
     assert "pending" in status.stdout and "git tag v0.13.0" in status.stdout
     done = _invoke(["patch"], repo)
@@ -503,7 +552,7 @@ def test_invoke_patch_task_end_to_end(fork):
     assert_files(repo, patched)
     user_edit(repo, LINEAR)
     before = snapshot(repo)
-    refused = _invoke(["patch", "--revert"], repo)
+    refused = _invoke(["patch.revert"], repo)
     assert refused.returncode == 1
     assert refused.stderr.strip().count("\n") == 0 and LINEAR in refused.stderr  # one line, no traceback
     assert snapshot(repo) == before

@@ -57,19 +57,54 @@ def test_source_info_of_an_initialised_fork(project, tmp_path):
     root, upstream = project
     fork = root / "vllm"
     (fork / "vllm" / "edited.py").write_text("# untracked work\n")
-    info = src.source_info(root, fork, ROOT / "patches", tmp_path / "wheels")
+    info = src.source_info(root, fork, tmp_path / "wheels")
     assert (info.version, info.version_source) == ("0.13.0", "git tag v0.13.0")
-    assert info.branch is None and info.commit == git(upstream, "rev-parse", "HEAD") == info.pinned
-    assert info.dirty == ["vllm/edited.py"] and info.applied == []
+    state = info.state
+    assert state.branch is None and state.commit == git(upstream, "rev-parse", "HEAD") == info.pinned
+    assert (state.dirty_files, state.untracked, state.patches) == ((), ("vllm/edited.py",), ())
     assert info.url == str(upstream)
-    assert f"https://wheels.vllm.ai/{info.commit}/vllm/" in info.wheel
+    assert f"https://wheels.vllm.ai/{state.commit}/vllm/" in info.wheel
+
+
+def test_fork_state_of_a_real_git_fork(tmp_path):
+    fork = make_fork(tmp_path / "fork")
+    head = git(fork, "rev-parse", "HEAD")
+    state = src.fork_state(fork)
+    assert (state.initialised, state.commit, state.branch, state.dirty) == (True, head, "main", False)
+    assert state.require() is state
+    (fork / "csrc" / "ops.cu").write_text("// edited\n")
+    git(fork, "mv", "vllm/__init__.py", "vllm/renamed.py")
+    (fork / "notes.txt").write_text("untracked\n")
+    git(fork, "checkout", "-q", "--detach")
+    state = src.fork_state(fork)
+    assert state.branch is None and state.short == head[:12]
+    assert state.dirty_files == ("csrc/ops.cu", "vllm/renamed.py") and state.untracked == ("notes.txt",)
+
+
+def test_fork_state_of_a_missing_empty_or_borrowed_folder(tmp_path):
+    """Nothing there, an empty (uninitialised) submodule folder, and vLLM's source copied into another
+    repository: never the enclosing repository's commit, and each refusal names the fix."""
+    assert src.fork_state(tmp_path / "missing") == src.ForkState(tmp_path / "missing", initialised=False)
+    project = tmp_path / "project"
+    make_fork(project, tag="v1.0.0")  # any repository around the folder
+    (project / "empty").mkdir()
+    assert src.fork_state(project / "empty") == src.ForkState(project / "empty", initialised=False)
+    with pytest.raises(WorkbenchError, match=r"the vLLM fork at .*/empty is not checked out: clone your vLLM fork"):
+        src.fork_state(project / "empty").require(git_checkout=False)
+    copied = project / "copied"
+    (copied / "vllm").mkdir(parents=True)
+    state = src.fork_state(copied)
+    assert (state.initialised, state.commit, state.dirty_files, state.patches) == (True, None, (), ())
+    assert state.require(git_checkout=False) is state  # enough to mount in the dev container
+    with pytest.raises(WorkbenchError, match=r"copied is not a vLLM git checkout: clone your vLLM fork there"):
+        state.require()
 
 
 def test_uninitialised_submodule_is_one_line_with_the_fix(project, tmp_path):
     root, _ = project
     git(root, "submodule", "deinit", "-q", "-f", "vllm")
     with pytest.raises(WorkbenchError, match=r"not checked out: run `git submodule update --init vllm`"):
-        src.source_info(root, root / "vllm", ROOT / "patches", tmp_path / "wheels")
+        src.source_info(root, root / "vllm", tmp_path / "wheels")
     env = {**os.environ, "INVOKE_WORKBENCH_FORK": str(root / "vllm")}
     result = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "source"], env=env,
                             capture_output=True, text=True, timeout=120)
@@ -90,8 +125,8 @@ def test_switch_fork_and_ref(project, tmp_path):
     assert head == git(mine, "rev-parse", "gemm-hook")
     assert src.submodule_url(root) == str(mine)
     assert (root / "vllm" / "vllm" / "hook.py").read_text() == "HOOK = True\n"
-    info = src.source_info(root, root / "vllm", ROOT / "patches", tmp_path / "wheels")
-    assert info.commit == head and info.branch is None and info.pinned != head
+    info = src.source_info(root, root / "vllm", tmp_path / "wheels")
+    assert info.state.commit == head and info.state.branch is None and info.pinned != head
 
 
 def test_switch_refuses_with_uncommitted_work(project, tmp_path):
@@ -114,7 +149,7 @@ def test_external_fork_shows_its_own_remote_and_switches_without_gitmodules(proj
     remote = make_fork(tmp_path / "team-fork", marker="# the team's fork\n")
     external = tmp_path / "elsewhere" / "vllm"
     git(tmp_path, "clone", "-q", str(remote), str(external))
-    info = src.source_info(root, external, ROOT / "patches", tmp_path / "wheels")
+    info = src.source_info(root, external, tmp_path / "wheels")
     assert (info.url, info.url_source, info.pinned) == (str(remote), "remote origin", "")
     env = {**os.environ, "INVOKE_WORKBENCH_FORK": str(external), "COLUMNS": "400"}  # rich wraps at 80
     shown = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "source"], env=env,

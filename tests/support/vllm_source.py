@@ -71,7 +71,7 @@ def release_deps(version: str) -> Path | None:
     """Extra packages a release's source needs on CPU that conflict with the shared test venv, installed
     once (--no-deps, pinned in tests/support/vllm-<version>-cpu-extra.txt) into
     $WORKBENCH_CACHE/vllm-deps/<version>; put it on PYTHONPATH of that release's child processes only
-    (0.33.0 needs transformers 5; 0.13.0 uses the venv's 4.x). None when the venv has all."""
+    (0.24.0 and 0.33.0 need transformers 5; 0.13.0 uses the venv's 4.x). None when the venv has all."""
     pins = Path(__file__).resolve().parent / f"vllm-{version}-cpu-extra.txt"
     if not pins.is_file():
         return None

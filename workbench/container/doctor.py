@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from workbench import gpus as gpus_mod
 from workbench.config import Settings
-from workbench.container import labels, provenance
+from workbench.container import labels
 from workbench.container.daemon import connect, nvidia_runtime_present
 from workbench.errors import WorkbenchError
+from workbench.fork.source import fork_state
 from workbench.git import fork_checkout_fix
 from workbench.gpu_selection import parse_gpu_selection
 
@@ -79,9 +80,9 @@ def _check_gpus(ctx: dict) -> Check:
 def _check_fork(ctx: dict) -> Check:
     settings: Settings = ctx["settings"]
     path = settings.fork_path
-    if not provenance.fork_initialised(path):
+    state = fork_state(path)
+    if not state.initialised:
         return Check("vLLM fork", FAIL, f"{path} is missing or empty", fork_checkout_fix(path))
-    state = provenance.source_state(path)
     where = state.branch or "detached HEAD"
     dirty = f", {len(state.dirty_files)} modified file(s)" if state.dirty else ""
     return Check("vLLM fork", OK, f"{path} at {state.short} ({where}{dirty})")

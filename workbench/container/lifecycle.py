@@ -22,7 +22,7 @@ from workbench.container.daemon import find_container, host_description, require
 from workbench.container.places import container_places
 from workbench.errors import WorkbenchError
 from workbench.filelock import exclusive
-from workbench.git import fork_checkout_fix
+from workbench.fork.source import fork_state
 
 # Paths whose changes in a container's writable layer are not the user's work (scratch and caches
 # that any shell creates); anything else makes a drifted container "hold work" and blocks recreation.
@@ -100,10 +100,7 @@ def _image_exists(client, ref: str) -> bool:
 def plan_up(client, settings: Settings, gpus: str) -> tuple[compose.ContainerSpec, provenance.ImageChoice]:
     """The spec `up` would create, with the image chosen (committed one if it matches the fork)."""
     spec = compose.load_spec(settings, gpus)
-    if not provenance.fork_initialised(settings.fork_path):
-        raise WorkbenchError(f"the vLLM fork at {settings.fork_path} is not initialised",
-                             fix=fork_checkout_fix(settings.fork_path))
-    state = provenance.source_state(settings.fork_path)
+    state = fork_state(settings.fork_path).require(git_checkout=False)
     committed = [c for c in images.committed_images(client, settings) if _image_exists(client, c["ref"])]
     choice = provenance.choose_image(spec.image, committed, state)
     if not _image_exists(client, choice.ref):
@@ -293,7 +290,7 @@ def commit(client, settings: Settings, tag: str | None = None, dry_run: bool = F
         result = container.exec_run(["cat", container_places(settings, spec).install_record], demux=False)
         record = result.output.decode(errors="replace") if result.exit_code == 0 else None
     install = provenance.parse_install_record(record)
-    state = provenance.source_state(settings.fork_path)
+    state = fork_state(settings.fork_path)
     source_image = (container.image.tags or [container.image.id])[0]
     made = provenance.commit_labels(state, install, source_image, settings.image, settings.tag, container.id)
     tag = tag or f"{settings.tag}-compiled"

@@ -9,54 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-from workbench import git
 from workbench.container import labels
-from workbench.fork import patches
+from workbench.fork.source import ForkState
 
 
-@dataclass(frozen=True)
-class SourceState:
-    """The fork as git sees it (commit None: not a git checkout)."""
-
-    path: Path
-    commit: str | None
-    branch: str | None  # None: detached HEAD
-    dirty_files: tuple[str, ...]
-    patches: tuple[str, ...]
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.dirty_files)
-
-    @property
-    def short(self) -> str:
-        return (self.commit or "unknown")[:12]
-
-
-def fork_initialised(path: Path) -> bool:
-    """True when the fork folder holds a vLLM checkout (not an empty, uninitialised submodule)."""
-    return path.is_dir() and ((path / "vllm").is_dir() or (path / "setup.py").is_file())
-
-
-def applied_series(path: Path) -> tuple[str, ...]:
-    """Patches applied to the fork, as recorded by `invoke patch`."""
-    try:
-        return tuple(patches.applied_series(path))
-    except Exception:  # a damaged record must not stop up/commit; `invoke patch --status` reports it
-        return ()
-
-
-def source_state(path: Path) -> SourceState:
-    commit = git.output(path, "rev-parse", "HEAD") or None if path.is_dir() else None
-    branch = git.output(path, "symbolic-ref", "--short", "-q", "HEAD") if commit else None
-    porcelain = git.output(path, "status", "--porcelain", "--untracked-files=no", strip=False) if commit else None
-    dirty = tuple(line[3:] for line in (porcelain or "").splitlines() if line.strip())
-    return SourceState(path, commit, branch or None, dirty, applied_series(path) if commit else ())
-
-
-def commit_labels(state: SourceState, install: dict, source_image: str, settings_image: str,
+def commit_labels(state: ForkState, install: dict, source_image: str, settings_image: str,
                   tag: str = "", container_id: str = "") -> dict[str, str]:
     """Provenance labels for a committed dev container."""
     return {
@@ -95,7 +53,7 @@ class ImageChoice:
     committed: bool
 
 
-def choose_image(dev_ref: str, committed: list[dict], state: SourceState) -> ImageChoice:
+def choose_image(dev_ref: str, committed: list[dict], state: ForkState) -> ImageChoice:
     """Prefer the newest committed image whose labels match the fork's commit and patch series.
 
     ``committed`` holds dicts with "ref" and "labels". A committed image is only reused when it was

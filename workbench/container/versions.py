@@ -10,7 +10,7 @@ from pathlib import Path
 
 from workbench.container import labels
 from workbench.errors import WorkbenchError
-from workbench.fork import patches
+from workbench.fork import series
 
 BASE_IMAGE_REPOSITORY = "vllm/vllm-openai"  # vLLM's release images, tagged v<release>
 # Where a vLLM checkout pins torch for CUDA, most specific first: the runtime requirements, then the
@@ -23,8 +23,8 @@ TORCH_PROBE = "import torch; print(torch.__version__)"
 
 
 def fork_release(fork: Path) -> tuple[str, str]:
-    """The vLLM release the fork is based on and where that was read (patches.detect_version)."""
-    return patches.detect_version(fork)
+    """The vLLM release the fork is based on and where that was read (series.detect_version)."""
+    return series.detect_version(fork)
 
 
 def base_image_for(version: str) -> str:

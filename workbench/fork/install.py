@@ -40,11 +40,6 @@ class WheelChoice:
     reason: str
 
 
-def head_commit(fork: Path) -> str | None:
-    """The fork's HEAD commit (None outside a git checkout)."""
-    return _git(fork, "rev-parse", "HEAD")
-
-
 def _commit_of(fork: Path, rev: str) -> str | None:
     return _git(fork, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
 

@@ -1,8 +1,7 @@
-"""Patch series for the vLLM fork: status, check, apply, revert and refresh, without ever losing a user edit.
+"""Applying, reverting and checking a patch series on the fork, without ever losing a user edit.
 
-A series is ``patches/<vllm-version>/series`` (one patch file name per line, ``#`` comments) plus git
-format-patch files. Patches go into the fork's *working tree* with plain ``git apply`` (exact context,
-never fuzzy; ``--3way`` only when asked) and the user's index is left as it was.
+Patches go into the fork's *working tree* with plain ``git apply`` (exact context, never fuzzy; ``--3way``
+only when asked) and the user's index is left as it was.
 
 How state is known without trusting a record: starting from the fork's HEAD in a throwaway index,
 the series is simulated patch by patch (``git apply --cached``). ``expected[k]`` is HEAD plus the first
@@ -17,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -28,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.fork.checkout import git_path, require_checkout
+from workbench.fork.series import Patch, Series, load_series
 from workbench.git import first_line as _first_line
-from workbench.git import fork_checkout_fix
 from workbench.git import run as _git
 
 RECORD = "workbench/patches.json"  # inside the fork's git dir: `git rev-parse --git-path` resolves it
 
-# Patch states shown by `invoke patch --status`.
+# Patch states shown by `invoke patch.status`.
 COMMITTED = "committed"  # part of the fork's HEAD (e.g. the user committed it)
 APPLIED = "applied"  # in the working tree, not committed
 PENDING = "pending"  # applies cleanly on top of what is applied
@@ -43,150 +40,6 @@ UNKNOWN = "unknown"  # your edits in its files hide whether it is applied
 DELETED = "file deleted"  # a file it patches is gone from the working tree
 
 
-# --------------------------------------------------------------------------------------- git plumbing
-def _git_out(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return _git(repo, *args, env=env).stdout.decode().strip()
-
-
-def fork_toplevel(fork: Path) -> Path:
-    """The fork as a git checkout; a clear error when it is missing or not its own repository."""
-    fork = Path(fork)
-    if not fork.is_dir():
-        raise WorkbenchError(f"no vLLM fork at {fork}", fix=fork_checkout_fix(fork))
-    result = _git(fork, "rev-parse", "--show-toplevel", check=False)
-    top = Path(result.stdout.decode().strip()) if result.returncode == 0 else None
-    if top is None or top.resolve() != fork.resolve() or not (fork / "vllm").is_dir():
-        raise WorkbenchError(f"{fork} is not a vLLM git checkout", fix=fork_checkout_fix(fork))
-    return fork
-
-
-def git_path(fork: Path, name: str) -> Path:
-    """A path inside the fork's git dir (works for submodules and worktrees, whose .git is a file)."""
-    out = _git_out(fork, "rev-parse", "--git-path", name)
-    path = Path(out)
-    return path if path.is_absolute() else (fork / path)
-
-
-# --------------------------------------------------------------------------------------- the series
-@dataclass(frozen=True)
-class Patch:
-    """One patch of a series: its file and the repository paths it touches."""
-
-    name: str
-    path: Path
-    files: tuple[str, ...]
-
-    @property
-    def subject(self) -> str:
-        """The format-patch subject line (what the patch does)."""
-        for line in self.path.read_text(errors="replace").splitlines():
-            if line.startswith("Subject:"):
-                return re.sub(r"^Subject:\s*(\[PATCH[^\]]*\]\s*)?", "", line)
-        return self.name
-
-
-@dataclass(frozen=True)
-class Series:
-    version: str
-    directory: Path
-    patches: tuple[Patch, ...]
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        return tuple(sorted({f for p in self.patches for f in p.files}))
-
-
-def available_series(patches_root: Path) -> list[str]:
-    """Versions that have a series file under ``patches_root``, oldest first."""
-    from packaging.version import InvalidVersion, Version
-
-    found = [d.name for d in Path(patches_root).glob("*") if (d / "series").is_file()]
-
-    def key(v: str):
-        try:
-            return (0, Version(v))
-        except InvalidVersion:
-            return (1, v)
-
-    return sorted(found, key=key)
-
-
-def patch_files(patch: Path) -> tuple[str, ...]:
-    """Repository paths a git patch touches (both sides of a rename), from its diff headers."""
-    files: list[str] = []
-    for line in patch.read_text(errors="replace").splitlines():
-        m = re.match(r"^(?:---|\+\+\+) (?:[ab]/)?(.+?)\t?$", line)
-        if m and m.group(1) != "/dev/null":
-            files.append(m.group(1))
-        m = re.match(r"^(?:rename|copy) (?:from|to) (.+)$", line)
-        if m:
-            files.append(m.group(1))
-    return tuple(dict.fromkeys(files))
-
-
-def load_series(patches_root: Path, version: str) -> Series:
-    """Read ``patches/<version>/series``; a missing series or patch file is one line with the fix."""
-    directory = Path(patches_root) / version
-    series_file = directory / "series"
-    if not series_file.is_file():
-        have = ", ".join(available_series(patches_root)) or "none"
-        raise WorkbenchError(f"no patch series for vLLM {version} (have: {have}): pass --series VERSION, "
-                             f"or create patches/{version}/ with `invoke patch --refresh --series {version}`")
-    patches = []
-    for raw in series_file.read_text().splitlines():
-        name = raw.split("#", 1)[0].strip()
-        if not name:
-            continue
-        path = directory / name
-        if not path.is_file():
-            raise WorkbenchError(f"{series_file} lists {name}, which is missing: restore it or remove the line")
-        files = patch_files(path)
-        if not files:
-            raise WorkbenchError(f"{path} is not a git patch (no diff headers): regenerate it with --refresh")
-        patches.append(Patch(name=name, path=path, files=files))
-    return Series(version=version, directory=directory, patches=tuple(patches))
-
-
-# --------------------------------------------------------------------------------------- versions
-def detect_version(fork: Path) -> tuple[str, str]:
-    """The vLLM release the fork is based on, and where that was read: the nearest ``v*`` release tag,
-    else setuptools-scm's ``vllm/_version.py``, else the sdist's PKG-INFO."""
-    fork = Path(fork)
-    if (fork / ".git").exists():
-        result = _git(fork, "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*.[0-9]*.[0-9]*",
-                      "--exclude", "*rc*", "HEAD", check=False)
-        tag = result.stdout.decode().strip()
-        if result.returncode == 0 and re.fullmatch(r"v\d+\.\d+\.\d+", tag):
-            return tag[1:], f"git tag {tag}"
-    version_py = fork / "vllm" / "_version.py"
-    if version_py.is_file():
-        m = re.search(r"^__version__\s*=\s*(?:version\s*=\s*)?['\"]([^'\"]+)['\"]", version_py.read_text(), re.M)
-        if m and re.fullmatch(r"\d+\.\d+\.\d+", m.group(1)):
-            return m.group(1), "vllm/_version.py (setuptools-scm)"
-    pkg_info = fork / "PKG-INFO"
-    if pkg_info.is_file():
-        m = re.search(r"^Version:\s*(\d+\.\d+\.\d+)\s*$", pkg_info.read_text(errors="replace"), re.M)
-        if m:
-            return m.group(1), "PKG-INFO"
-    raise WorkbenchError(
-        f"cannot tell which vLLM release {fork} is based on (no v<X.Y.Z> tag reachable from HEAD, "
-        f"no release version in vllm/_version.py or PKG-INFO): fetch the tags (`git -C {fork} fetch --tags`) "
-        f"or pass --series VERSION")
-
-
-def resolve_series(fork: Path, patches_root: Path, version: str | None = None) -> Series:
-    """The series for ``version`` or, when None, for the fork's detected release."""
-    if version is None:
-        version, source = detect_version(fork)
-        if not (Path(patches_root) / version / "series").is_file():
-            have = ", ".join(available_series(patches_root)) or "none"
-            raise WorkbenchError(f"the fork is vLLM {version} ({source}) and there is no patches/{version}/series "
-                                 f"(have: {have}): pass --series VERSION to try another, or port one "
-                                 f"and save it with --refresh")
-    return load_series(patches_root, version)
-
-
-# --------------------------------------------------------------------------------------- state
 @dataclass
 class SeriesState:
     """Where the fork stands against a series (computed from content, never from a record)."""
@@ -258,7 +111,7 @@ def _apply_args(patch: Patch, reverse: bool = False, cached: bool = False, check
 
 def series_state(fork: Path, series: Series) -> SeriesState:
     """Compute committed / applied / applicable counts and the user-edited series files."""
-    fork = fork_toplevel(fork)
+    fork = require_checkout(fork)
     patches = series.patches
     files = list(series.files)
     # 1. How many leading patches are already in HEAD: the largest c whose reverse applies on HEAD.
@@ -389,7 +242,7 @@ def deleted_message(state: SeriesState) -> str:
     names = ", ".join(state.deleted)
     return (f"{names} {'is' if len(state.deleted) == 1 else 'are'} deleted from the fork's working tree but the "
             f"series patches {'it' if len(state.deleted) == 1 else 'them'}: restore "
-            f"(`git -C {state.fork} checkout -- {' '.join(state.deleted)}`, then `invoke patch`), or commit the "
+            f"(`git -C {state.fork} checkout -- {' '.join(state.deleted)}`, then `invoke patch.apply`), or commit the "
             "deletion and port the series")
 
 
@@ -415,9 +268,9 @@ def _run_patches(fork: Path, patches: Sequence[Patch], reverse: bool, three_way:
                 raise WorkbenchError(
                     f"{p.name} does not {'revert' if reverse else 'apply'} cleanly "
                     f"({_first_line(result.stderr)}); nothing was changed — "
-                    + ("port the patch and save it with `invoke patch --refresh`" if not three_way
-                       else "resolve by hand: apply the patch in the fork and `invoke patch --refresh`")
-                    + ("" if three_way or reverse else ", or try `invoke patch --3way`"))
+                    + ("port the patch and save it with `invoke patch.refresh`" if not three_way
+                       else "resolve by hand: apply the patch in the fork and `invoke patch.refresh`")
+                    + ("" if three_way or reverse else ", or try `invoke patch.apply --3way`"))
         if three_way:
             backup.restore_index()  # keep the user's index as it was; only the worktree changes
     except BaseException:
@@ -443,7 +296,7 @@ def _write_record(fork: Path, series: Series, applied: Sequence[Patch]) -> None:
 
 def apply_series(fork: Path, series: Series, three_way: bool = False, dry_run: bool = False) -> RunResult:
     """Apply the pending patches of ``series`` (idempotent, atomic, refuses on user-edited files)."""
-    fork = fork_toplevel(fork)
+    fork = require_checkout(fork)
     state = series_state(fork, series)
     if state.deleted:
         raise WorkbenchError("refusing to apply the series: " + deleted_message(state))
@@ -452,7 +305,7 @@ def apply_series(fork: Path, series: Series, three_way: bool = False, dry_run: b
     if state.applicable < len(series.patches) and not three_way:
         raise WorkbenchError(
             f"the series for vLLM {series.version} does not apply to this fork ({state.conflict}); nothing was "
-            f"changed — port it (edit in the fork, commit, `invoke patch --refresh`), or try `invoke patch --3way`")
+            f"changed — port it (edit in the fork, commit, `invoke patch.refresh`), or try `invoke patch.apply --3way`")
     _refuse_dirty(state, pending, "apply the series")
     if not dry_run and pending:
         _run_patches(fork, pending, reverse=False, three_way=three_way)
@@ -463,7 +316,7 @@ def apply_series(fork: Path, series: Series, three_way: bool = False, dry_run: b
 
 def revert_series(fork: Path, series: Series, dry_run: bool = False) -> RunResult:
     """Reverse the series' uncommitted patches, last first (atomic; refuses on user-edited files)."""
-    fork = fork_toplevel(fork)
+    fork = require_checkout(fork)
     state = series_state(fork, series)
     to_revert = list(reversed(state.reverted_by_revert))
     _refuse_dirty(state, to_revert, "revert the series")
@@ -482,7 +335,7 @@ def check_series(fork: Path, series: Series) -> SeriesState:
         raise WorkbenchError(deleted_message(state))
     if state.applicable < len(series.patches):
         raise WorkbenchError(f"the series for vLLM {series.version} does not apply ({state.conflict}): "
-                             f"port it in the fork and save it with `invoke patch --refresh`")
+                             f"port it in the fork and save it with `invoke patch.refresh`")
     _refuse_dirty(state, state.pending, "apply the series")
     return state
 
@@ -496,6 +349,8 @@ def applied_series(fork_path: Path | str) -> list[str]:
         data = json.loads(record.read_text())
     except (WorkbenchError, OSError, ValueError):
         return []
+    if not isinstance(data, dict):  # a damaged record must not stop `up` or `commit`; patch.status reports
+        return []
     version = data.get("version", "?")
     series_dir = Path(data.get("series_dir", ""))
     if (series_dir / "series").is_file():
@@ -507,54 +362,3 @@ def applied_series(fork_path: Path | str) -> list[str]:
         except WorkbenchError:
             pass
     return [f"{version}/{name}" for name in data.get("patches", [])]
-
-
-# --------------------------------------------------------------------------------------- refresh
-def refresh_series(fork: Path, patches_root: Path, version: str, dry_run: bool = False) -> list[str]:
-    """Regenerate ``patches/<version>/`` from the fork's commits on top of tag ``v<version>``
-    (git format-patch); refuses when that would drop uncommitted fork edits or unsaved patch edits."""
-    fork = fork_toplevel(fork)
-    base = f"v{version}"
-    if _git(fork, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", check=False).returncode != 0:
-        raise WorkbenchError(f"the fork has no tag {base} to diff against: `git -C {fork} fetch --tags` "
-                             f"(or tag the release commit), then rerun")
-    tracked = _git_out(fork, "status", "--porcelain", "--untracked-files=no")
-    if tracked:
-        names = ", ".join(line[3:] for line in tracked.splitlines()[:8])
-        raise WorkbenchError(f"the fork has uncommitted edits ({names}); --refresh saves commits only: "
-                             f"commit them in the fork (or stash them), then rerun")
-    commits = _git_out(fork, "rev-list", "--reverse", f"{base}..HEAD").split()
-    if not commits:
-        raise WorkbenchError(f"no commits on top of {base} in the fork: commit your changes there first")
-    target = Path(patches_root) / version
-    _refuse_unsaved_patch_edits(target)
-    if dry_run:
-        return [_git_out(fork, "log", "-1", "--format=%s", c) for c in commits]
-    with tempfile.TemporaryDirectory(prefix="wb-refresh-") as tmp:
-        out = _git_out(fork, "-c", "core.abbrev=12", "format-patch", "--zero-commit", "--no-signature",
-                       "--full-index", "-o", tmp, f"{base}..HEAD")
-        names = [Path(line).name for line in out.splitlines() if line.strip()]
-        target.mkdir(parents=True, exist_ok=True)
-        for old in target.glob("*.patch"):
-            old.unlink()
-        for name in names:
-            shutil.copyfile(Path(tmp) / name, target / name)
-    header = (f"# Patch series for vLLM {version}, applied in this order by `invoke patch`.\n"
-              f"# Generated by `invoke patch --refresh` from the fork's commits on top of {base}.\n")
-    (target / "series").write_text(header + "".join(f"{n}\n" for n in names))
-    return names
-
-
-def _refuse_unsaved_patch_edits(target: Path) -> None:
-    """Refuse to overwrite a series directory whose files differ from the project's last commit."""
-    if not target.exists():
-        return
-    result = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=target, capture_output=True, text=True)
-    if result.returncode != 0:
-        if any(target.iterdir()):
-            raise WorkbenchError(f"{target} is not in a git repository, so --refresh cannot keep its old files: "
-                                 f"move it aside first")
-        return
-    if result.stdout.strip():
-        raise WorkbenchError(f"{target} has uncommitted changes that --refresh would overwrite: commit them "
-                             f"in the project first (or `git stash`), then rerun")

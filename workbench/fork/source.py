@@ -1,16 +1,17 @@
-"""The vLLM fork as a git submodule: what it is (version, commit, branch, dirty files, patches, the
-matching precompiled wheel) and switching it to another fork URL / ref without losing local work."""
+"""The vLLM fork: its state as one value (``ForkState``: initialised, commit, branch, dirty files, the
+patches applied), what `invoke source` shows beside it (version, URL, the project's pin, the matching
+precompiled wheel), and switching it to another fork URL / ref without losing local work."""
 
 from __future__ import annotations
 
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from workbench import git
 from workbench.errors import WorkbenchError
-from workbench.fork import install, patches
-from workbench.git import fork_checkout_fix, submodule_of
+from workbench.fork import checkout, install, patches, series
 from workbench.git import run as run_git
+from workbench.git import submodule_of
 
 SUBMODULE = "vllm"
 UPSTREAM = "https://github.com/vllm-project/vllm.git"
@@ -23,18 +24,59 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
     return run_git(repo, *_FILE_OK, *args, check=check).stdout.decode(errors="replace").strip()
 
 
-@dataclass
-class SourceInfo:
+@dataclass(frozen=True)
+class ForkState:
+    """The fork as git sees it, read from the repository each time (``fork_state``); every task that asks
+    "is the fork there, at which commit, with which edits and patches" reads this one value."""
+
     path: Path
+    initialised: bool  # the folder holds vLLM's source (checkout.initialised)
+    commit: str | None = None  # HEAD; None when the folder is no git checkout of its own
+    branch: str | None = None  # None: detached HEAD (the usual state of a submodule)
+    dirty_files: tuple[str, ...] = ()  # tracked paths with uncommitted changes, staged or not
+    untracked: tuple[str, ...] = ()  # untracked paths, ignored ones left out
+    patches: tuple[str, ...] = ()  # the patch series applied, as <version>/<patch> (verified against the tree)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.dirty_files)
+
+    @property
+    def short(self) -> str:
+        return (self.commit or "unknown")[:12]
+
+    def require(self, git_checkout: bool = True) -> ForkState:
+        """This state when the fork is usable — initialised, and (``git_checkout``) a git checkout of its
+        own, which patching and installing need; mounting it needs only the source — else one line with
+        the fix."""
+        why = checkout.problem(self.path, self.initialised, self.commit is not None, need_git=git_checkout)
+        if why:
+            raise WorkbenchError(why, fix=checkout.fix(self.path))
+        return self
+
+
+def fork_state(path: Path) -> ForkState:
+    """The fork's state, every fact through git (never raises: a missing fork is ``initialised=False``)."""
+    path = Path(path)
+    initialised = checkout.initialised(path)
+    commit = checkout.head(path)
+    if commit is None:
+        return ForkState(path, initialised)
+    branch = git.output(path, "symbolic-ref", "--quiet", "--short", "HEAD") or None
+    changed, untracked = git.status(path)
+    return ForkState(path, initialised, commit, branch, changed, untracked, tuple(patches.applied_series(path)))
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What `invoke source` shows: the fork's state and where it comes from."""
+
+    state: ForkState
     url: str
     url_source: str  # ".gitmodules" for the project's submodule, else the checkout's remote
     pinned: str  # the gitlink the project records ("" for a checkout outside the project)
     version: str
     version_source: str
-    commit: str
-    branch: str | None  # None: detached HEAD (the usual state of a submodule)
-    dirty: list[str] = field(default_factory=list)
-    applied: list[str] = field(default_factory=list)
     wheel: str = ""
 
 
@@ -68,62 +110,51 @@ def pinned_commit(root: Path, name: str = SUBMODULE) -> str:
     return out[1] if len(out) >= 2 and out[0] == "160000" else ""
 
 
-def require_initialised(fork: Path) -> Path:
-    """The fork's path, or the one-line fix when the submodule is missing or not initialised."""
-    if not fork.is_dir() or not (fork / ".git").exists() or not (fork / "vllm").is_dir():
-        raise WorkbenchError(f"the vLLM fork at {fork} is not checked out", fix=fork_checkout_fix(fork))
-    return fork
-
-
-def dirty_files(fork: Path) -> list[str]:
-    """Modified, staged and untracked paths (porcelain), ignored files excluded."""
-    out = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"], cwd=fork,
-                         capture_output=True, text=True).stdout
-    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
-
-
-def source_info(root: Path, fork: Path, patches_root: Path, wheel_dir: Path) -> SourceInfo:
-    """Everything `invoke source` shows, computed from the repositories."""
-    require_initialised(fork)
-    try:
-        version, vsource = patches.detect_version(fork)
-    except WorkbenchError:
-        version, vsource = "unknown", "no v* tag, _version.py or PKG-INFO"
-    branch = _git(fork, "symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
-    url, url_source = fork_url(root, fork)
-    pinned = pinned_commit(root) if is_project_submodule(root, fork) else ""
-    info = SourceInfo(path=fork, url=url, url_source=url_source, pinned=pinned, version=version,
-                      version_source=vsource, commit=_git(fork, "rev-parse", "HEAD"), branch=branch,
-                      dirty=dirty_files(fork), applied=patches.applied_series(fork))
+def _wheel_line(fork: Path, version: str, wheel_dir: Path) -> str:
     try:
         wheel = install.resolve_wheel(fork, version, None, wheel_dir)
-        where = wheel.location or install.wheel_url_for_commit(wheel.commit or "")
-        info.wheel = f"{where} ({wheel.reason})"
-        changed = install.compiled_changes(fork, wheel.commit) if wheel.commit else []
-        if changed:
-            info.wheel += f" — but csrc/ differs ({len(changed)} file(s)): needs `invoke install --full`"
     except WorkbenchError as err:
-        info.wheel = f"none found: {err}"
-    return info
+        return f"none found: {err}"
+    line = f"{wheel.location or install.wheel_url_for_commit(wheel.commit or '')} ({wheel.reason})"
+    try:
+        changed = install.compiled_changes(fork, wheel.commit) if wheel.commit else []
+    except WorkbenchError as err:
+        return f"{line} — {err}"
+    if changed:
+        line += f" — but csrc/ differs ({len(changed)} file(s)): needs `invoke install --full`"
+    return line
+
+
+def source_info(root: Path, fork: Path, wheel_dir: Path) -> SourceInfo:
+    """Everything `invoke source` shows, computed from the repositories."""
+    state = fork_state(fork).require()
+    try:
+        version, vsource = series.detect_version(fork)
+    except WorkbenchError:
+        version, vsource = "unknown", "no v* tag, _version.py or PKG-INFO"
+    url, url_source = fork_url(root, fork)
+    pinned = pinned_commit(root) if is_project_submodule(root, fork) else ""
+    return SourceInfo(state=state, url=url, url_source=url_source, pinned=pinned, version=version,
+                      version_source=vsource, wheel=_wheel_line(fork, version, wheel_dir))
 
 
 def switch_fork(root: Path, fork: Path, url: str | None, ref: str | None) -> str:
     """Point the submodule at ``url`` (recorded in .gitmodules) and check out ``ref`` detached. Refuses
     when the fork has uncommitted work; returns the new HEAD commit."""
-    if fork.is_dir() and (fork / ".git").exists():
-        dirty = dirty_files(fork)
-        if dirty:
-            shown = ", ".join(dirty[:6]) + (" ..." if len(dirty) > 6 else "")
-            raise WorkbenchError(f"the fork has uncommitted work ({shown}): commit or stash it in {fork} "
-                                 f"before switching — nothing was changed")
+    state = fork_state(fork)
+    work = state.dirty_files + state.untracked
+    if work:
+        shown = ", ".join(work[:6]) + (" ..." if len(work) > 6 else "")
+        raise WorkbenchError(f"the fork has uncommitted work ({shown}): commit or stash it in {fork} "
+                             f"before switching — nothing was changed")
     submodule = is_project_submodule(root, fork)
-    if not submodule and not (fork / ".git").exists():
+    if not submodule and state.commit is None:
         raise WorkbenchError(f"no vLLM checkout at {fork} (workbench.fork), and it is not the project's submodule",
-                             fix=fork_checkout_fix(fork))
+                             fix=checkout.fix(fork))
     if url and submodule:
         _git(root, "config", "-f", ".gitmodules", f"submodule.{SUBMODULE}.url", url)
         _git(root, "submodule", "sync", "--", SUBMODULE)
-    if submodule and not (fork / ".git").exists():
+    if submodule and state.commit is None:
         _git(root, "submodule", "update", "--init", "--", SUBMODULE)
     if ref:
         source = url or fork_url(root, fork)[0]

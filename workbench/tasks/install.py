@@ -14,8 +14,8 @@ from workbench import flags
 from workbench.config import Settings, settings_from_context
 from workbench.errors import WorkbenchError, user_errors
 from workbench.fork import install as inst
-from workbench.fork import patches
-from workbench.fork.source import require_initialised
+from workbench.fork.series import detect_version
+from workbench.fork.source import fork_state
 from workbench.runtime import Places, host_python, open_runtime, path_mapper, plan_places, runtime_name
 
 
@@ -129,9 +129,10 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
     settings = settings_from_context(c)
     host = runtime_name(settings, runtime) == "host"
     console = Console()
-    fork = require_initialised(settings.fork_path)
-    version, _ = patches.detect_version(fork)
-    series = patches.applied_series(fork)
+    state = fork_state(settings.fork_path).require()
+    fork = state.path
+    version, _ = detect_version(fork)
+    series = list(state.patches)
     if full:
         arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
     else:
@@ -144,7 +145,7 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
         _check_torch(settings, fork, console, allow_torch_mismatch)
     places, python, _ = plan_places(settings, runtime)
     if full:
-        plan = inst.full_plan(places, python, version, inst.head_commit(fork), arch_list, chosen, series,
+        plan = inst.full_plan(places, python, version, state.commit, arch_list, chosen, series,
                               no_deps=no_deps)
     else:
         location = _wheel_location(settings, places, path_mapper(settings, runtime), choice, console, dry_run)
@@ -170,7 +171,7 @@ def rebuild(c, arch=None, jobs=None, runtime=None, dry_run=False):
     """Incremental rebuild of csrc/ through CMake presets (after a full install), ccache hit stats shown."""
     jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
     settings = settings_from_context(c)
-    require_initialised(settings.fork_path)
+    fork_state(settings.fork_path).require()
     arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
     if dry_run:
         places, python, _ = plan_places(settings, runtime)

@@ -1,18 +1,26 @@
-"""`invoke patch`: apply / check / revert / show / refresh the fork's GEMM-hook patch series."""
+"""patch.apply (`invoke patch`), patch.check, patch.revert, patch.status, patch.refresh: the fork's GEMM-hook
+patch series (logic: workbench.fork.series, .patches, .refresh)."""
 
 from __future__ import annotations
 
-from invoke import Task, task
+from pathlib import Path
+
+from invoke import Collection, Task, task
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from workbench.config import settings_from_context
-from workbench.errors import WorkbenchError, user_errors
+from workbench.errors import user_errors
 from workbench.fork import patches
+from workbench.fork.refresh import refresh_series
+from workbench.fork.series import Series, detect_version, resolve_series
+from workbench.fork.source import fork_state
+
+SERIES_HELP = "series version under patches/ (default: the fork's vLLM release, from its tag or _version.py)"
 
 
-class _PatchTask(Task):
+class _ApplyTask(Task):
     """Adds the `--3way` spelling (git's own) to the `three_way` flag; Python names can't start with a digit."""
 
     def get_arguments(self, ignore_unknown_help=None):
@@ -21,6 +29,12 @@ class _PatchTask(Task):
             if arg.name == "three_way":
                 arg.names = (*arg.names, "3way")
         return args
+
+
+def _fork_and_series(c, series: str | None) -> tuple[Path, Series]:
+    settings = settings_from_context(c)
+    fork = fork_state(settings.fork_path).require().path
+    return fork, resolve_series(fork, settings.root / "patches", series)
 
 
 def _status_table(state: patches.SeriesState) -> Table:
@@ -35,58 +49,11 @@ def _status_table(state: patches.SeriesState) -> Table:
     return table
 
 
-@task(klass=_PatchTask, help={
-    "check": "only check: exit 1 (with the reason) unless the series is applied or applies cleanly; changes nothing",
-    "revert": "remove the series' uncommitted patches from the fork (last first)",
-    "status": "show each patch's state (committed / applied / pending / conflict) and your edits in patched files",
-    "series": "series version under patches/ (default: the fork's vLLM release, from its tag or _version.py)",
-    "three_way": "fall back to a 3-way merge (git apply --3way) when a patch does not apply exactly",
-    "refresh": "rewrite patches/<version>/ from the fork's commits on top of tag v<version> (git format-patch)",
-    "dry_run": "say what would be applied / reverted / written, change nothing",
-})
-@user_errors
-def patch(c, check=False, revert=False, status=False, series=None, three_way=False, refresh=False, dry_run=False):
-    """Apply the GEMM-hook patch series to the vLLM fork: idempotent, atomic, never fuzzy, never loses an edit."""
-    settings = settings_from_context(c)
+def _report(result: patches.RunResult, fork: Path, chosen: Series) -> None:
+    """What a run did, then the state as it is now (re-checked after acting)."""
     console = Console()
-    fork = patches.fork_toplevel(settings.fork_path)
-    root = settings.root / "patches"
-    if sum(bool(x) for x in (check, revert, status, refresh)) > 1:
-        raise WorkbenchError("--check, --revert, --status and --refresh exclude each other: give one of them")
-    if refresh:
-        version = series or patches.detect_version(fork)[0]
-        names = patches.refresh_series(fork, root, version, dry_run=dry_run)
-        verb = "would write" if dry_run else "wrote"
-        console.print(f"{verb} {len(names)} patch(es) to {root / version}:")
-        for name in names:
-            console.print(f"  {escape(name)}")
-        return
-    chosen = patches.resolve_series(fork, root, series)
-    if status:
-        version, source = patches.detect_version(fork) if series is None else (series, "--series")
-        console.print(f"fork: {fork}  (vLLM {version}, from {source})")
-        state = patches.series_state(fork, chosen)
-        console.print(_status_table(state))
-        if state.deleted:
-            console.print(f"[red]deleted:[/red] {escape(patches.deleted_message(state))}")
-        if state.conflict:
-            console.print(f"[red]does not apply:[/red] {escape(state.conflict)}")
-        if state.user_dirty:
-            console.print(f"[yellow]your uncommitted edits in files the series touches:[/yellow] "
-                          f"{', '.join(state.user_dirty)} (apply/revert leave those files alone and refuse "
-                          f"if a patch needs them)")
-        return
-    if check:
-        state = patches.check_series(fork, chosen)
-        console.print(f"ok: {state.applied} of {len(chosen.patches)} patch(es) applied, "
-                      f"{len(state.pending)} apply cleanly (vLLM {chosen.version})")
-        return
-    if revert:
-        result = patches.revert_series(fork, chosen, dry_run=dry_run)
-    else:
-        result = patches.apply_series(fork, chosen, three_way=three_way, dry_run=dry_run)
     verb = {("apply", False): "applied", ("apply", True): "would apply",
-            ("revert", False): "reverted", ("revert", True): "would revert"}[(result.action, dry_run)]
+            ("revert", False): "reverted", ("revert", True): "would revert"}[(result.action, result.dry_run)]
     if result.done:
         console.print(f"{verb} ({chosen.version}): " + ", ".join(result.done))
     else:
@@ -94,9 +61,78 @@ def patch(c, check=False, revert=False, status=False, series=None, three_way=Fal
                       f"{'applied' if result.action == 'apply' else 'reverted'}")
     if result.action == "revert" and result.skipped:
         console.print(f"[yellow]kept (committed in the fork's HEAD):[/yellow] {', '.join(result.skipped)}")
-    if not dry_run:  # re-check state after acting
-        state = patches.series_state(fork, chosen)
-        console.print(_status_table(state))
+    if not result.dry_run:
+        console.print(_status_table(patches.series_state(fork, chosen)))
 
 
-TASKS = [patch]
+@task(klass=_ApplyTask, help={
+    "series": SERIES_HELP,
+    "three_way": "fall back to a 3-way merge (git apply --3way) when a patch does not apply exactly",
+    "dry_run": "say what would be applied, change nothing",
+})
+@user_errors
+def apply(c, series=None, three_way=False, dry_run=False):
+    """Apply the GEMM-hook patch series to the vLLM fork: idempotent, atomic, never fuzzy, never loses an edit."""
+    fork, chosen = _fork_and_series(c, series)
+    _report(patches.apply_series(fork, chosen, three_way=three_way, dry_run=dry_run), fork, chosen)
+
+
+@task(help={"series": SERIES_HELP})
+@user_errors
+def check(c, series=None):
+    """Exit 1 with the reason unless the series is applied or applies cleanly; changes nothing."""
+    fork, chosen = _fork_and_series(c, series)
+    state = patches.check_series(fork, chosen)
+    print(f"ok: {state.applied} of {len(chosen.patches)} patch(es) applied, "
+          f"{len(state.pending)} apply cleanly (vLLM {chosen.version})")
+
+
+@task(help={"series": SERIES_HELP, "dry_run": "say what would be reverted, change nothing"})
+@user_errors
+def revert(c, series=None, dry_run=False):
+    """Remove the series' uncommitted patches from the fork, last first (atomic; keeps committed ones)."""
+    fork, chosen = _fork_and_series(c, series)
+    _report(patches.revert_series(fork, chosen, dry_run=dry_run), fork, chosen)
+
+
+@task(help={"series": SERIES_HELP})
+@user_errors
+def status(c, series=None):
+    """Each patch's state (committed / applied / pending / conflict / unknown) and your edits in patched files."""
+    fork, chosen = _fork_and_series(c, series)
+    console = Console()
+    version, source = detect_version(fork) if series is None else (series, "--series")
+    console.print(f"fork: {fork}  (vLLM {version}, from {source})")
+    state = patches.series_state(fork, chosen)
+    console.print(_status_table(state))
+    if state.deleted:
+        console.print(f"[red]deleted:[/red] {escape(patches.deleted_message(state))}")
+    if state.conflict:
+        console.print(f"[red]does not apply:[/red] {escape(state.conflict)}")
+    if state.user_dirty:
+        console.print(f"[yellow]your uncommitted edits in files the series touches:[/yellow] "
+                      f"{', '.join(state.user_dirty)} (apply/revert leave those files alone and refuse "
+                      f"if a patch needs them)")
+
+
+@task(help={"series": "the release whose series to write (default: the fork's, from its tag or _version.py)",
+            "dry_run": "list the commits that would be saved, write nothing"})
+@user_errors
+def refresh(c, series=None, dry_run=False):
+    """Rewrite patches/<release>/ from the fork's commits on top of tag v<release> (git format-patch)."""
+    settings = settings_from_context(c)
+    fork = fork_state(settings.fork_path).require().path
+    root = settings.root / "patches"
+    version = series or detect_version(fork)[0]
+    names = refresh_series(fork, root, version, dry_run=dry_run)
+    print(f"{'would write' if dry_run else 'wrote'} {len(names)} patch(es) to {root / version}:")
+    for name in names:
+        print(f"  {name}")
+
+
+ns = Collection("patch")
+ns.add_task(apply, default=True)
+ns.add_task(check)
+ns.add_task(revert)
+ns.add_task(status)
+ns.add_task(refresh)

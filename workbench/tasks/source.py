@@ -13,6 +13,11 @@ from workbench.errors import user_errors
 from workbench.fork import source as src
 
 
+def _shown(paths: tuple[str, ...], limit: int = 10) -> str:
+    more = f" (+{len(paths) - limit} more)" if len(paths) > limit else ""
+    return escape(", ".join(paths[:limit]) + more) or "none"
+
+
 @task(help={
     "fork": "switch to this fork URL (the submodule: recorded in .gitmodules); needs network for remote URLs",
     "ref": "with or without --fork: fetch this branch / tag / commit and check it out (detached)",
@@ -31,21 +36,21 @@ def source(c, fork=None, ref=None):
         else:
             console.print(f"fork now at {head[:12]} (your checkout at {path}; the project's .gitmodules is "
                           "untouched)")
-    info = src.source_info(settings.root, src.require_initialised(path), settings.root / "patches",
-                           settings.wheels_path)
-    table = Table(title=f"vLLM fork ({info.path})", show_header=False)
+    info = src.source_info(settings.root, path, settings.wheels_path)
+    state = info.state
+    table = Table(title=f"vLLM fork ({state.path})", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("url", f"{info.url}  ({info.url_source})" if info.url else
                   "(no remote)" if info.url_source != ".gitmodules" and not info.pinned else "(no .gitmodules entry)")
     table.add_row("version", f"{info.version}  ({info.version_source})")
-    pinned = "" if not info.pinned else (" = pinned" if info.pinned == info.commit else
+    pinned = "" if not info.pinned else (" = pinned" if info.pinned == state.commit else
                                         f"  (project pins {info.pinned[:12]}: `git add {settings.fork}` to record)")
-    table.add_row("commit", info.commit + pinned)
-    table.add_row("branch", info.branch or "detached HEAD")
-    shown = ", ".join(info.dirty[:10]) + (f" (+{len(info.dirty) - 10} more)" if len(info.dirty) > 10 else "")
-    table.add_row("dirty files", escape(shown) or "none")
-    table.add_row("patches applied", escape("\n".join(info.applied)) or "none")
+    table.add_row("commit", f"{state.commit}{pinned}")
+    table.add_row("branch", state.branch or "detached HEAD")
+    table.add_row("dirty files", _shown(state.dirty_files))
+    table.add_row("untracked files", _shown(state.untracked))
+    table.add_row("patches applied", escape("\n".join(state.patches)) or "none")
     table.add_row("precompiled wheel", escape(info.wheel))
     console.print(table)
 
