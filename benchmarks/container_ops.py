@@ -2,7 +2,7 @@
 measured in the same run: `invoke shell --cmd true` vs `docker exec`, a no-change `invoke build`,
 and `invoke up` from a committed image. Prints medians with p20/p80 and writes JSON.
 
-    python benchmarks/container_ops.py --scratch --repeats 15 --out benchmarks/results/container_ops.json
+    python benchmarks/container_ops.py --scratch --repeats 15 --out docs/results/container_ops.json
 
 --scratch builds a throwaway project on the local test base (no registry needed, like the docker test
 tier); without it the benchmark uses this checkout's own settings (your dev image must be built).
@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15, help="samples per measurement (alternating A/B)")
     parser.add_argument("--scratch", action="store_true", help="use a throwaway project on the local test base")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/container_ops.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/container_ops.json")
     args = parser.parse_args()
 
     import docker

@@ -1,6 +1,6 @@
 """Tracer overhead on a forward pass: the same model timed with and without ModuleTracer, A/B alternated.
 
-``python -m workbench.trace.bench_overhead --out benchmarks/results/trace-overhead-cpu.json`` prints medians
+``python -m workbench.trace.bench_overhead --out docs/results/trace-overhead-cpu.json`` prints medians
 and spread and writes them (with the machine) to JSON. Goal: <= 10 % on a forward.
 """
 
