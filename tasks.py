@@ -6,20 +6,14 @@ config: the defaults in workbench/config.py < invoke.yaml < INVOKE_WORKBENCH_* e
 
 from pathlib import Path
 
-from invoke import Collection
 from invoke.exceptions import Exit
 
-from workbench.config import DEFAULTS, config_problem
-from workbench.tasks import bench, container, host, install, kernels, memory, patch, source, trace
+from workbench.config import config_problem
+from workbench.tasks import collection
 
+ROOT = Path(__file__).resolve().parent
 # invoke reads invoke.yaml and INVOKE_WORKBENCH_* after this import and lets their errors through as tracebacks.
-if problem := config_problem(Path(__file__).resolve().parent):
+if problem := config_problem(ROOT):
     raise Exit(problem, code=1)
 
-ns = Collection()
-for module in (container, host, source, install, memory):
-    for task in module.TASKS:
-        ns.add_task(task)
-for module in (patch, bench, kernels, trace):  # namespaces: one verb each (`invoke patch` is patch.apply)
-    ns.add_collection(module.ns)
-ns.configure({"workbench": {**DEFAULTS, "root": str(Path(__file__).resolve().parent)}})
+ns = collection(ROOT)

@@ -29,7 +29,7 @@ def _has_cuda() -> bool:
 if not _has_cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # This checkout's package wins over any installed copy (the tests test the code next to them).
-sys.path.insert(0, str(PACKAGE_ROOT))
+sys.path.insert(0, str(PACKAGE_ROOT / "src"))
 
 
 @pytest.fixture

@@ -160,9 +160,9 @@ def battery(tmp_path_factory, docker_client, dev_tag):
     git(proj.root / "vllm", "tag", "v0.13.0")
     # plan-memory needs the model configs and the rules that find and read them (workbench.models loads the
     # kernels package's models.py by its file).
-    kernels = Path(__file__).resolve().parent.parent / "custom_kernels" / "custom_kernels"
-    shutil.copytree(kernels / "configs", proj.root / "custom_kernels" / "custom_kernels" / "configs")
-    shutil.copy2(kernels / "models.py", proj.root / "custom_kernels" / "custom_kernels" / "models.py")
+    kernels = Path(__file__).resolve().parent.parent / "custom_kernels" / "src" / "custom_kernels"
+    shutil.copytree(kernels / "configs", proj.root / "custom_kernels" / "src" / "custom_kernels" / "configs")
+    shutil.copy2(kernels / "models.py", proj.root / "custom_kernels" / "src" / "custom_kernels" / "models.py")
     proj.invoke("up", check=True)
     proj.invoke("shell", "--cmd", "mkdir -p ~/mine && echo kept > ~/mine/work", check=True)
     yield proj

@@ -1,4 +1,4 @@
-"""The shape rules' one home (custom_kernels/custom_kernels/models.py): a config -> the GEMMs vLLM builds.
+"""The shape rules' one home (custom_kernels/src/custom_kernels/models.py): a config -> the GEMMs vLLM builds.
 Checked against vLLM's own decoder layers from the 0.13.0 and 0.33.0 sources (vllm_source tier) and, on
 every run, against transformers' models. plan-memory's reading of the same files: tests/memory/test_model_shape.py."""
 

@@ -1,5 +1,5 @@
-"""The one model-config resolver and the shape rules: ``custom_kernels/custom_kernels/models.py``, loaded
-by its file.
+"""The one model-config resolver and the shape rules: ``custom_kernels/src/custom_kernels/models.py``,
+loaded by its file.
 
 The kernel package owns the shipped configs, the rule that finds them (a shipped name, matched
 case-insensitively and by an HF id's last component, a config.json, or a folder holding one) and the
@@ -19,7 +19,9 @@ from types import ModuleType
 
 from workbench.errors import WorkbenchError
 
-MODELS_FILE = Path("custom_kernels") / "custom_kernels" / "models.py"
+# The kernels project (custom_kernels/) keeps its package under src/ (an editable install puts src/ on the path).
+KERNELS_PACKAGE = Path("custom_kernels") / "src" / "custom_kernels"
+MODELS_FILE = KERNELS_PACKAGE / "models.py"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 

@@ -37,7 +37,7 @@ class Places:
     """The project's folders as one runtime names them (container paths need not exist on this host)."""
 
     fork: str
-    kernels: str  # the custom_kernels project folder (it holds the package of the same name)
+    kernels: str  # the custom_kernels project folder (its package under src/)
     patches: str
     results: str
     wheels: str
@@ -49,6 +49,11 @@ class Places:
     @property
     def install_record(self) -> str:
         return f"{self.state}/install.json"
+
+    @property
+    def kernels_import_root(self) -> str:
+        """Where ``import custom_kernels`` finds the package (what its editable install puts on the path)."""
+        return f"{self.kernels}/src"
 
     def guest_script(self, name: str) -> str:
         return f"{self.guest}/{name}"
@@ -235,38 +240,6 @@ def host_python(settings: Settings) -> str:
     if "/" not in value:
         return shutil.which(value) or value
     return str(settings.path(value))
-
-
-def plan_places(settings: Settings, flag: str | None = None) -> tuple[Places, str, str]:
-    """(places, python, description) of the runtime, without connecting to it: what --dry-run prints."""
-    if runtime_name(settings, flag) == "host":
-        python = host_python(settings)
-        return host_places(settings, python), python, f"this host ({python})"
-    from workbench.container import compose
-    from workbench.container.devcontainer import DevContainer
-    from workbench.container.places import container_places
-
-    spec = compose.load_spec(settings)
-    return container_places(settings, spec), DevContainer.python, f"dev container {spec.name}"
-
-
-def path_mapper(settings: Settings, flag: str | None = None) -> Callable[[Path], str | None]:
-    """How the runtime names a host path (None: it cannot see it), without connecting: --dry-run's view."""
-    if runtime_name(settings, flag) == "host":
-        return lambda path: str(Path(path).absolute())
-    from workbench.container import compose
-    from workbench.container.places import MountMap
-
-    return MountMap.of(compose.load_spec(settings)).from_host
-
-
-def open_runtime(settings: Settings, flag: str | None = None, gpus: str | None = None) -> Runtime:
-    """The runtime the settings (or --runtime) name, ready to run steps."""
-    if runtime_name(settings, flag) == "host":
-        return HostRuntime(settings)
-    from workbench.container.devcontainer import DevContainer
-
-    return DevContainer.open(settings, gpus=gpus)
 
 
 def container_only(settings: Settings, task: str, flag: str | None = None) -> None:

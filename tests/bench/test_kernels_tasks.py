@@ -23,7 +23,7 @@ def test_shipped_models_are_found_by_the_one_resolver():
 
 
 def test_tune_command_for_names_and_paths(tmp_path):
-    path = ROOT / "custom_kernels" / "custom_kernels" / "configs" / "tinyllama-1.1b"
+    path = ROOT / "custom_kernels" / "src" / "custom_kernels" / "configs" / "tinyllama-1.1b"
     cmd = tune_command(ROOT, ["llama-3-8b", str(path)], tp=2, buckets="1,16", kernels="triton_splitk",
                        python="python", kernels_root="/workspace/custom_kernels")
     assert cmd == ["python", "-m", "custom_kernels.tune", "--model", "llama-3-8b", "--model", "tinyllama-1.1b",

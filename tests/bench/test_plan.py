@@ -62,7 +62,7 @@ def test_each_arm_has_its_own_compile_cache_and_the_custom_one_follows_the_kerne
 
 
 def test_kernels_digest_changes_with_the_package(tmp_path):
-    pkg = tmp_path / "custom_kernels" / "custom_kernels"
+    pkg = tmp_path / "custom_kernels" / "src" / "custom_kernels"
     pkg.mkdir(parents=True)
     (pkg / "op.py").write_text("a = 1\n")
     first = kernels_digest(tmp_path)

@@ -60,7 +60,7 @@ def test_tiny_model_runs_on_cpu_and_routes_every_linear(tmp_path):
     env = data["env"]
     assert env["transformers"] and env["device"] == "cpu" and env["torch"]["cuda_available"] is False
     assert {"time_utc", "host", "python", "platform", "gpus", "env"} <= set(env)
-    assert env["custom_kernels"]["path"] == str(ROOT / "custom_kernels" / "custom_kernels")
+    assert env["custom_kernels"]["path"] == str(ROOT / "custom_kernels" / "src" / "custom_kernels")
 
 
 def test_judge_needs_separation_and_a_real_effect():

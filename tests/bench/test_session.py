@@ -22,7 +22,7 @@ from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNELS = ROOT / "custom_kernels"
+KERNELS = ROOT / "custom_kernels" / "src"  # the package's import root
 HOOK = ROOT / "workbench" / "guest" / "hook"
 
 

@@ -31,8 +31,9 @@ RELEASES = available_series(ROOT / "patches")  # every release the workbench shi
 
 
 def _load_plugin_module():
-    """custom_kernels/custom_kernels/vllm_plugin.py by path: the test venv need not have the package installed."""
-    spec = importlib.util.spec_from_file_location("_wb_vllm_plugin", KERNELS / "custom_kernels" / "vllm_plugin.py")
+    """custom_kernels/src/custom_kernels/vllm_plugin.py by path: the test venv need not have the package installed."""
+    path = KERNELS / "src" / "custom_kernels" / "vllm_plugin.py"
+    spec = importlib.util.spec_from_file_location("_wb_vllm_plugin", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,7 +85,7 @@ def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
         clean["VLLM_PLUGINS"] = "custom_gemm"  # only ours, whatever else this venv has installed
     if paths:
         clean["PYTHONPATH"] = os.pathsep.join(paths)
-    result = subprocess.run([sys.executable, str(PROBE), str(tree), str(KERNELS), route, *layers],
+    result = subprocess.run([sys.executable, str(PROBE), str(tree), str(KERNELS / "src"), route, *layers],
                             env={**clean, **env}, capture_output=True, text=True, timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""plan-memory reads a model through the kernels package's shape rules (custom_kernels/custom_kernels/models.py,
+"""plan-memory reads a model through the kernels package's shape rules (custom_kernels/src/custom_kernels/models.py,
 via workbench.models): the same dimensions from transformers' config object as from the raw file, and the
 parameter count of transformers' own model. The rules against vLLM itself: tests/kernels/test_model_shapes.py."""
 

@@ -1,4 +1,4 @@
-"""Small config.json files that exercise the shape rules (custom_kernels/custom_kernels/models.py) where model
+"""Small config.json files that exercise the shape rules (custom_kernels/src/custom_kernels/models.py) where model
 types differ: each with whether transformers builds the same linears as vLLM."""
 
 from __future__ import annotations

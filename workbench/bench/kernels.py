@@ -2,7 +2,7 @@
 
 The GEMM tuner and benchmark need the GPU, so they run through the runtime: the dev container (where
 ./custom_kernels is mounted) or this host (``--runtime host``). Results land in the package's folder,
-so they appear in the project: the tables (one per GPU) in custom_kernels/custom_kernels/tables/, benchmark
+so they appear in the project: the tables (one per GPU) in custom_kernels/src/custom_kernels/tables/, benchmark
 CSV/JSON/PNG in custom_kernels/bench/results/<gpu>/.
 """
 
@@ -27,7 +27,7 @@ def model_argument(root: Path, model: str, kernels_root: str) -> str:
         rel = config.resolve().relative_to((root / "custom_kernels").resolve())
     except ValueError:
         raise WorkbenchError(f"{model} is outside custom_kernels/, which is all the container sees: "
-                             f"copy it to custom_kernels/custom_kernels/configs/<name>/config.json") from None
+                             f"copy it to custom_kernels/src/custom_kernels/configs/<name>/config.json") from None
     return f"{kernels_root}/{rel.as_posix()}"
 
 
@@ -64,21 +64,21 @@ def bench_command(root: Path, models: list[str], tp: int = 1, dtype: str = "bflo
     return cmd
 
 
-def kernel_env(kernels_root: str) -> dict[str, str]:
+def kernel_env(import_root: str) -> dict[str, str]:
     """The package importable from its source folder (also when not pip-installed), output unbuffered."""
-    return {"PYTHONPATH": kernels_root, "PYTHONUNBUFFERED": "1"}
+    return {"PYTHONPATH": import_root, "PYTHONUNBUFFERED": "1"}
 
 
 def run_kernel_command(runtime, cmd: list[str]) -> int:
     """Run a kernels-package command where ``runtime`` runs steps (the dev container or this host), from
     the package's folder so its results land in custom_kernels/ of the checkout; returns the exit code."""
-    kernels = runtime.places.kernels
-    return runtime.run(cmd, env=kernel_env(kernels), cwd=kernels)
+    places = runtime.places
+    return runtime.run(cmd, env=kernel_env(places.kernels_import_root), cwd=places.kernels)
 
 
 def import_custom_kernels(package_dir: Path | None = None) -> Any:
-    """The custom_kernels package (installed, or from ``package_dir``: the project's custom_kernels/ folder
-    that holds the package of the same name, which would otherwise import as an empty namespace package)."""
+    """The custom_kernels package (installed, or from ``package_dir``: the project's custom_kernels/ folder,
+    its package under src/)."""
     import importlib
     import sys
 
@@ -89,8 +89,8 @@ def import_custom_kernels(package_dir: Path | None = None) -> Any:
     if mod is not None and hasattr(mod, "unquantized_gemm"):
         return mod
     sys.modules.pop("custom_kernels", None)
-    if package_dir is not None and (Path(package_dir) / "custom_kernels" / "__init__.py").is_file():
-        sys.path.insert(0, str(package_dir))
+    if package_dir is not None and (Path(package_dir) / "src" / "custom_kernels" / "__init__.py").is_file():
+        sys.path.insert(0, str(Path(package_dir) / "src"))
         mod = importlib.import_module("custom_kernels")
         if hasattr(mod, "unquantized_gemm"):
             return mod

@@ -21,6 +21,7 @@ from workbench.bench import gate, paired, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
 from workbench.errors import WorkbenchError
+from workbench.models import KERNELS_PACKAGE
 from workbench.runtime import Runtime, discard, posix
 
 StartFn = Callable[[plan.PlannedRun, int, int], None]
@@ -98,7 +99,7 @@ def prepare_model(runtime: Runtime, setup: ModelSetup, seed: int) -> None:
 
 def kernels_digest(root: Path) -> str:
     """A digest of the kernels package's code and tables: the custom arm's compiled graph depends on them."""
-    package = root / "custom_kernels" / "custom_kernels"
+    package = root / KERNELS_PACKAGE
     h = hashlib.sha256()
     for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json", ".cpp") and p.is_file()):
         h.update(path.relative_to(package).as_posix().encode())

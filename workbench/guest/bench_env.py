@@ -9,7 +9,7 @@ best-effort: a missing piece is recorded as an error string, never a crash.
 The one environment capture: the decode proxy (workbench.bench.proxy) and the trace files
 (workbench.trace.records) record theirs with these functions (``workbench.guest.bench_env``), so a field
 means the same everywhere; the kernels package, which imports nothing of the workbench, uses the same names
-(custom_kernels/custom_kernels/tune.py ``environment``).
+(custom_kernels/src/custom_kernels/tune.py ``environment``).
 
 Usage: python3 bench_env.py --fork DIR --patches DIR [--install-record FILE] [--out FILE]
 """

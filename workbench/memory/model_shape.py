@@ -1,5 +1,5 @@
 """What plan-memory knows of a model: its dimensions as vLLM builds it (the kernels package's shape rules,
-custom_kernels/custom_kernels/models.py, reached through workbench.models) read off the transformers config
+custom_kernels/src/custom_kernels/models.py, reached through workbench.models) read off the transformers config
 class, plus what only the planner needs (dtype, context length, sliding windows), and the weights' size."""
 
 from __future__ import annotations

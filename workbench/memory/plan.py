@@ -15,6 +15,10 @@ from workbench.memory.model_shape import ROOT, load_model_shape, resolve_config_
 SIZINGS = ("auto", "vllm", "builtin")
 
 
+# What workbench/memory/vllm_sizing.py prints before each plan's JSON in the child process.
+RESULT_PREFIX = "RESULT "
+
+
 def planning_release(fork: Path, version: str | None = None) -> tuple[str, str]:
     """The vLLM release to plan for and where that came from: --vllm-version, else the fork's release,
     else the release the project pins (planning needs no fork checkout)."""
@@ -68,7 +72,6 @@ def plans_with_vllm(fork: Path, requests: list[dict], python: str | None = None,
     import subprocess
     import sys
 
-    from workbench.memory.vllm_sizing import RESULT_PREFIX
 
     if not (Path(fork) / "vllm" / "__init__.py").is_file():
         raise WorkbenchError(f"no vLLM source at {fork}", fix="point workbench.fork at your checkout")

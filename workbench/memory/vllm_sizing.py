@@ -23,8 +23,6 @@ from types import SimpleNamespace as NS
 
 from workbench.memory import kv_sizing
 
-RESULT_PREFIX = "RESULT "
-
 
 class VllmSizer:
     """A sizer (see workbench.memory.budget.plan_memory) that asks the imported vLLM."""
@@ -184,7 +182,7 @@ def main() -> int:
 
     for request in json.loads(sys.stdin.read()):  # one import of vLLM for several plans
         plan = memory.plan_from_request(request, sizer_factory=VllmSizer)
-        print(RESULT_PREFIX + json.dumps(plan.to_dict()), flush=True)
+        print(memory.RESULT_PREFIX + json.dumps(plan.to_dict()), flush=True)
     return 0
 
 

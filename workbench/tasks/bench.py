@@ -13,11 +13,11 @@ from invoke import Collection, task
 from rich.console import Console
 from rich.markup import escape
 
-from workbench import flags
+from workbench import flags, ui
 from workbench.bench import plan as benchplan
 from workbench.config import settings_from_context
-from workbench.errors import WorkbenchError, user_errors
-from workbench.runtime import plan_places
+from workbench.errors import WorkbenchError
+from workbench.tasks.runtimes import plan_places
 
 AB_HELP = {
     "custom_gemm": "the A/B of the custom GEMM (what bench.ab does; accepted for the old `invoke bench --custom-gemm`)",
@@ -58,7 +58,6 @@ def _int(flag: str, value, default: int, minimum: int) -> int:
 
 
 @task(help=AB_HELP, auto_shortflags=False, default=True)
-@user_errors
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
        gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, runtime=None,
@@ -76,7 +75,7 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         weights=weights, gate=gate, driver=driver,
         budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0))
     settings = settings_from_context(c)
-    console = Console()
+    console = ui.console
     session = benchplan.session_name(spec.model, aa=spec.aa)
     if dry_run:
         _print_plan(console, settings, spec, session, runtime)
@@ -125,7 +124,7 @@ def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, ru
 
     from workbench.bench import report
     from workbench.bench import session as bench_session
-    from workbench.runtime import open_runtime
+    from workbench.tasks.runtimes import open_runtime
 
     rt = open_runtime(settings, runtime_flag)
     try:
@@ -207,13 +206,12 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
 
 @task(help={"a": "the first saved session (results/<timestamp>-<model>)", "b": "the second saved session",
             "arm": "which arm of each session to compare (default custom)"})
-@user_errors
 def compare(c, a, b, arm="custom"):
     """Compare one arm of two saved sessions (e.g. two versions of your kernel)."""
     from workbench.bench import report, verdict
     from workbench.bench import session as bench_session
 
-    console = Console()
+    console = ui.console
     results_root = settings_from_context(c).results_path
     paths = []
     for d in (a, b):
@@ -236,10 +234,9 @@ def compare(c, a, b, arm="custom"):
             "out": "results JSON path (default results/decode_proxy-<model>-<utc>.json)",
             "extra": "more flags for python -m workbench.bench.proxy, e.g. \"--device cpu\"",
             "dry_run": "print the command, run nothing"})
-@user_errors
 def proxy(c, model="qwen2.5-0.5b", out=None, extra="", dry_run=False):
     """Model-level A/B without vLLM: an HF model from a config, random weights, GEMMs routed or not."""
-    console = Console()
+    console = ui.console
     cmd = [sys.executable, "-m", "workbench.bench.proxy", "--model", model, *benchplan.parse_extra(extra)]
     if out:
         cmd += ["--out", str(out)]

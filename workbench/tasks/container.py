@@ -6,7 +6,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from workbench.config import settings_from_context
-from workbench.errors import WorkbenchError, user_errors
+from workbench.errors import WorkbenchError
 from workbench.gpu_selection import parse_gpu_selection
 
 
@@ -18,7 +18,6 @@ from workbench.gpu_selection import parse_gpu_selection
     "allow-torch-mismatch": "Build even when the base image's torch is not the one the fork's requirements pin",
     "dry-run": "Print what would be built, build nothing",
 })
-@user_errors
 def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_torch_mismatch=False, dry_run=False):
     """Build the dev image from Dockerfile.dev (streamed; on failure: the failing step and log tail)."""
     from workbench.container import daemon, images, versions
@@ -52,7 +51,6 @@ def build(ctx, base_image=None, tag=None, no_cache=False, ca_certs=None, allow_t
     "recreate": "Recreate a drifted container even if its filesystem holds changes (commit them first!)",
     "dry-run": "Say what would happen, change nothing",
 })
-@user_errors
 def up(ctx, gpus=None, recreate=False, dry_run=False):
     """Create/start the dev container exactly as docker-compose.yml declares it (idempotent)."""
     from workbench.container import daemon, lifecycle
@@ -69,7 +67,6 @@ def up(ctx, gpus=None, recreate=False, dry_run=False):
     "cmd": "Run this command (bash -lc) instead of an interactive shell; exits with its exit code",
     "gpus": "GPUs if the container must be created: all, none or indices like 0,1 (default: workbench.gpus)",
 })
-@user_errors
 def shell(ctx, cmd=None, gpus=None):
     """Open a shell in the dev container (starting it if needed), or run one command there."""
     from workbench.container import devcontainer
@@ -85,7 +82,6 @@ def shell(ctx, cmd=None, gpus=None):
     "volumes": "Also remove the container's named volumes (the ccache volume); host folders are never touched",
     "dry-run": "Say what would be removed, remove nothing",
 })
-@user_errors
 def down(ctx, volumes=False, dry_run=False):
     """Remove the dev container; volumes (ccache) survive unless --volumes."""
     from workbench.container import daemon, lifecycle
@@ -105,7 +101,6 @@ def down(ctx, volumes=False, dry_run=False):
     "tag": "Tag for the committed image (default: <workbench.tag>-compiled)",
     "dry-run": "Print the image name and provenance labels, commit nothing",
 })
-@user_errors
 def commit(ctx, tag=None, dry_run=False):
     """Commit the dev container (installed/compiled state) as an image with provenance labels."""
     from workbench.container import daemon, lifecycle
@@ -119,7 +114,6 @@ def commit(ctx, tag=None, dry_run=False):
 
 
 @task
-@user_errors
 def status(ctx):
     """Show the dev image, the container, committed images (with provenance) and the GPU runtime."""
     from workbench.container import daemon

@@ -6,11 +6,9 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from workbench.config import settings_from_context
-from workbench.errors import user_errors
 
 
 @task
-@user_errors
 def doctor(ctx):
     """Check every precondition (daemon, NVIDIA runtime, GPUs, fork, HF cache, disk, UID) with the fix."""
     from workbench.container import doctor as doctor_mod
@@ -24,7 +22,6 @@ def doctor(ctx):
 
 
 @task(help={"select": "Only these GPUs: all (default) or indices like 0,1"})
-@user_errors
 def gpus(ctx, select="all"):
     """List GPUs through NVML and the TORCH_CUDA_ARCH_LIST they imply."""
     from workbench import gpus as gpus_mod

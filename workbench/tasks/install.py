@@ -10,13 +10,14 @@ from invoke import task
 from rich.console import Console
 from rich.markup import escape
 
-from workbench import flags
+from workbench import flags, ui
 from workbench.config import Settings, settings_from_context
-from workbench.errors import WorkbenchError, user_errors
+from workbench.errors import WorkbenchError
 from workbench.fork import install as inst
 from workbench.fork.series import detect_version
 from workbench.fork.source import fork_state
-from workbench.runtime import Places, host_python, open_runtime, path_mapper, plan_places, runtime_name
+from workbench.runtime import Places, host_python, runtime_name
+from workbench.tasks.runtimes import open_runtime, path_mapper, plan_places
 
 
 def _check_torch(settings: Settings, fork: Path, console: Console, allow_mismatch: bool) -> None:
@@ -111,7 +112,6 @@ def _arch_and_jobs(settings: Settings, arch: str | None, jobs: int | None) -> tu
     "allow_torch_mismatch": "install even when the container's torch is not the one the fork's requirements pin",
     "dry_run": "print the commands and environment, run nothing",
 })
-@user_errors
 def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, no_deps=False,
             allow_torch_mismatch=False, runtime=None, dry_run=False):
     """Install the vLLM fork editable where steps run (dev container or host venv), verified and recorded."""
@@ -128,7 +128,7 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
         inst.check_wheel_argument(wheel)
     settings = settings_from_context(c)
     host = runtime_name(settings, runtime) == "host"
-    console = Console()
+    console = ui.console
     state = fork_state(settings.fork_path).require()
     fork = state.path
     version, _ = detect_version(fork)
@@ -166,7 +166,6 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
     "jobs": "parallel compile jobs (default: from cores and RAM, ~3 GB per nvcc thread)",
     "dry_run": "print the in-container commands and environment, run nothing",
 })
-@user_errors
 def rebuild(c, arch=None, jobs=None, runtime=None, dry_run=False):
     """Incremental rebuild of csrc/ through CMake presets (after a full install), ccache hit stats shown."""
     jobs = flags.integer("--jobs", jobs, minimum=1, maximum=1024, example="8")
@@ -175,11 +174,11 @@ def rebuild(c, arch=None, jobs=None, runtime=None, dry_run=False):
     arch_list, chosen = _arch_and_jobs(settings, arch, jobs)
     if dry_run:
         places, python, _ = plan_places(settings, runtime)
-        _run(None, inst.rebuild_plan(places, python, arch_list, chosen), Console(), dry_run)
+        _run(None, inst.rebuild_plan(places, python, arch_list, chosen), ui.console, dry_run)
         return
     rt = open_runtime(settings, runtime)
     try:
-        _run(rt, inst.rebuild_plan(rt.places, rt.python, arch_list, chosen), Console(), dry_run)
+        _run(rt, inst.rebuild_plan(rt.places, rt.python, arch_list, chosen), ui.console, dry_run)
     finally:
         rt.close()
 

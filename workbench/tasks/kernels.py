@@ -7,11 +7,11 @@ import shlex
 
 from invoke import Collection, task
 
-from workbench import flags
+from workbench import flags, ui
 from workbench.bench.kernels import bench_command, run_kernel_command, tune_command
 from workbench.config import settings_from_context
-from workbench.errors import WorkbenchError, user_errors
-from workbench.runtime import plan_places
+from workbench.errors import WorkbenchError
+from workbench.tasks.runtimes import plan_places
 
 _COMMON_HELP = {
     "model": "model config: a shipped name (qwen2.5-0.5b, tinyllama-1.1b, llama-3-8b) or a config.json "
@@ -27,10 +27,10 @@ def _finish(ctx, build, runtime: str | None, dry_run: bool, what: str) -> None:
     settings = settings_from_context(ctx)
     places, python, where = plan_places(settings, runtime)
     cmd = build(settings.root, python, places.kernels)
-    print(("(dry run) " if dry_run else "") + f"on {where}: {shlex.join(cmd)}")
+    ui.console.out(("(dry run) " if dry_run else "") + f"on {where}: {shlex.join(cmd)}")
     if dry_run:
         return
-    from workbench.runtime import open_runtime
+    from workbench.tasks.runtimes import open_runtime
 
     rt = open_runtime(settings, runtime)
     try:
@@ -44,7 +44,6 @@ def _finish(ctx, build, runtime: str | None, dry_run: bool, what: str) -> None:
 @task(iterable=["model"], help={**_COMMON_HELP,
                                 "buckets": "comma-separated M buckets to tune (default 1,2,4,...,8192)",
                                 "kernels": "candidates to try (default triton_splitk,triton_tma,cublaslt)"})
-@user_errors
 def tune(ctx, model=None, tp=None, dtype="bfloat16", buckets="", kernels="", runtime=None, dry_run=False):
     """Measure every GEMM candidate vs cuBLAS for a model's shapes; merge the winners into the dispatch table."""
     tp_ = flags.integer("--tp", tp, minimum=1, example="2") or 1
@@ -55,7 +54,6 @@ def tune(ctx, model=None, tp=None, dtype="bfloat16", buckets="", kernels="", run
 
 @task(iterable=["model"], help={**_COMMON_HELP, "m": "comma-separated M values (default: the benchmark's list)",
                                 "extra": "more flags for python -m custom_kernels.bench.gemm"})
-@user_errors
 def bench(ctx, model=None, tp=None, dtype="bfloat16", m="", extra="", runtime=None, dry_run=False):
     """Kernel-level GEMM benchmark: every candidate and the dispatch vs cuBLAS, table + plot + CSV/JSON."""
     from workbench.bench.plan import parse_extra

@@ -7,8 +7,8 @@ import json
 
 from invoke import task
 
+from workbench import ui
 from workbench.config import settings_from_context
-from workbench.errors import user_errors
 
 
 @task(
@@ -38,7 +38,6 @@ from workbench.errors import user_errors
         "json": "print the plan as JSON",
     },
 )
-@user_errors
 def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs=None, max_num_batched_tokens=None,
                 kv_cache_dtype="auto", dtype="auto", tp=None, gpu=None, total_gib=None, used_gib=None,
                 block_size=None, enforce_eager=False, activation_gib=None, cudagraph_gib=None, reserve_gib=None,
@@ -91,17 +90,17 @@ def plan_memory(ctx, model=None, gpu_util=None, max_model_len=None, max_num_seqs
     version, version_source = planning.planning_release(fork, vllm_version)
     plan = planning.plan(model, target, fork=fork, vllm_version=version, sizing=sizing, **knobs)
     if json_:
-        print(json.dumps({**plan.to_dict(), "vllm_version_source": version_source}, indent=2))
+        ui.console.out(json.dumps({**plan.to_dict(), "vllm_version_source": version_source}, indent=2))
         return
-    print(f"plan-memory: {plan.model} on vLLM {plan.vllm_version}, sized by {plan.sizing}")
-    print(f"  release: {version_source}")
+    ui.console.out(f"plan-memory: {plan.model} on vLLM {plan.vllm_version}, sized by {plan.sizing}")
+    ui.console.out(f"  release: {version_source}")
     if plan.sizing_note:
-        print(f"  note: {plan.sizing_note}")
+        ui.console.out(f"  note: {plan.sizing_note}")
     for line in report.explain(plan):
-        print(f"  {line}")
+        ui.console.out(f"  {line}")
     if plan.min_utilization <= plan.max_utilization:
         flags_ = f"--gpu-memory-utilization {plan.recommended_utilization:.2f} --max-model-len {plan.max_model_len}"
-        print(f"\nvllm serve MODEL {flags_}" + (f" --tensor-parallel-size {plan.tp}" if plan.tp > 1 else ""))
+        ui.console.out(f"\nvllm serve MODEL {flags_}" + (f" --tensor-parallel-size {plan.tp}" if plan.tp > 1 else ""))
 
 
 TASKS = [plan_memory]

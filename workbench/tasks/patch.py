@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from invoke import Collection, Task, task
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from workbench import ui
 from workbench.config import settings_from_context
-from workbench.errors import user_errors
 from workbench.fork import patches
 from workbench.fork.refresh import refresh_series
 from workbench.fork.series import Series, detect_version, resolve_series
@@ -51,7 +50,7 @@ def _status_table(state: patches.SeriesState) -> Table:
 
 def _report(result: patches.RunResult, fork: Path, chosen: Series) -> None:
     """What a run did, then the state as it is now (re-checked after acting)."""
-    console = Console()
+    console = ui.console
     verb = {("apply", False): "applied", ("apply", True): "would apply",
             ("revert", False): "reverted", ("revert", True): "would revert"}[(result.action, result.dry_run)]
     if result.done:
@@ -70,7 +69,6 @@ def _report(result: patches.RunResult, fork: Path, chosen: Series) -> None:
     "three_way": "fall back to a 3-way merge (git apply --3way) when a patch does not apply exactly",
     "dry_run": "say what would be applied, change nothing",
 })
-@user_errors
 def apply(c, series=None, three_way=False, dry_run=False):
     """Apply the GEMM-hook patch series to the vLLM fork: idempotent, atomic, never fuzzy, never loses an edit."""
     fork, chosen = _fork_and_series(c, series)
@@ -78,17 +76,15 @@ def apply(c, series=None, three_way=False, dry_run=False):
 
 
 @task(help={"series": SERIES_HELP})
-@user_errors
 def check(c, series=None):
     """Exit 1 with the reason unless the series is applied or applies cleanly; changes nothing."""
     fork, chosen = _fork_and_series(c, series)
     state = patches.check_series(fork, chosen)
-    print(f"ok: {state.applied} of {len(chosen.patches)} patch(es) applied, "
+    ui.console.out(f"ok: {state.applied} of {len(chosen.patches)} patch(es) applied, "
           f"{len(state.pending)} apply cleanly (vLLM {chosen.version})")
 
 
 @task(help={"series": SERIES_HELP, "dry_run": "say what would be reverted, change nothing"})
-@user_errors
 def revert(c, series=None, dry_run=False):
     """Remove the series' uncommitted patches from the fork, last first (atomic; keeps committed ones)."""
     fork, chosen = _fork_and_series(c, series)
@@ -96,11 +92,10 @@ def revert(c, series=None, dry_run=False):
 
 
 @task(help={"series": SERIES_HELP})
-@user_errors
 def status(c, series=None):
     """Each patch's state (committed / applied / pending / conflict / unknown) and your edits in patched files."""
     fork, chosen = _fork_and_series(c, series)
-    console = Console()
+    console = ui.console
     version, source = detect_version(fork) if series is None else (series, "--series")
     console.print(f"fork: {fork}  (vLLM {version}, from {source})")
     state = patches.series_state(fork, chosen)
@@ -117,7 +112,6 @@ def status(c, series=None):
 
 @task(help={"series": "the release whose series to write (default: the fork's, from its tag or _version.py)",
             "dry_run": "list the commits that would be saved, write nothing"})
-@user_errors
 def refresh(c, series=None, dry_run=False):
     """Rewrite patches/<release>/ from the fork's commits on top of tag v<release> (git format-patch)."""
     settings = settings_from_context(c)
@@ -125,9 +119,9 @@ def refresh(c, series=None, dry_run=False):
     root = settings.root / "patches"
     version = series or detect_version(fork)[0]
     names = refresh_series(fork, root, version, dry_run=dry_run)
-    print(f"{'would write' if dry_run else 'wrote'} {len(names)} patch(es) to {root / version}:")
+    ui.console.out(f"{'would write' if dry_run else 'wrote'} {len(names)} patch(es) to {root / version}:")
     for name in names:
-        print(f"  {name}")
+        ui.console.out(f"  {name}")
 
 
 ns = Collection("patch")

@@ -4,12 +4,11 @@ or switch it to another fork URL / ref."""
 from __future__ import annotations
 
 from invoke import task
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from workbench import ui
 from workbench.config import settings_from_context
-from workbench.errors import user_errors
 from workbench.fork import source as src
 
 
@@ -22,11 +21,10 @@ def _shown(paths: tuple[str, ...], limit: int = 10) -> str:
     "fork": "switch to this fork URL (the submodule: recorded in .gitmodules); needs network for remote URLs",
     "ref": "with or without --fork: fetch this branch / tag / commit and check it out (detached)",
 })
-@user_errors
 def source(c, fork=None, ref=None):
     """Show the vLLM fork's state, or switch it (--fork URL --ref REF) without losing local work."""
     settings = settings_from_context(c)
-    console = Console()
+    console = ui.console
     path = settings.fork_path
     if fork or ref:
         head = src.switch_fork(settings.root, path, fork, ref)

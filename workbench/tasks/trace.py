@@ -7,9 +7,9 @@ import shlex
 
 from invoke import Collection, task
 
-from workbench import flags
+from workbench import flags, ui
 from workbench.config import settings_from_context
-from workbench.errors import WorkbenchError, user_errors
+from workbench.errors import WorkbenchError
 from workbench.trace.command import TRACE_ENV, trace_command
 
 HELP = {
@@ -27,7 +27,7 @@ HELP = {
 
 
 def _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gemm, args, runtime, dry_run):
-    from workbench.runtime import open_runtime, path_mapper, plan_places
+    from workbench.tasks.runtimes import open_runtime, path_mapper, plan_places
 
     settings = settings_from_context(ctx)
     tokens = flags.integer("--max-tokens", max_tokens, minimum=1, example="8") or 8
@@ -37,14 +37,14 @@ def _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gem
         cmd = trace_command(mode, settings.root, path_mapper(settings, runtime), model=model, prompt=prompt,
                             max_tokens=tokens, hf_config=hf_config, top=rows, out=out, custom_gemm=custom_gemm,
                             extra=args, python=python)
-        print(f"on {where}: + {shlex.join(cmd)}")
+        ui.console.out(f"on {where}: + {shlex.join(cmd)}")
         return
     rt = open_runtime(settings, runtime)
     try:
         cmd = trace_command(mode, settings.root, rt.from_host, model=model, prompt=prompt, max_tokens=tokens,
                             hf_config=hf_config, top=rows, out=out, custom_gemm=custom_gemm, extra=args,
                             python=rt.python)
-        print(f"on {rt.describe()}: + {shlex.join(cmd)}")
+        ui.console.out(f"on {rt.describe()}: + {shlex.join(cmd)}")
         code = rt.run(cmd, env={**TRACE_ENV, **rt.module_env()}, cwd=rt.places.results)
     finally:
         rt.close()
@@ -58,7 +58,7 @@ def _make(mode: str, doc: str):
         _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gemm, args, runtime, dry_run)
 
     run.__doc__ = doc
-    return task(name=mode, auto_shortflags=False, help=HELP)(user_errors(run))
+    return task(name=mode, auto_shortflags=False, help=HELP)(run)
 
 
 layers = _make("layers", "Per-module call counts, per-step operator summary, layer 0's call order and shapes.")

@@ -158,7 +158,7 @@ def model_dims(config: Mapping[str, Any] | Any, name: str = "") -> ModelDims:
 
 
 def available_models() -> list[str]:
-    """Names of the shipped configs (custom_kernels/custom_kernels/configs/<name>/config.json)."""
+    """Names of the shipped configs (custom_kernels/src/custom_kernels/configs/<name>/config.json)."""
     return sorted(p.parent.name for p in CONFIG_DIR.glob("*/config.json"))
 
 

@@ -31,7 +31,7 @@ from ..models import available_models, linear_shapes
 from ..tune import DTYPES, environment, operand_copies
 from .timing import Timing, time_calls
 
-DEFAULT_OUT = Path(__file__).resolve().parents[2] / "bench" / "results"
+DEFAULT_OUT = Path(__file__).resolve().parents[3] / "bench" / "results"  # the project's bench/results
 VARIANTS = ("cublas", "dispatch", "triton", "cublaslt")
 
 
