@@ -34,6 +34,28 @@ def test_lookup_uses_the_bucket_winner_and_cublas_elsewhere():
     assert table.lookup("GPU X", "bfloat16", 4096, 1024, 1).kernel == "cublas"  # other shape
 
 
+def test_a_shape_routes_only_where_some_bucket_has_a_non_cublas_winner():
+    table = DispatchTable()
+    table.set_entries("GPU X", "bfloat16", {
+        shape_key(4096, 4096): {"1": {"kernel": "triton_splitk", "config": {}}, "16": {"kernel": "cublas"}},
+        shape_key(1024, 4096): {"1": {"kernel": "cublas"}, "1024": {"kernel": "cublas"}}}, {})
+    assert table.routes_any("GPU X", "bfloat16", 4096, 4096)
+    assert not table.routes_any("GPU X", "bfloat16", 1024, 4096)  # cuBLAS at every bucket
+    assert not table.routes_any("GPU X", "bfloat16", 512, 512)  # a shape the table doesn't know
+    assert not table.routes_any("GPU Y", "bfloat16", 4096, 4096)  # another GPU
+
+
+def test_route_decision_says_why(monkeypatch):
+    import custom_kernels as ck
+
+    w = torch.randn(8, 16)
+    assert ck.route_decision(w) == (False, "cpu/float32: F.linear is the only path")
+    monkeypatch.setenv("CUSTOM_KERNELS_FORCE", "triton_splitk")
+    assert ck.route_decision(w) == (True, "forced kernel triton_splitk")
+    monkeypatch.setenv("CUSTOM_KERNELS_DISABLE", "1")
+    assert ck.route_decision(w) == (False, "CUSTOM_KERNELS_DISABLE is set")
+
+
 def test_table_round_trip_merges_and_rejects_other_schemas(tmp_path):
     path = tmp_path / "t.json"
     first = DispatchTable()

@@ -174,3 +174,20 @@ def test_compile_with_cudagraphs_mode(tmp_path, monkeypatch, restore_table):
     assert check_close(out - 1, x, w).ok
     seen = custom_kernels_in(kernel_counts(lambda: fn(x)))
     assert seen.get("triton_splitk", 0) >= 1
+
+
+@pytest.mark.gpu
+def test_route_decision_follows_this_gpus_table():
+    from custom_kernels.dispatch import DTYPE_NAMES, active_table, gpu_name
+
+    unknown = torch.empty(3, 5, dtype=torch.bfloat16, device="cuda")  # a shape no table holds
+    routed, why = ck.route_decision(unknown)
+    assert not routed and why.startswith("no tuned winner for 3x5")
+    gpu = gpu_name(unknown.device)
+    shapes = active_table().gpus.get(gpu, {}).get(DTYPE_NAMES[torch.bfloat16], {}).get("shapes", {})
+    winners = [key for key, buckets in shapes.items() if any(e.get("kernel") != "cublas" for e in buckets.values())]
+    if not winners:
+        pytest.skip(f"the table has no bf16 winner on {gpu}")
+    n, k = map(int, winners[0].split("x"))
+    assert ck.route_decision(torch.empty(n, k, dtype=torch.bfloat16, device="cuda")) == (
+        True, f"tuned winner for {n}x{k}")

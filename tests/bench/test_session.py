@@ -469,6 +469,22 @@ def test_paired_session_under_a_time_budget_keeps_its_whole_rounds(host, tiny):
     assert json.loads(outcome.summary_path.read_text())["paired"]["latency"]["rounds"] == 1
 
 
+def test_a_custom_run_whose_layers_all_fell_back_says_so():
+    from workbench.bench import verdict
+    from workbench.bench.results import RunResult
+
+    counts = {"total_calls": 0, "processes_with_custom_kernels": 2, "errors": [], "routed_layers": 0,
+              "skipped_layers": 96, "skip_reasons": ["no tuned winner for 896x4864 (bfloat16) on NVIDIA H200"]}
+    runs = [RunResult(run_id=f"latency-{a}-r0", mode="latency", arm=a, repeat=0, index=i, returncode=0, started=0.0,
+                      seconds=1.0, argv=[], env={}, metrics={"p50_s": 1.0},
+                      counts={**counts, "skipped_layers": 0} if a == "baseline" else counts)
+            for i, a in enumerate(("baseline", "custom"))]
+    v = verdict.check_validity(runs)
+    assert not v.valid and "1 custom run(s) made no custom-kernel call" in v.reasons
+    assert any("routed no layer (no tuned winner for 896x4864" in f and "VLLM_CUSTOM_GEMM_ROUTE=all" in f
+               for f in v.fixes)
+
+
 def _paired_records(rounds: list[dict[str, list[float]]]):
     from workbench.bench.results import RunResult
 

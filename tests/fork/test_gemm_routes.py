@@ -27,6 +27,8 @@ MLP = "model.layers.0.mlp.down_proj"
 ATTN = "model.layers.0.self_attn.o_proj"
 MLP1 = "model.layers.1.mlp.gate_up_proj"
 LAYERS = [MLP, ATTN, MLP1]
+# Route every selected layer, tuned winner or not: these tests check the route itself, on the CPU.
+ROUTE_ALL = {"VLLM_CUSTOM_GEMM_ROUTE": "all"}
 RELEASES = available_series(ROOT / "patches")  # every release the workbench ships a series for
 
 
@@ -75,7 +77,7 @@ def _entry_point_dist(tmp: Path) -> Path:
 
 
 def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
-          layers: list[str] = LAYERS) -> dict:
+          layers: list[str] = LAYERS, raw: bool = False) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     paths = [str(p) for p in (release_deps(version),) if p is not None]
     if route == "entrypoint":
@@ -93,7 +95,7 @@ def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
     assert Path(report["vllm_file"]).is_relative_to(tree), "imported a vLLM other than the tree under test"
     for layer in report["layers"].values():
         assert layer["max_abs_err"] < 1e-4  # same numbers as x @ W.T + b, whichever GEMM ran
-    return report["layers"]
+    return report if raw else report["layers"]
 
 
 def routed(layers: dict) -> set[str]:
@@ -159,12 +161,22 @@ def test_patched_release_routes_with_the_layer_filter(patched_trees, version, en
 @pytest.mark.parametrize("version", RELEASES)
 @pytest.mark.parametrize(("route", "env", "expected"), [
     ("plugin", {}, set()),
-    ("plugin", {"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
+    ("plugin", {"VLLM_USE_CUSTOM_GEMM": "1", **ROUTE_ALL}, {MLP, ATTN, MLP1}),
     # loaded while the switch was off, the layers built after it was set route (a forked engine core)
-    ("plugin-late", {"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
+    ("plugin-late", {"VLLM_USE_CUSTOM_GEMM": "1", **ROUTE_ALL}, {MLP, ATTN, MLP1}),
     # through vLLM's own load_general_plugins() and the entry point custom_kernels declares
-    ("entrypoint", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*"}, {ATTN}),
+    ("entrypoint", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*", **ROUTE_ALL}, {ATTN}),
 ])
 def test_plugin_routes_on_stock_vllm(version, route, env, expected):
     tree = vllm_source_tree(version)
     assert routed(probe(tree, route, env, version=version)) == expected
+
+
+@pytest.mark.vllm_source
+def test_plugin_leaves_a_layer_without_a_tuned_winner_on_vllms_own_gemm():
+    # By default a selected layer routes only where the table has a non-cuBLAS winner for its shape: on the
+    # CPU (fp32) there is none, so each layer goes back to vLLM's method when its weights load, and says why.
+    report = probe(vllm_source_tree("0.13.0"), "plugin", {"VLLM_USE_CUSTOM_GEMM": "1"}, raw=True)
+    assert routed(report["layers"]) == set()
+    assert set(report["routing"]) == set(LAYERS)
+    assert all(v == "skipped: cpu/float32: F.linear is the only path" for v in report["routing"].values())

@@ -69,6 +69,7 @@ def main() -> None:
                 "max_abs_err": float((out.double() - ref).abs().max()),
                 "weight_shape": list(layer.weight.shape),
             }
+    report["routing"] = dict(getattr(custom_kernels, "ROUTING", {}))
     print("PROBE" + json.dumps(report))
 
 

@@ -67,6 +67,7 @@ def read_counts(files: Iterable[Path]) -> dict[str, Any]:
     errors: list[str] = []
     processes = 0
     imported = 0
+    routing: dict[str, str] = {}
     for path in sorted(files):
         try:
             data = json.loads(path.read_text())
@@ -79,11 +80,15 @@ def read_counts(files: Iterable[Path]) -> dict[str, Any]:
         imported += bool(data.get("custom_kernels_imported", False))
         for layer, n in (data.get("call_counts") or {}).items():
             layers[layer] = layers.get(layer, 0) + int(n)
+        routing.update(data.get("routing") or {})
         for per_layer in (data.get("kernel_counts") or {}).values():
             for kernel, n in per_layer.items():
                 kernels[kernel] = kernels.get(kernel, 0) + int(n)
     return {"processes": processes, "processes_with_custom_kernels": imported, "total_calls": sum(layers.values()),
-            "layers": len(layers), "call_counts": layers, "kernel_counts": kernels, "errors": errors}
+            "layers": len(layers), "call_counts": layers, "kernel_counts": kernels, "errors": errors,
+            "routed_layers": sum(v.startswith("routed") for v in routing.values()),
+            "skipped_layers": sum(v.startswith("skipped") for v in routing.values()),
+            "skip_reasons": sorted({v.split(": ", 1)[-1] for v in routing.values() if v.startswith("skipped")})[:3]}
 
 
 @dataclass

@@ -62,7 +62,12 @@ def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
     zero_custom = [r for r in expect_calls if r.counts is not None and r.counts["total_calls"] == 0]
     if zero_custom:
         reasons.append(f"{len(zero_custom)} custom run(s) made no custom-kernel call")
-        if all(r.counts["processes_with_custom_kernels"] == 0 for r in zero_custom):
+        skipped = [r for r in zero_custom if r.counts.get("skipped_layers") and not r.counts.get("routed_layers")]
+        if skipped:
+            why = "; ".join(skipped[0].counts.get("skip_reasons", []))
+            fixes.append(f"the plugin routed no layer ({why}): tune this model's shapes on this GPU (`invoke "
+                         "kernels.tune --model M`), or route every layer anyway with VLLM_CUSTOM_GEMM_ROUTE=all")
+        elif all(r.counts["processes_with_custom_kernels"] == 0 for r in zero_custom):
             fixes.append("custom_kernels was never imported by vLLM: apply the GEMM patch (`invoke patch.apply`) "
                          "or install the plugin (`pip install -e custom_kernels`: entry point vllm.general_plugins)")
         else:

@@ -14,21 +14,24 @@ import torch
 from .counters import (
     CALL_COUNTS,
     KERNEL_COUNTS,
+    ROUTING,
     device_call_counts,
     enable_device_counts,
     reset_counts,
 )
-from .op import force_kernel, linear, select_kernel
+from .op import force_kernel, linear, route_decision, select_kernel
 
 __version__ = "0.2.0"
 __all__ = [
     "CALL_COUNTS",
     "KERNEL_COUNTS",
+    "ROUTING",
     "device_call_counts",
     "enable_device_counts",
     "force_kernel",
     "linear",
     "reset_counts",
+    "route_decision",
     "select_kernel",
     "unquantized_gemm",
 ]

@@ -25,6 +25,8 @@ import torch
 CALL_COUNTS: dict[str, int] = {}
 # layer prefix -> kernel name -> host calls: which implementation the dispatcher chose.
 KERNEL_COUNTS: dict[str, dict[str, int]] = {}
+# layer prefix -> "routed: why" / "skipped: why": the once-per-layer routing decisions of the vLLM plugin.
+ROUTING: dict[str, str] = {}
 
 _SLOTS = 4096
 _lock = threading.Lock()
@@ -39,6 +41,12 @@ def record_call(layer: str, kernel: str) -> None:
         CALL_COUNTS[layer] = CALL_COUNTS.get(layer, 0) + 1
         per_layer = KERNEL_COUNTS.setdefault(layer, {})
         per_layer[kernel] = per_layer.get(kernel, 0) + 1
+
+
+def record_routing(layer: str, routed: bool, why: str) -> None:
+    """Remember whether ``layer`` routes through the op (decided once, when its weights are loaded)."""
+    with _lock:
+        ROUTING[layer] = f"{'routed' if routed else 'skipped'}: {why}"
 
 
 def enable_device_counts(enabled: bool = True, device: torch.device | str | None = None) -> None:

@@ -52,6 +52,7 @@ def snapshot() -> dict[str, Any]:
         "total_calls": sum(calls.values()),
         "call_counts": calls,
         "kernel_counts": kernels,
+        "routing": dict(getattr(mod, "ROUTING", {}) or {}) if mod else {},
     }
 
 

@@ -74,6 +74,11 @@ class DispatchTable:
             return CUBLAS
         return Choice(entry["kernel"], entry.get("config"))
 
+    def routes_any(self, gpu: str, dtype: str, n: int, k: int) -> bool:
+        """Whether some tuned bucket of this shape runs anything but cuBLAS (else routing it only adds cost)."""
+        per_shape = self.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k)) or {}
+        return any(entry.get("kernel", "cublas") != "cublas" for entry in per_shape.values())
+
     def entry(self, gpu: str, dtype: str, n: int, k: int, bucket: int) -> dict[str, Any] | None:
         """The raw tuned entry (with best_triton and timings), for benchmarks and reports."""
         return self.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k), {}).get(str(bucket))
@@ -131,6 +136,10 @@ class _Tables(DispatchTable):
             self.gpus.update(read_table(table_path(gpu)).gpus)
             self.gpus.setdefault(gpu, {})
         return super().lookup(gpu, dtype, n, k, m)
+
+    def routes_any(self, gpu: str, dtype: str, n: int, k: int) -> bool:
+        self.lookup(gpu, dtype, n, k, 1)
+        return super().routes_any(gpu, dtype, n, k)
 
     def entry(self, gpu: str, dtype: str, n: int, k: int, bucket: int) -> dict[str, Any] | None:
         self.lookup(gpu, dtype, n, k, bucket)

@@ -74,6 +74,25 @@ def select_kernel(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -
     return choice if _runnable(choice, x, w) else CUBLAS
 
 
+def route_decision(weight: torch.Tensor) -> tuple[bool, str]:
+    """Whether a layer with this [N, K] weight is worth routing through the op at all, and why: decided once
+    per layer (the vLLM plugin asks when the layer's weights are loaded). A layer that would run cuBLAS at
+    every tuned M bucket, or whose shape the table does not know, keeps vLLM's own GEMM: routing it would
+    only add the op's cost."""
+    if os.environ.get("CUSTOM_KERNELS_DISABLE", "0") not in ("", "0"):
+        return False, "CUSTOM_KERNELS_DISABLE is set"
+    forced = _forced_choice()
+    if forced is not None:
+        return True, f"forced kernel {forced.kernel}"
+    if not (weight.is_cuda and weight.dtype in _HALF and HAS_TRITON):
+        return False, f"{weight.device.type}/{str(weight.dtype).removeprefix('torch.')}: F.linear is the only path"
+    n, k = weight.shape
+    gpu, dtype = gpu_name(weight.device), DTYPE_NAMES[weight.dtype]
+    if active_table().routes_any(gpu, dtype, n, k):
+        return True, f"tuned winner for {n}x{k}"
+    return False, f"no tuned winner for {n}x{k} ({dtype}) on {gpu}: cuBLAS at every M bucket"
+
+
 def run_choice(choice: Choice, x2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Launch one candidate on a 2-D problem."""
     return get_candidate(choice.kernel).launch(x2d, w, bias, choice.config)

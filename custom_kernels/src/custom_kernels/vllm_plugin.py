@@ -53,7 +53,13 @@ def layer_selected(prefix: str, patterns: list[str]) -> bool:
     return not any(match(p) for p in excludes)
 
 
-SWITCHES = ("VLLM_USE_CUSTOM_GEMM", "VLLM_CUSTOM_GEMM_LAYERS")
+# VLLM_CUSTOM_GEMM_ROUTE: "tuned" (default: a layer routes only where the dispatch table has a non-cuBLAS
+# winner for its shape on this GPU) or "all" (every selected layer, e.g. to test the route itself).
+SWITCHES = ("VLLM_USE_CUSTOM_GEMM", "VLLM_CUSTOM_GEMM_LAYERS", "VLLM_CUSTOM_GEMM_ROUTE")
+
+
+def route_all() -> bool:
+    return os.environ.get("VLLM_CUSTOM_GEMM_ROUTE", "tuned").strip().lower() == "all"
 
 
 def _fork_is_patched() -> bool:
@@ -84,14 +90,27 @@ def register_switches() -> None:
 
 def _routed_class(method: type) -> type:
     """The layer's own UnquantizedLinearMethod, made to call the custom GEMM: a subclass its instance is
-    switched to, so layers that don't route keep vLLM's method untouched (no wrapper on their path)."""
+    switched to, so layers that don't route keep vLLM's method untouched (no wrapper on their path).
+
+    Whether a selected layer really routes is decided once, when its weights are loaded (its shape, dtype and
+    device are known then, and torch.compile has not traced it yet): a layer for which the dispatch table
+    has no non-cuBLAS winner goes back to vLLM's method (``custom_kernels.route_decision``), unless
+    VLLM_CUSTOM_GEMM_ROUTE=all. Each decision is kept in ``custom_kernels.ROUTING`` (and the counter dumps)."""
     import custom_kernels
+    from custom_kernels import counters
 
     class CustomGemmLinearMethod(method):
         def apply(self, layer, x, bias=None):
             return custom_kernels.unquantized_gemm(layer, x, layer.weight, bias)
 
         def process_weights_after_loading(self, layer):
+            routed, why = (True, "VLLM_CUSTOM_GEMM_ROUTE=all") if route_all() else \
+                custom_kernels.route_decision(layer.weight)
+            counters.record_routing(getattr(layer, "prefix", "") or type(layer).__name__, routed, why)
+            if not routed:
+                self.__class__ = method
+                layer.use_custom_gemm = False
+                return method.process_weights_after_loading(self, layer)
             return None  # keep the plain [N, K] weight: the CPU path would pack it and drop layer.weight
 
     CustomGemmLinearMethod.__qualname__ = f"CustomGemm{method.__qualname__}"
