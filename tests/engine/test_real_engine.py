@@ -45,10 +45,12 @@ def outcome():
 def test_the_plugin_routes_in_the_engine_process_and_only_in_the_custom_arm(outcome):
     out, _ = outcome
     assert out.validity.valid, out.validity.reasons
-    assert all(c and c > 1000 for c in out.validity.custom_calls), out.validity.custom_calls
+    assert all(c and c > 0 for c in out.validity.custom_calls), out.validity.custom_calls
     assert out.validity.baseline_calls == (0, 0)
     custom = [r for r in out.records if r.arm == "custom"]
     assert all(r.counts["processes_with_custom_kernels"] >= 1 for r in custom)
+    # Only layers with a tuned non-cuBLAS winner on this GPU route; the others went back to vLLM's GEMM.
+    assert all(r.counts["routed_layers"] > 0 for r in custom), [r.counts for r in custom]
 
 
 def test_the_switch_keys_the_compile_cache(outcome):
