@@ -485,6 +485,19 @@ def test_a_custom_run_whose_layers_all_fell_back_says_so():
                for f in v.fixes)
 
 
+def test_the_tables_prediction_is_read_beside_the_measured_baseline(tmp_path):
+    from workbench.bench.results import RunResult
+
+    (tmp_path / "prediction-latency.json").write_text(json.dumps(
+        {"gemm_s_cublas": 0.3, "saved_s": 0.004, "dtype": "bfloat16", "untimed_shapes": []}))
+    runs = [RunResult(run_id=f"latency-baseline-r{k}", mode="latency", arm="baseline", repeat=k, index=k, returncode=0,
+                      started=0.0, seconds=1.0, argv=[], env={}, metrics={"p50_s": p50})
+            for k, p50 in enumerate((0.40, 0.41, 0.39))]
+    got = session.prediction_beside(tmp_path, runs, {})["latency"]
+    assert got["baseline_s"] == pytest.approx(0.40) and got["gemm_share"] == pytest.approx(0.75)
+    assert got["time_ratio"] == pytest.approx(0.99)  # 4 ms saved of 400 ms
+
+
 def _paired_records(rounds: list[dict[str, list[float]]]):
     from workbench.bench.results import RunResult
 

@@ -19,7 +19,9 @@ from typing import Any
 from workbench import models
 from workbench.bench import gate, paired, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
+from workbench.bench.kernels import kernel_env
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
+from workbench.bench.stats import median
 from workbench.errors import WorkbenchError
 from workbench.models import KERNELS_PACKAGE
 from workbench.runtime import Runtime, discard, posix
@@ -27,6 +29,8 @@ from workbench.runtime import Runtime, discard, posix
 StartFn = Callable[[plan.PlannedRun, int, int], None]
 # Called after each run: (finished run, its result, runs done, runs total).
 DoneFn = Callable[[plan.PlannedRun, RunResult, int, int], None]
+PREDICTION = "prediction-{mode}.json"  # custom_kernels.predict's output per mode, in the session folder
+UNKNOWN_GPU = "unknown GPU"
 MODELS = ".models"  # results/.models/<name>-<weights>: model folders made from configs
 TOKENIZER = "tokenizer"  # the generated tokenizer's folder inside one (guest/make_model.py)
 
@@ -152,6 +156,8 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
         records = run_paired(runtime, root, session_dir, spec, setup, sink, on_done, sample_gpu)
     else:
         records = run_cli(runtime, session_dir, runs, sink, on_start, on_done, sample_gpu)
+    if not all(r.error for r in records):
+        run_prediction(runtime, session_dir, spec, setup, sink)
     if spec.gate and not all(r.error for r in records):
         run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
     meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
@@ -213,6 +219,46 @@ def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.Bench
     return records
 
 
+def run_prediction(runtime: Runtime, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup, sink: dict) -> None:
+    """What the dispatch table predicts each mode gains (custom_kernels.predict), to judge the measurement by;
+    none for a model without a config folder or on a GPU the environment capture did not name."""
+    env = _read_env(session_dir)
+    gpu = _gpu_name(env)
+    if setup.folder is None or gpu == UNKNOWN_GPU:
+        return
+    places = runtime.places
+    for mode in spec.modes:
+        cmd = [runtime.python, "-m", "custom_kernels.predict", "--model", posix(setup.folder, "config.json"),
+               "--gpu", gpu, "--mode", mode, "--batch-size", str(spec.batch_size), "--num-prompts",
+               str(spec.num_prompts), "--input-len", str(spec.input_len), "--output-len", str(spec.output_len),
+               "--tp", str(spec.tp), "--out", posix(places.results, session_dir.name, PREDICTION.format(mode=mode))]
+        runtime.run(cmd, env=kernel_env(places.kernels_import_root), cwd=places.results, **sink)
+
+
+def prediction_beside(session_dir: Path, records: Sequence[RunResult], spec: dict[str, Any]) -> dict[str, Any]:
+    """Per mode: the table's saved GEMM time over the baseline's measured time per generate, as the time
+    ratio custom/baseline it predicts (to read beside the measured one)."""
+    out: dict[str, Any] = {}
+    for mode in plan.MODES:
+        path = session_dir / PREDICTION.format(mode=mode)
+        base = [r for r in records if r.mode == mode and r.arm == "baseline" and r.metrics and not r.error]
+        if not path.is_file() or not base:
+            continue
+        pred = json.loads(path.read_text())
+        if not pred.get("gemm_s_cublas"):
+            continue  # the table holds no timings for this model on this GPU: nothing to predict from
+        if mode == "latency":
+            seconds = median([r.metrics["p50_s"] for r in base])
+        else:
+            tokens = int(spec.get("num_prompts", 0)) * (int(spec.get("input_len", 0)) + int(spec.get("output_len", 0)))
+            seconds = median([r.metrics.get("elapsed_time_s") or tokens / r.metrics["tokens_per_second"]
+                              for r in base])
+        out[mode] = {"baseline_s": seconds, "gemm_s_cublas": pred["gemm_s_cublas"], "saved_s": pred["saved_s"],
+                     "gemm_share": pred["gemm_s_cublas"] / seconds, "time_ratio": (seconds - pred["saved_s"]) / seconds,
+                     "dtype": pred["dtype"], "untimed_shapes": pred["untimed_shapes"]}
+    return out
+
+
 def run_gate(runtime: Runtime, root: Path, results_root: Path, session_dir: Path, spec: plan.BenchSpec,
              setup: ModelSetup, sink: dict) -> dict[str, Any]:
     """The output gate after the timed runs: each arm through engine_gate.py on weights at a realistic scale
@@ -250,7 +296,17 @@ def run_gate(runtime: Runtime, root: Path, results_root: Path, session_dir: Path
 
 def _gpu_name(env: dict[str, Any]) -> str:
     torch_info = env.get("torch") if isinstance(env.get("torch"), dict) else {}
-    return str(torch_info.get("device") or "unknown GPU")
+    return str(torch_info.get("device") or UNKNOWN_GPU)
+
+
+def _read_env(session_dir: Path) -> dict[str, Any]:
+    env_file = session_dir / "env.json"
+    if not env_file.is_file():
+        return {}
+    try:
+        return json.loads(env_file.read_text())
+    except json.JSONDecodeError:
+        return {"error": "env.json unreadable"}
 
 
 def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dict[str, Any] | None = None,
@@ -258,14 +314,7 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     """Validity, floors and comparison of one session's records; writes summary.json and chart.png
     (an A/A session also records its floors in results/floors.json)."""
     meta = {"session": session_dir.name, **(meta or {})}
-    env_file = session_dir / "env.json"
-    env: dict[str, Any] = {}
-    if env_file.is_file():
-        try:
-            env = json.loads(env_file.read_text())
-        except json.JSONDecodeError:
-            env = {"error": "env.json unreadable"}
-    meta["env"] = env
+    env = meta["env"] = _read_env(session_dir)
     aa = aa or bool(meta.get("spec", {}).get("aa"))
     gate_file = session_dir / plan.GATE / "result.json"
     gate_result = json.loads(gate_file.read_text()) if gate_file.is_file() else None
@@ -293,7 +342,8 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
         floors_path = verdict.record_floors(results_root, gpu, model, session_dir.name, rows, paired_stats)
     summary = verdict.summary_dict(rows, validity, meta)
     summary.update({"gpu": gpu, "aa": aa, "floor_sources": {} if aa else sources,
-                    "spread": verdict.spread(records), "gate": gate_result, "paired": paired_stats})
+                    "spread": verdict.spread(records), "gate": gate_result, "paired": paired_stats,
+                    "prediction": prediction_beside(session_dir, records, meta.get("spec", {}))})
     summary_path = session_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=1, default=str))
     labels = ("A", "A again") if aa else ("baseline", "custom")

@@ -181,6 +181,10 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
             console.print(f"{mode} (paired): A/A in the same rounds, control/baseline {c['time_ratio']:.4f} "
                           f"[{c['ci95'][0]:.4f}–{c['ci95'][1]:.4f}], per round {c['round_ratios']}: "
                           f"floor {c['aa_floor_pct']:.1f}%")
+    for mode, p in (summary.get("prediction") or {}).items():
+        console.print(f"{mode}: the dispatch table predicts time custom/baseline {p['time_ratio']:.4f} (it saves "
+                      f"{p['saved_s'] * 1e3:.2f} ms of GEMM per generate; GEMMs take {p['gemm_share']:.0%} of the "
+                      f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings)")
     for mode, s in summary.get("spread", {}).items():
         need = s.get("runs_per_arm_for_2pct")
         cv = s.get("pooled_between_runs_cv_pct")

@@ -1,0 +1,38 @@
+"""The table's prediction of a vLLM run's GEMM time (pure arithmetic on a table and a config, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from custom_kernels.dispatch import DispatchTable, shape_key
+from custom_kernels.models import load_config, model_dims
+from custom_kernels.predict import MAX_BATCHED_TOKENS, predict, steps
+
+
+def test_steps_follow_vllms_scheduler_budget():
+    # latency: one prefill step of batch x input tokens (logits for every sequence), then output_len - 1 decodes
+    assert steps("latency", 8, 0, 128, 4) == [(1024, 8), (8, 8), (8, 8), (8, 8)]
+    # a prompt load beyond the token budget is prefilled in chunks; logits come with the last chunk only
+    chunks = steps("latency", 8, 0, 2048, 1)
+    assert chunks == [(MAX_BATCHED_TOKENS, 0), (8 * 2048 - MAX_BATCHED_TOKENS, 8)]
+    # throughput: waves of at most 256 running sequences
+    assert steps("throughput", 0, 300, 16, 2) == [(256 * 16, 256), (256, 256), (44 * 16, 44), (44, 44)]
+
+
+def test_prediction_prices_routed_winners_only():
+    name, cfg = load_config("qwen2.5-0.5b")
+    dims = model_dims(cfg, name)
+    table = DispatchTable()
+    entry = {"kernel": "triton_splitk", "us": 6.0, "cublas_us": 8.0}
+    table.set_entries("GPU X", "bfloat16", {
+        shape_key(896, 4864): {"8": entry, "1024": {"kernel": "cublas", "us": 50.0, "cublas_us": 50.0}},  # down_proj
+        shape_key(151936, 896): {"8": entry},  # lm_head: a winner, but it never routes through the plugin
+    }, {})
+    got = predict(dims, table, "GPU X", "bfloat16", "latency", 8, 0, 128, 3)
+    down = got["shapes"]["down_proj"]
+    # prefill at M=1024 (cuBLAS both ways), two decodes at M=8 (the winner), every decoder layer
+    assert down["routes"] and down["cublas_s"] == pytest.approx(dims.num_layers * (50 + 2 * 8) * 1e-6)
+    assert got["saved_s"] == pytest.approx(dims.num_layers * 2 * 2.0 * 1e-6)
+    assert not got["shapes"]["lm_head"]["routes"] and got["shapes"]["lm_head"]["custom_s"] == got["shapes"][
+        "lm_head"]["cublas_s"]
+    assert shape_key(1152, 896) in got["untimed_shapes"]  # qkv_proj: the table has no timing for it
