@@ -7,7 +7,7 @@ import shlex
 
 from invoke import Collection, task
 
-from workbench import flags, ui
+from workbench import flags
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError
 from workbench.trace.command import TRACE_ENV, trace_command
@@ -27,6 +27,7 @@ HELP = {
 
 
 def _trace(ctx, mode, model, prompt, max_tokens, hf_config, top, out, custom_gemm, args, runtime, dry_run):
+    from workbench import ui  # rich, like torch, only once a trace runs: importing this module stays light
     from workbench.tasks.runtimes import open_runtime, path_mapper, plan_places
 
     settings = settings_from_context(ctx)
