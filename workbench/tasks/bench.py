@@ -90,7 +90,9 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
     setup = bench_session.model_setup(settings.root, settings.results_path, places.results, spec)
     runs = benchplan.plan_runs(spec, session, places, setup.args, python,
                                bench_session.kernels_digest(settings.root))
-    console.print(f"[bold]plan[/] {benchplan.session_dir(places, session)} on {where} ({len(runs)} runs, ABBA order"
+    shape = (f"{len(spec.modes)} paired run(s) of {spec.repeats} rounds, three engines each" if spec.driver == "paired"
+             else f"{len(runs)} runs, ABBA order")
+    console.print(f"[bold]plan[/] {benchplan.session_dir(places, session)} on {where} ({shape}"
                   f"{', A/A: both arms the baseline' if spec.aa else ''})", soft_wrap=True)
     if setup.folder:
         console.print(f"  model folder: {setup.folder} ({setup.weights} weights, tokenizer made for the config)",
