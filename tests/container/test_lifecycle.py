@@ -50,7 +50,7 @@ def test_image_contents(client, dev_tag):
     assert out[3] == "dep kept", "vllm's dependencies must stay"
     assert out[4] == "/opt/workbench-venv /cache/ccache"
     assert out[5] == "7" and out[6] == "venv ok" and out[7] == "sudo ok"
-    assert out[8].split() == ["/opt/workbench-src", "/workspace/custom_kernels"]
+    assert out[8].split() == ["/opt/workbench-src", "/workspace/custom_kernels/src"]  # the package's import root
     built = client.images.get(f"{IMAGE}:{dev_tag}").labels
     assert built[labels.ROLE] == labels.ROLE_DEV and built[labels.UID] == str(TEST_UID)
     assert built[labels.BASE_IMAGE].startswith("workbench-test-base:")
