@@ -126,8 +126,8 @@ def patched_tree(tmp_path_factory):
 @pytest.mark.vllm_source
 @pytest.mark.parametrize(("env", "expected"), [
     ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*"}, set()),  # the filter alone does nothing
-    ({"VLLM_USE_CUSTOM_GEMM": "1"}, {MLP, ATTN, MLP1}),
-    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "model.layers.0,!*.o_proj"}, {MLP}),
+    ({"VLLM_USE_CUSTOM_GEMM": "1", **ROUTE_ALL}, {MLP, ATTN, MLP1}),
+    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "model.layers.0,!*.o_proj", **ROUTE_ALL}, {MLP}),
 ])
 def test_patched_0_13_0_routes_replicated_linear(patched_tree, env, expected):
     assert routed(probe(patched_tree, "patched", env)) == expected
@@ -136,7 +136,8 @@ def test_patched_0_13_0_routes_replicated_linear(patched_tree, env, expected):
 @pytest.mark.vllm_source
 def test_plugin_stands_aside_on_a_patched_fork(patched_tree):
     # The fork routes by itself; the plugin must not wrap a second time (calls stay exactly 1).
-    layers = probe(patched_tree, "plugin", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*"})
+    layers = probe(patched_tree, "plugin", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*",
+                                            **ROUTE_ALL})
     assert routed(layers) == {MLP, MLP1}
 
 
@@ -150,7 +151,7 @@ def patched_trees(tmp_path_factory):
 @pytest.mark.parametrize("version", [v for v in RELEASES if v != "0.13.0"])
 @pytest.mark.parametrize(("env", "expected"), [
     ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*"}, set()),
-    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1"}, {MLP}),
+    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1", **ROUTE_ALL}, {MLP}),
 ])
 def test_patched_release_routes_with_the_layer_filter(patched_trees, version, env, expected):
     assert routed(probe(patched_trees[version], "patched", env, version=version)) == expected
@@ -173,10 +174,13 @@ def test_plugin_routes_on_stock_vllm(version, route, env, expected):
 
 
 @pytest.mark.vllm_source
-def test_plugin_leaves_a_layer_without_a_tuned_winner_on_vllms_own_gemm():
+@pytest.mark.parametrize("route", ["plugin", "patched"])
+def test_a_layer_without_a_tuned_winner_stays_on_vllms_own_gemm(patched_tree, route):
     # By default a selected layer routes only where the table has a non-cuBLAS winner for its shape: on the
-    # CPU (fp32) there is none, so each layer goes back to vLLM's method when its weights load, and says why.
-    report = probe(vllm_source_tree("0.13.0"), "plugin", {"VLLM_USE_CUSTOM_GEMM": "1"}, raw=True)
+    # CPU (fp32) there is none, so each layer goes back to vLLM's method when its weights load, and says why;
+    # on a patched fork too (the plugin applies the rule to the layers the fork chose).
+    tree = patched_tree if route == "patched" else vllm_source_tree("0.13.0")
+    report = probe(tree, route, {"VLLM_USE_CUSTOM_GEMM": "1"}, raw=True)
     assert routed(report["layers"]) == set()
     assert set(report["routing"]) == set(LAYERS)
     assert all(v == "skipped: cpu/float32: F.linear is the only path" for v in report["routing"].values())

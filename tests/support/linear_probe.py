@@ -4,6 +4,7 @@ print JSON: per layer whether it chose the custom GEMM, the custom_kernels call 
 against an fp32 reference.
 
 usage: python linear_probe.py VLLM_TREE CUSTOM_KERNELS_DIR {patched,plugin,plugin-late,entrypoint} PREFIX...
+patched: the tree carries the patch series; the plugin registers as vLLM's loader would register it.
 plugin-late: the plugin registers while the switch is unset and the switch is set afterwards, as in an
 engine-core process forked from a front end that loaded the plugin with another arm's switch.
 The tree goes first on sys.path so this process imports exactly that source (test isolation).
@@ -30,7 +31,9 @@ def main() -> None:
     import custom_kernels
     import vllm
 
-    if route in ("plugin", "plugin-late"):
+    if route in ("plugin", "plugin-late", "patched"):
+        # patched: vLLM loads the plugin there too (custom_kernels is installed), and it applies the route
+        # rule to the layers the fork chose
         from custom_kernels import vllm_plugin
 
         late = os.environ.pop("VLLM_USE_CUSTOM_GEMM", None) if route == "plugin-late" else None

@@ -14,7 +14,9 @@ an empty tensor) works the same on both, and leaves every other layer on vLLM's 
 ``VLLM_CUSTOM_GEMM_LAYERS`` selects layers by prefix, as in the patch series: comma-separated globs
 on the full prefix; a pattern without wildcards also matches the layers below it; ``!pattern``
 excludes; empty selects every unquantized linear layer. With the patch series applied (the fork's
-envs.py knows VLLM_USE_CUSTOM_GEMM) the plugin stands aside: the fork does the routing itself.
+envs.py knows VLLM_USE_CUSTOM_GEMM) the fork chooses the layers itself; the plugin only applies the route
+rule below to the layers the fork chose (``layer.use_custom_gemm``, read by the fork's GEMM router on every
+forward, hence before torch.compile traces it), so both routes route the same layers.
 """
 
 from __future__ import annotations
@@ -88,26 +90,32 @@ def register_switches() -> None:
             known[name] = getter
 
 
-def _routed_class(method: type) -> type:
-    """The layer's own UnquantizedLinearMethod, made to call the custom GEMM: a subclass its instance is
-    switched to, so layers that don't route keep vLLM's method untouched (no wrapper on their path).
-
-    Whether a selected layer really routes is decided once, when its weights are loaded (its shape, dtype and
-    device are known then, and torch.compile has not traced it yet): a layer for which the dispatch table
-    has no non-cuBLAS winner goes back to vLLM's method (``custom_kernels.route_decision``), unless
+def keeps_route(layer) -> bool:
+    """Whether a selected layer really routes, decided once when its weights are loaded (its shape, dtype and
+    device are known then, and torch.compile has not traced it yet): only where the dispatch table has a
+    non-cuBLAS winner for its shape on this GPU (``custom_kernels.route_decision``), unless
     VLLM_CUSTOM_GEMM_ROUTE=all. Each decision is kept in ``custom_kernels.ROUTING`` (and the counter dumps)."""
     import custom_kernels
     from custom_kernels import counters
+
+    routed, why = (True, "VLLM_CUSTOM_GEMM_ROUTE=all") if route_all() else \
+        custom_kernels.route_decision(layer.weight)
+    counters.record_routing(getattr(layer, "prefix", "") or type(layer).__name__, routed, why)
+    return routed
+
+
+def _routed_class(method: type) -> type:
+    """The layer's own UnquantizedLinearMethod, made to call the custom GEMM: a subclass its instance is
+    switched to, so layers that don't route keep vLLM's method untouched (no wrapper on their path). A layer
+    that does not keep the route (``keeps_route``) goes back to vLLM's method when its weights load."""
+    import custom_kernels
 
     class CustomGemmLinearMethod(method):
         def apply(self, layer, x, bias=None):
             return custom_kernels.unquantized_gemm(layer, x, layer.weight, bias)
 
         def process_weights_after_loading(self, layer):
-            routed, why = (True, "VLLM_CUSTOM_GEMM_ROUTE=all") if route_all() else \
-                custom_kernels.route_decision(layer.weight)
-            counters.record_routing(getattr(layer, "prefix", "") or type(layer).__name__, routed, why)
-            if not routed:
+            if not keeps_route(layer):
                 self.__class__ = method
                 layer.use_custom_gemm = False
                 return method.process_weights_after_loading(self, layer)
@@ -115,6 +123,26 @@ def _routed_class(method: type) -> type:
 
     CustomGemmLinearMethod.__qualname__ = f"CustomGemm{method.__qualname__}"
     return CustomGemmLinearMethod
+
+
+def _rule_on_patched_fork() -> None:
+    """On a patched fork: a layer the fork chose keeps the route only by ``keeps_route``, decided before
+    vLLM's own weight processing (whose CPU path also reads ``use_custom_gemm``)."""
+    from vllm.model_executor.layers import linear
+
+    method = linear.UnquantizedLinearMethod
+    original = method.process_weights_after_loading
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def process_weights_after_loading(self, layer):
+        if getattr(layer, "use_custom_gemm", False):
+            layer.use_custom_gemm = keeps_route(layer)
+        return original(self, layer)
+
+    setattr(process_weights_after_loading, _MARK, True)
+    method.process_weights_after_loading = process_weights_after_loading
 
 
 def register() -> None:
@@ -126,7 +154,10 @@ def register() -> None:
     inherits the front end's plugin state; what it must not inherit is the switch's value at that time."""
     if _fork_is_patched():
         if _enabled():
-            logger.info("custom_kernels plugin: the vLLM fork routes VLLM_USE_CUSTOM_GEMM itself (patch series)")
+            logger.info("custom_kernels plugin: the vLLM fork routes VLLM_USE_CUSTOM_GEMM itself (patch series); "
+                        "the plugin applies the route rule to the layers it chose")
+        register_switches()  # the fork registers two of the three: VLLM_CUSTOM_GEMM_ROUTE keys the cache too
+        _rule_on_patched_fork()
         return
     register_switches()
     from vllm.model_executor.layers import linear
