@@ -469,6 +469,16 @@ def test_paired_session_under_a_time_budget_keeps_its_whole_rounds(host, tiny):
     assert json.loads(outcome.summary_path.read_text())["paired"]["latency"]["rounds"] == 1
 
 
+def test_a_budgeted_session_judges_the_next_round_by_warm_engine_starts():
+    from workbench.guest.engine_ab import next_round_s
+
+    # Round 0 on the H200 (Llama-3-8B latency): 196 s of its 215 went to starting engines, two of which compiled
+    # their graph; the control loaded the baseline's graph in 18 s. Later engines all start like the control.
+    starts = {"baseline": 58.7, "control": 18.2, "custom": 118.8}
+    assert next_round_s(215.0, starts) == pytest.approx(215.0 - 195.7 + 3 * 18.2)
+    assert next_round_s(80.0, {}) == 80.0
+
+
 def test_a_custom_run_whose_layers_all_fell_back_says_so():
     from workbench.bench import verdict
     from workbench.bench.results import RunResult
