@@ -1,12 +1,15 @@
 """The GEMM hook for real: the patched vLLM source and the plugin on stock vLLM, imported on CPU.
 
-Each case runs tests/support/linear_probe.py in a subprocess with the vLLM tree first on sys.path, builds
-ReplicatedLinear layers with model-like prefixes, loads weights the way vLLM does and runs a forward
-pass; custom_kernels.CALL_COUNTS says which layers went through ``custom_kernels.unquantized_gemm``.
+tests/support/linear_probe.py runs in a subprocess with the vLLM tree first on sys.path, registers the hook,
+and per scenario (the switches it sets) builds ReplicatedLinear layers with model-like prefixes, loads
+weights the way vLLM does and runs a forward pass; custom_kernels.CALL_COUNTS says which layers went through
+``custom_kernels.unquantized_gemm``. One process per tree and registration serves all of its scenarios
+(importing vLLM costs seconds each time); its result is shared by the tests that read it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -76,8 +79,8 @@ def _entry_point_dist(tmp: Path) -> Path:
     return tmp
 
 
-def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
-          layers: list[str] = LAYERS, raw: bool = False) -> dict:
+def probe(tree: Path, route: str, scenarios: dict[str, dict[str, str]], version: str) -> dict[str, dict]:
+    """Each scenario's report (layers, routing) from one probe process, in the order given."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     paths = [str(p) for p in (release_deps(version),) if p is not None]
     if route == "entrypoint":
@@ -87,15 +90,18 @@ def probe(tree: Path, route: str, env: dict[str, str], version: str = "0.13.0",
         clean["VLLM_PLUGINS"] = "custom_gemm"  # only ours, whatever else this venv has installed
     if paths:
         clean["PYTHONPATH"] = os.pathsep.join(paths)
-    result = subprocess.run([sys.executable, str(PROBE), str(tree), str(KERNELS / "src"), route, *layers],
-                            env={**clean, **env}, capture_output=True, text=True, timeout=600)
+    plan = json.dumps([{"env": env, "layers": LAYERS} for env in scenarios.values()])
+    result = subprocess.run([sys.executable, str(PROBE), str(tree), str(KERNELS / "src"), route, plan],
+                            env=clean, capture_output=True, text=True, timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
-    report = json.loads(lines[-1][len("PROBE"):])
-    assert Path(report["vllm_file"]).is_relative_to(tree), "imported a vLLM other than the tree under test"
-    for layer in report["layers"].values():
-        assert layer["max_abs_err"] < 1e-4  # same numbers as x @ W.T + b, whichever GEMM ran
-    return report if raw else report["layers"]
+    reports = json.loads(lines[-1][len("PROBE"):])
+    assert len(reports) == len(scenarios)
+    for report in reports:
+        assert Path(report["vllm_file"]).is_relative_to(tree), "imported a vLLM other than the tree under test"
+        for layer in report["layers"].values():
+            assert layer["max_abs_err"] < 1e-4  # same numbers as x @ W.T + b, whichever GEMM ran
+    return dict(zip(scenarios, reports, strict=True))
 
 
 def routed(layers: dict) -> set[str]:
@@ -108,79 +114,92 @@ def routed(layers: dict) -> set[str]:
     return out
 
 
-def _patched(tmp_path_factory, version: str) -> Path:
-    """A git repo of the release sdist with its series applied by workbench.fork.patches."""
-    repo = make_fork_repo(version, tmp_path_factory.mktemp(f"patched-{version}") / "vllm")
-    series = load_series(ROOT / "patches", version)
-    P.apply_series(repo, series)
-    assert P.series_state(repo, series).statuses == [P.APPLIED] * 3
-    return repo
+ON = {"VLLM_USE_CUSTOM_GEMM": "1"}
+# By default a selected layer routes only where the table has a non-cuBLAS winner for its shape: on the CPU
+# (fp32) there is none, so each layer goes back to vLLM's method when its weights load, and says why.
+TUNED_SKIP = "skipped: cpu/float32: F.linear is the only path"
+
+# The scenarios run in this order in one process; the switches of each are set before its layers are built.
+STOCK = {  # the plugin registers with the first scenario's switches (off)
+    "off": ({}, set()),
+    "late": ({**ON, **ROUTE_ALL}, {MLP, ATTN, MLP1}),  # switched on after the plugin loaded: a forked engine core
+    "filter": ({**ON, "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1", **ROUTE_ALL}, {MLP}),
+    "tuned": (ON, set()),
+}
+PATCHED = {
+    "13": {  # 0.13.0: ReplicatedLinear routes through the fork's own choice
+        "filter-alone": ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*"}, set()),
+        "all": ({**ON, **ROUTE_ALL}, {MLP, ATTN, MLP1}),
+        "exclude": ({**ON, "VLLM_CUSTOM_GEMM_LAYERS": "model.layers.0,!*.o_proj", **ROUTE_ALL}, {MLP}),
+        # the plugin is loaded too (custom_kernels is installed): it must not route a second time (calls stay 1)
+        "mlp": ({**ON, "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*", **ROUTE_ALL}, {MLP, MLP1}),
+        "tuned": (ON, set()),
+    },
+    "later": {
+        "filter-alone": ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*"}, set()),
+        "filter": ({**ON, "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1", **ROUTE_ALL}, {MLP}),
+        "tuned": (ON, set()),
+    },
+}
+
+
+def _cases(table: dict) -> dict[str, dict[str, str]]:
+    return {name: env for name, (env, _) in table.items()}
+
+
+@functools.cache
+def stock_reports(version: str, route: str) -> dict[str, dict]:
+    if route == "entrypoint":  # registered by vLLM's loader with the switch on: an early registration
+        return probe(vllm_source_tree(version), route, {"attn": {**ON, "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*",
+                                                                 **ROUTE_ALL}}, version)
+    return probe(vllm_source_tree(version), route, _cases(STOCK), version)
 
 
 @pytest.fixture(scope="module")
-def patched_tree(tmp_path_factory):
-    return _patched(tmp_path_factory, "0.13.0")
+def patched_reports(tmp_path_factory):
+    """Each release's fork with its series applied by workbench.fork.patches, probed once for the module."""
+    cache: dict[str, dict] = {}
+
+    def get(version: str) -> dict[str, dict]:
+        if version not in cache:
+            repo = make_fork_repo(version, tmp_path_factory.mktemp(f"patched-{version}") / "vllm")
+            series = load_series(ROOT / "patches", version)
+            P.apply_series(repo, series)
+            assert P.series_state(repo, series).statuses == [P.APPLIED] * 3
+            table = PATCHED["13" if version == "0.13.0" else "later"]
+            cache[version] = probe(repo, "patched", _cases(table), version)
+        return cache[version]
+
+    return get
 
 
 # --------------------------------------------------------------------------------------- patched source
 @pytest.mark.vllm_source
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*"}, set()),  # the filter alone does nothing
-    ({"VLLM_USE_CUSTOM_GEMM": "1", **ROUTE_ALL}, {MLP, ATTN, MLP1}),
-    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "model.layers.0,!*.o_proj", **ROUTE_ALL}, {MLP}),
-])
-def test_patched_0_13_0_routes_replicated_linear(patched_tree, env, expected):
-    assert routed(probe(patched_tree, "patched", env)) == expected
-
-
-@pytest.mark.vllm_source
-def test_plugin_stands_aside_on_a_patched_fork(patched_tree):
-    # The fork routes by itself; the plugin must not wrap a second time (calls stay exactly 1).
-    layers = probe(patched_tree, "plugin", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*",
-                                            **ROUTE_ALL})
-    assert routed(layers) == {MLP, MLP1}
-
-
-@pytest.fixture(scope="module")
-def patched_trees(tmp_path_factory):
-    """Each later release's fork with its series applied, made once for the module."""
-    return {version: _patched(tmp_path_factory, version) for version in RELEASES if version != "0.13.0"}
-
-
-@pytest.mark.vllm_source
-@pytest.mark.parametrize("version", [v for v in RELEASES if v != "0.13.0"])
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"VLLM_USE_CUSTOM_GEMM": "0", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*"}, set()),
-    ({"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.mlp.*,!model.layers.1", **ROUTE_ALL}, {MLP}),
-])
-def test_patched_release_routes_with_the_layer_filter(patched_trees, version, env, expected):
-    assert routed(probe(patched_trees[version], "patched", env, version=version)) == expected
+@pytest.mark.parametrize(("version", "case"), [(v, c) for v in RELEASES
+                                               for c in PATCHED["13" if v == "0.13.0" else "later"]])
+def test_patched_fork_routes_the_layers_it_chose(patched_reports, version, case):
+    _, expected = PATCHED["13" if version == "0.13.0" else "later"][case]
+    report = patched_reports(version)[case]
+    assert routed(report["layers"]) == expected
+    if case == "tuned":  # the plugin applies the route rule to the layers the fork chose
+        assert set(report["routing"]) == set(LAYERS)
+        assert set(report["routing"].values()) == {TUNED_SKIP}
 
 
 # --------------------------------------------------------------------------------------- plugin on stock vLLM
 @pytest.mark.vllm_source
 @pytest.mark.parametrize("version", RELEASES)
-@pytest.mark.parametrize(("route", "env", "expected"), [
-    ("plugin", {}, set()),
-    ("plugin", {"VLLM_USE_CUSTOM_GEMM": "1", **ROUTE_ALL}, {MLP, ATTN, MLP1}),
-    # loaded while the switch was off, the layers built after it was set route (a forked engine core)
-    ("plugin-late", {"VLLM_USE_CUSTOM_GEMM": "1", **ROUTE_ALL}, {MLP, ATTN, MLP1}),
-    # through vLLM's own load_general_plugins() and the entry point custom_kernels declares
-    ("entrypoint", {"VLLM_USE_CUSTOM_GEMM": "1", "VLLM_CUSTOM_GEMM_LAYERS": "*.self_attn.*", **ROUTE_ALL}, {ATTN}),
-])
-def test_plugin_routes_on_stock_vllm(version, route, env, expected):
-    tree = vllm_source_tree(version)
-    assert routed(probe(tree, route, env, version=version)) == expected
+@pytest.mark.parametrize("case", list(STOCK))
+def test_plugin_routes_on_stock_vllm(version, case):
+    report = stock_reports(version, "plugin")[case]
+    assert routed(report["layers"]) == STOCK[case][1]
+    if case == "tuned":
+        assert set(report["routing"]) == set(LAYERS)
+        assert set(report["routing"].values()) == {TUNED_SKIP}
 
 
 @pytest.mark.vllm_source
-@pytest.mark.parametrize("route", ["plugin", "patched"])
-def test_a_layer_without_a_tuned_winner_stays_on_vllms_own_gemm(patched_tree, route):
-    # By default a selected layer routes only where the table has a non-cuBLAS winner for its shape: on the
-    # CPU (fp32) there is none, so each layer goes back to vLLM's method when its weights load, and says why;
-    # on a patched fork too (the plugin applies the rule to the layers the fork chose).
-    tree = patched_tree if route == "patched" else vllm_source_tree("0.13.0")
-    report = probe(tree, route, {"VLLM_USE_CUSTOM_GEMM": "1"}, raw=True)
-    assert routed(report["layers"]) == set()
-    assert set(report["routing"]) == set(LAYERS)
-    assert all(v == "skipped: cpu/float32: F.linear is the only path" for v in report["routing"].values())
+@pytest.mark.parametrize("version", RELEASES)
+def test_plugin_loads_through_vllms_entry_point(version):
+    # vLLM's own load_general_plugins() and the entry point custom_kernels declares
+    assert routed(stock_reports(version, "entrypoint")["attn"]["layers"]) == {ATTN}

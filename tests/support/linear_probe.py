@@ -1,12 +1,18 @@
-"""Run in a subprocess: import a vLLM source tree on CPU, build ReplicatedLinear layers with given
-prefixes, load weights the way vLLM does (process_weights_after_loading), run a forward pass and
-print JSON: per layer whether it chose the custom GEMM, the custom_kernels call count, and the error
-against an fp32 reference.
+"""Run in a subprocess: import a vLLM source tree on CPU, register the GEMM hook, then for each scenario (the
+VLLM_* variables it sets) build ReplicatedLinear layers with given prefixes, load weights the way vLLM does
+(process_weights_after_loading), run a forward pass and record per layer whether it chose the custom GEMM,
+the custom_kernels call count, the error against an fp64 reference and the plugin's routing decision. Prints
+one JSON line: PROBE[{"vllm_file", "layers", "routing"} per scenario].
 
-usage: python linear_probe.py VLLM_TREE CUSTOM_KERNELS_DIR {patched,plugin,plugin-late,entrypoint} PREFIX...
-patched: the tree carries the patch series; the plugin registers as vLLM's loader would register it.
-plugin-late: the plugin registers while the switch is unset and the switch is set afterwards, as in an
-engine-core process forked from a front end that loaded the plugin with another arm's switch.
+usage: python linear_probe.py VLLM_TREE CUSTOM_KERNELS_DIR {plugin,patched,entrypoint} SCENARIOS_JSON
+SCENARIOS_JSON: [{"env": {VAR: VALUE}, "layers": [PREFIX, ...]}, ...]
+- plugin: custom_kernels.vllm_plugin.register(), twice (idempotent), with the first scenario's variables set;
+  later scenarios change them afterwards, as in an engine-core process forked from a front end that loaded the
+  plugin with another arm's switch (the plugin decides per layer, when the layer is built).
+- patched: the tree carries the patch series; the plugin registers as vLLM's loader would register it
+  (custom_kernels is installed), and applies the route rule to the layers the fork chose.
+- entrypoint: vLLM's own load_general_plugins(), through the entry point custom_kernels declares.
+Layers are built per scenario, so one process serves every scenario of a tree: importing vLLM costs seconds.
 The tree goes first on sys.path so this process imports exactly that source (test isolation).
 """
 
@@ -18,8 +24,15 @@ import sys
 import tempfile
 
 
+def set_scenario_env(env: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k.startswith(("VLLM_USE_CUSTOM_GEMM", "VLLM_CUSTOM_GEMM_"))]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
 def main() -> None:
-    tree, kernels_dir, route, *prefixes = sys.argv[1:]
+    tree, kernels_dir, route, scenarios_json = sys.argv[1:]
+    scenarios = json.loads(scenarios_json)
     sys.path[:0] = [tree, kernels_dir]
     import torch
     import vllm.platforms
@@ -31,16 +44,12 @@ def main() -> None:
     import custom_kernels
     import vllm
 
-    if route in ("plugin", "plugin-late", "patched"):
-        # patched: vLLM loads the plugin there too (custom_kernels is installed), and it applies the route
-        # rule to the layers the fork chose
+    set_scenario_env(scenarios[0]["env"])
+    if route in ("plugin", "patched"):
         from custom_kernels import vllm_plugin
 
-        late = os.environ.pop("VLLM_USE_CUSTOM_GEMM", None) if route == "plugin-late" else None
         vllm_plugin.register()
         vllm_plugin.register()  # idempotent: a second call must not wrap twice
-        if late is not None:
-            os.environ["VLLM_USE_CUSTOM_GEMM"] = late
     elif route == "entrypoint":
         from vllm.plugins import load_general_plugins
 
@@ -50,30 +59,35 @@ def main() -> None:
     from vllm.model_executor.layers.linear import ReplicatedLinear
 
     torch.manual_seed(0)
-    report: dict = {"vllm_file": vllm.__file__, "layers": {}}
+    reports = []
     with set_current_vllm_config(VllmConfig()):
         init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
                                      distributed_init_method="file://" + tempfile.mktemp(prefix="wb-dist-"))
         initialize_model_parallel(1, 1)
-        for prefix in prefixes:
-            layer = ReplicatedLinear(64, 48, bias=True, prefix=prefix, params_dtype=torch.float32)
-            weight = torch.randn(48, 64)
-            bias = torch.randn(48)
-            layer.weight.data.copy_(weight)
-            layer.bias.data.copy_(bias)
-            layer.quant_method.process_weights_after_loading(layer)
-            x = torch.randn(5, 64)
-            before = custom_kernels.CALL_COUNTS.get(prefix, 0)
-            out, _ = layer(x)
-            ref = x.double() @ weight.double().T + bias.double()
-            report["layers"][prefix] = {
-                "use_custom_gemm": bool(getattr(layer, "use_custom_gemm", False)),
-                "calls": custom_kernels.CALL_COUNTS.get(prefix, 0) - before,
-                "max_abs_err": float((out.double() - ref).abs().max()),
-                "weight_shape": list(layer.weight.shape),
-            }
-    report["routing"] = dict(getattr(custom_kernels, "ROUTING", {}))
-    print("PROBE" + json.dumps(report))
+        for scenario in scenarios:
+            set_scenario_env(scenario["env"])
+            getattr(custom_kernels, "ROUTING", {}).clear()
+            report: dict = {"vllm_file": vllm.__file__, "layers": {}}
+            for prefix in scenario["layers"]:
+                layer = ReplicatedLinear(64, 48, bias=True, prefix=prefix, params_dtype=torch.float32)
+                weight = torch.randn(48, 64)
+                bias = torch.randn(48)
+                layer.weight.data.copy_(weight)
+                layer.bias.data.copy_(bias)
+                layer.quant_method.process_weights_after_loading(layer)
+                x = torch.randn(5, 64)
+                before = custom_kernels.CALL_COUNTS.get(prefix, 0)
+                out, _ = layer(x)
+                ref = x.double() @ weight.double().T + bias.double()
+                report["layers"][prefix] = {
+                    "use_custom_gemm": bool(getattr(layer, "use_custom_gemm", False)),
+                    "calls": custom_kernels.CALL_COUNTS.get(prefix, 0) - before,
+                    "max_abs_err": float((out.double() - ref).abs().max()),
+                    "weight_shape": list(layer.weight.shape),
+                }
+            report["routing"] = dict(getattr(custom_kernels, "ROUTING", {}))
+            reports.append(report)
+    print("PROBE" + json.dumps(reports))
 
 
 if __name__ == "__main__":
