@@ -204,7 +204,8 @@ def test_full_plan_env_ccache_and_stats():
     plan = inst.full_plan(PLACES, "python", "0.13.0", "b" * 40, "9.0a", jobs, [])
     build = plan.steps[1]
     assert build.env["TORCH_CUDA_ARCH_LIST"] == "9.0a"
-    assert (build.env["MAX_JOBS"], build.env["NVCC_THREADS"]) == (str(jobs.max_jobs), str(jobs.nvcc_threads))
+    assert jobs.nvcc_threads == 2 and build.env["NVCC_THREADS"] == "2"
+    assert build.env["MAX_JOBS"] == str(jobs.max_jobs * 2)  # setup.py divides it by NVCC_THREADS
     assert build.env["CCACHE_DIR"] == PLACES.ccache and build.env["CCACHE_NOHASHDIR"] == "true"
     assert build.env["CMAKE_CUDA_COMPILER_LAUNCHER"] == "ccache"
     script = build.cmd[-1]
@@ -315,6 +316,36 @@ def test_install_dry_run_with_a_local_wheel(fork, tmp_path):
     explicit = _invoke(["install", "--wheel", str(elsewhere), "--dry-run"], fork, wheel.parent)
     assert explicit.returncode == 0, explicit.stderr
     assert "would copy" in explicit.stdout and not (tmp_path / "wheels" / "x").exists()
+
+
+def _setup_py_num_jobs(setup_py: Path, env: dict[str, str]) -> tuple[int, int | None]:
+    """The release's own cmake_build_ext.compute_num_jobs, lifted out of its setup.py and run with the build's
+    environment on a CUDA host with nvcc 12.8 (the only inputs it reads besides the CPU count)."""
+    import ast
+    import logging
+    from types import SimpleNamespace
+
+    from packaging.version import Version
+
+    tree = ast.parse(setup_py.read_text())
+    method = next(node for node in ast.walk(tree)
+                  if isinstance(node, ast.FunctionDef) and node.name == "compute_num_jobs")
+    namespace = {"envs": SimpleNamespace(MAX_JOBS=env.get("MAX_JOBS"), NVCC_THREADS=env.get("NVCC_THREADS")),
+                 "os": os, "logger": logging.getLogger("setup.py"), "Version": Version, "CUDA_HOME": "/cuda",
+                 "_is_cuda": lambda: True, "get_nvcc_cuda_version": lambda: Version("12.8")}
+    exec(compile(ast.Module(body=[method], type_ignores=[]), str(setup_py), "exec"), namespace)
+    return namespace["compute_num_jobs"](None)
+
+
+@pytest.mark.vllm_source
+@pytest.mark.parametrize("version", ["0.13.0", "0.24.0", "0.33.0"])
+@pytest.mark.parametrize(("cores", "ram_gb"), [(64, 512), (16, 64), (8, 32)])
+def test_the_releases_setup_py_runs_the_chosen_number_of_jobs(version, cores, ram_gb):
+    from tests.support.vllm_source import vllm_source_tree
+
+    jobs = inst.choose_jobs(cores, ram_gb * GB)
+    env = inst.build_env("9.0a", jobs, "/ccache")
+    assert _setup_py_num_jobs(vllm_source_tree(version) / "setup.py", env) == (jobs.max_jobs, jobs.nvcc_threads)
 
 
 def test_install_refusals_are_one_line(fork, tmp_path):

@@ -292,7 +292,9 @@ def build_env(arch: str, jobs: Jobs, ccache_dir: str) -> dict[str, str]:
     """Environment of a compile: arch list, parallelism and ccache (NOHASHDIR: hits survive path changes)."""
     return {
         "TORCH_CUDA_ARCH_LIST": arch,
-        "MAX_JOBS": str(jobs.max_jobs),
+        # vLLM's setup.py (compute_num_jobs, every shipped release) runs MAX_JOBS // NVCC_THREADS compile jobs:
+        # hand it the product, or the count chosen here is divided a second time.
+        "MAX_JOBS": str(jobs.max_jobs * jobs.nvcc_threads),
         "NVCC_THREADS": str(jobs.nvcc_threads),
         "CCACHE_DIR": ccache_dir,
         "CCACHE_NOHASHDIR": "true",
@@ -316,8 +318,8 @@ def full_plan(places: Places, python: str, version: str, commit: str | None, arc
     steps = [*before, Step("compile and install the fork editable (full build)", ["bash", "-c", script], env,
                            places.fork), *after]
     return InstallPlan("full", steps, provenance, [f"TORCH_CUDA_ARCH_LIST={arch}",
-                                                   f"MAX_JOBS={jobs.max_jobs} NVCC_THREADS={jobs.nvcc_threads}: "
-                                                   f"{jobs.reason}"])
+                                                   f"MAX_JOBS={env['MAX_JOBS']} NVCC_THREADS={jobs.nvcc_threads} "
+                                                   f"({jobs.max_jobs} compile jobs): {jobs.reason}"])
 
 
 def cmake_presets(arch: str, jobs: Jobs, python: str = "@PYTHON@", nvcc: str = "@NVCC@") -> dict:
