@@ -51,7 +51,7 @@ ruff check "$root"
 step "pytest"
 cd "$root"
 set +e
-python -m pytest "$@"
+python -m pytest --durations=20 "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi
