@@ -40,3 +40,22 @@ def test_build_error_messages_name_the_fix():
                                       "step 13/23 (RUN sh install-dev-packages.sh)")
     assert msg.startswith("build failed at step 13/23")
     assert "--ca-certs" in images._explain_build_error("SSL: CERTIFICATE_VERIFY_FAILED", plan, "step 20/23 (RUN)")
+
+
+@pytest.mark.docker
+def test_a_rebuild_keeps_every_cached_step_and_writes_fresh_oci_labels(docker_client, project):
+    from workbench import __version__
+    from workbench.container import labels
+
+    plan, files = images.plan_build(project.settings.with_overrides(tag=f"{project.settings.tag}-{project.name}"))
+    lines: list[str] = []
+    images.build(docker_client, plan, files, on_line=lines.append)
+    # The dev image of this context was built already: every RUN comes from the cache although the OCI
+    # "created" label differs (build-time labels land after the last step).
+    runs = [i for i, line in enumerate(lines) if " : RUN " in line]
+    assert runs and all("Using cache" in lines[i + 1] for i in runs), lines
+    made = docker_client.images.get(plan.tag).labels
+    assert made[labels.OCI_VERSION] == __version__ == made[labels.VERSION]
+    assert made[labels.OCI_BASE_NAME] == plan.base_image == made[labels.BASE_IMAGE]
+    assert made[labels.OCI_CREATED] == plan.labels[labels.OCI_CREATED]
+    assert plan.labels[labels.OCI_CREATED] in plan.describe()

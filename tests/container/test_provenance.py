@@ -43,7 +43,10 @@ def test_commit_labels_are_what_choose_image_reads_back():
     """A commit's labels carry the fork's state and the install record; `up` matches on exactly those."""
     state = ForkState(Path("."), True, "c" * 40, None, dirty_files=("setup.py",), patches=("0001-x.patch",))
     made = provenance.commit_labels(state, {"mode": "full", "arch_list": "9.0a"}, "img:dev", "img", "dev", "cid")
-    assert set(made) <= set(labels.ALL) and made[labels.ROLE] == labels.ROLE_COMPILED
+    assert set(made) <= set(labels.ALL) | set(labels.OCI_ALL) and made[labels.ROLE] == labels.ROLE_COMPILED
+    # the OCI annotations say the same: the fork's commit, the image it was committed from, when
+    assert (made[labels.OCI_REVISION], made[labels.OCI_BASE_NAME]) == ("c" * 40, "img:dev")
+    assert made[labels.OCI_CREATED] == made[labels.COMMITTED_AT] and made[labels.OCI_CREATED].endswith("+00:00")
     assert (made[labels.VLLM_BRANCH], made[labels.VLLM_DIRTY], made[labels.VLLM_DIRTY_FILES]) == ("(detached)",
                                                                                                  "true", "1")
     assert (made[labels.TAG], made[labels.COMMITTED_FROM], made[labels.CUDA_ARCH_LIST]) == ("dev", "cid", "9.0a")

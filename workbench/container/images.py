@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from workbench import __version__
@@ -44,6 +45,7 @@ class BuildPlan:
     context_files: tuple[str, ...]
     no_cache: bool
     base_reason: str = ""  # why this base image (the fork's release, or the configured one)
+    labels: dict[str, str] = field(default_factory=dict)  # build-time labels (the OCI annotations)
 
     def with_base_torch(self, version: str | None) -> BuildPlan:
         """The plan recording the base image's torch as the dev image's ``labels.TORCH``."""
@@ -51,8 +53,10 @@ class BuildPlan:
 
     def describe(self) -> str:
         args = " ".join(f"--build-arg {k}={v}" for k, v in sorted(self.buildargs.items()))
+        marks = "".join(f" --label {shlex.quote(f'{k}={v}')}" for k, v in sorted(self.labels.items()))
         cache = " --no-cache" if self.no_cache else ""
-        return f"docker build -f {DOCKERFILE} -t {self.tag} {args}{cache}  (context: {', '.join(self.context_files)})"
+        return (f"docker build -f {DOCKERFILE} -t {self.tag} {args}{marks}{cache}  "
+                f"(context: {', '.join(self.context_files)})")
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -96,7 +100,10 @@ def plan_build(settings: Settings, no_cache: bool = False) -> tuple[BuildPlan, d
         "USER_GID": str(settings.host_gid),
         "WORKBENCH_VERSION": __version__,
     }
-    plan = BuildPlan(settings.image_ref, base_image, buildargs, tuple(sorted(files)), no_cache, reason)
+    oci = labels.oci("vLLM kernel workbench dev image",
+                     "The vLLM release image with the tools for CUDA/Triton kernel work on a vLLM fork",
+                     __version__, base_image)
+    plan = BuildPlan(settings.image_ref, base_image, buildargs, tuple(sorted(files)), no_cache, reason, oci)
     return plan, files
 
 
@@ -172,6 +179,7 @@ def _stream(client, plan: BuildPlan, files: dict[str, bytes]) -> Iterator[dict]:
         yield from client.api.build(
             fileobj=_context_tar(files), custom_context=True, dockerfile=DOCKERFILE, tag=plan.tag,
             buildargs=plan.buildargs, nocache=plan.no_cache, rm=True, forcerm=True, decode=True, pull=False,
+            labels=plan.labels,
         )
     except APIError as err:
         raise BuildFailed(_explain_build_error(err.explanation or str(err), plan, "before the first step"), []) from err

@@ -42,5 +42,30 @@ INSTALL_MODE = f"{PREFIX}install.mode"
 INSTALL_WHEEL = f"{PREFIX}install.wheel"
 CUDA_ARCH_LIST = f"{PREFIX}cuda-arch-list"
 
+# The OCI image-spec annotation keys, beside the workbench's own: what registries, `docker inspect` tooling and
+# scanners read. Written by the build (build-time labels: applied after the last step, so the build cache
+# holds) and by commit.
+OCI = "org.opencontainers.image."
+OCI_TITLE = f"{OCI}title"
+OCI_DESCRIPTION = f"{OCI}description"
+OCI_VERSION = f"{OCI}version"
+OCI_CREATED = f"{OCI}created"
+OCI_REVISION = f"{OCI}revision"
+OCI_BASE_NAME = f"{OCI}base.name"
+OCI_LICENSES = f"{OCI}licenses"
+OCI_ALL = (OCI_TITLE, OCI_DESCRIPTION, OCI_VERSION, OCI_CREATED, OCI_REVISION, OCI_BASE_NAME, OCI_LICENSES)
+
+
+def oci(title: str, description: str, version: str, base_name: str, revision: str = "") -> dict[str, str]:
+    """The OCI annotations of an image the workbench makes, created now (RFC 3339, UTC)."""
+    from datetime import datetime, timezone
+
+    made = {OCI_TITLE: title, OCI_DESCRIPTION: description, OCI_VERSION: version, OCI_BASE_NAME: base_name,
+            OCI_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"), OCI_LICENSES: "Apache-2.0"}
+    if revision:
+        made[OCI_REVISION] = revision
+    return made
+
+
 ALL = (*DEV_IMAGE, MANAGED, SPEC, IMAGE_REASON, IMAGE, TAG, COMMITTED_FROM, COMMITTED_AT, SOURCE_IMAGE,
        VLLM_COMMIT, VLLM_BRANCH, VLLM_DIRTY, VLLM_DIRTY_FILES, PATCHES, INSTALL_MODE, INSTALL_WHEEL, CUDA_ARCH_LIST)

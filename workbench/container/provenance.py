@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from workbench.container import labels
 from workbench.fork.source import ForkState
@@ -16,8 +15,14 @@ from workbench.fork.source import ForkState
 
 def commit_labels(state: ForkState, install: dict, source_image: str, settings_image: str,
                   tag: str = "", container_id: str = "") -> dict[str, str]:
-    """Provenance labels for a committed dev container."""
+    """Provenance labels for a committed dev container (the OCI annotations beside them)."""
+    from workbench import __version__
+
+    oci = labels.oci("vLLM kernel workbench compiled dev image",
+                     f"A dev container with the vLLM fork installed ({install.get('mode', 'none')}), committed",
+                     __version__, source_image, state.commit or "")
     return {
+        **oci,
         labels.ROLE: labels.ROLE_COMPILED,
         labels.IMAGE: settings_image,
         labels.TAG: tag,
@@ -31,7 +36,7 @@ def commit_labels(state: ForkState, install: dict, source_image: str, settings_i
         labels.INSTALL_MODE: str(install.get("mode", "none")),
         labels.INSTALL_WHEEL: str(install.get("wheel", "")),
         labels.CUDA_ARCH_LIST: str(install.get("arch_list", "")),
-        labels.COMMITTED_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        labels.COMMITTED_AT: oci[labels.OCI_CREATED],
     }
 
 
