@@ -69,11 +69,12 @@ def kernel_env(import_root: str) -> dict[str, str]:
     return {"PYTHONPATH": import_root, "PYTHONUNBUFFERED": "1"}
 
 
-def run_kernel_command(runtime, cmd: list[str]) -> int:
+def run_kernel_command(runtime, cmd: list[str], out=None) -> int:
     """Run a kernels-package command where ``runtime`` runs steps (the dev container or this host), from
-    the package's folder so its results land in custom_kernels/ of the checkout; returns the exit code."""
+    the package's folder so its results land in custom_kernels/ of the checkout; returns the exit code.
+    ``out`` takes both output streams (default: this process's stdout and stderr)."""
     places = runtime.places
-    return runtime.run(cmd, env=kernel_env(places.kernels_import_root), cwd=places.kernels)
+    return runtime.run(cmd, env=kernel_env(places.kernels_import_root), cwd=places.kernels, out=out, err=out)
 
 
 def import_custom_kernels(package_dir: Path | None = None) -> Any:

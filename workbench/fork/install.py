@@ -227,6 +227,8 @@ class Step:
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    # A compile whose ninja counts its work ("[k/N]"): shown as a bar with ETA, its output kept in a log file.
+    counted: bool = False
 
 
 @dataclass
@@ -316,7 +318,7 @@ def full_plan(places: Places, python: str, version: str, commit: str | None, arc
     script = (f"set -e; ccache --zero-stats >/dev/null; start=$(date +%s); {pip}; "
               f"echo \"build time: $(( $(date +%s) - start )) s\"; ccache --show-stats")
     steps = [*before, Step("compile and install the fork editable (full build)", ["bash", "-c", script], env,
-                           places.fork), *after]
+                           places.fork, counted=True), *after]
     return InstallPlan("full", steps, provenance, [f"TORCH_CUDA_ARCH_LIST={arch}",
                                                    f"MAX_JOBS={env['MAX_JOBS']} NVCC_THREADS={jobs.nvcc_threads} "
                                                    f"({jobs.max_jobs} compile jobs): {jobs.reason}"])
@@ -357,7 +359,8 @@ def rebuild_plan(places: Places, python: str, arch: str, jobs: Jobs) -> InstallP
     steps = [
         Step("write CMakeUserPresets.json (git-ignored by vLLM)",
              _checks(places, python, "write-presets", f"{places.fork}/CMakeUserPresets.json", presets)),
-        Step("configure, build and install csrc/ incrementally", ["bash", "-c", script], env, places.fork),
+        Step("configure, build and install csrc/ incrementally", ["bash", "-c", script], env, places.fork,
+             counted=True),
         Step("verify vllm imports from the fork and vllm._C loads", _checks(places, python, "verify", places.fork)),
         Step("record the rebuild in the install record",
              _checks(places, python, "record-rebuild", places.install_record, arch)),

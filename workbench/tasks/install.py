@@ -31,7 +31,7 @@ def _check_torch(settings: Settings, fork: Path, console: Console, allow_mismatc
     console.print(check.message, style="yellow" if not check.ok else "dim", markup=False)
 
 
-def _run(runtime, plan: inst.InstallPlan, console: Console, dry_run: bool) -> None:
+def _run(runtime, plan: inst.InstallPlan, console: Console, dry_run: bool, logs: Path | None = None) -> None:
     for note in plan.notes:
         console.print(f"[bold]{escape(note)}[/bold]")
     if dry_run:
@@ -40,9 +40,19 @@ def _run(runtime, plan: inst.InstallPlan, console: Console, dry_run: bool) -> No
         return
     for i, step in enumerate(plan.steps, 1):
         console.print(f"[cyan][{i}/{len(plan.steps)}] {escape(step.name)}[/cyan]")
-        rc = runtime.run(step.cmd, env=step.env, cwd=step.workdir)
+        if not (step.counted and logs is not None):
+            rc = runtime.run(step.cmd, env=step.env, cwd=step.workdir)
+            if rc != 0:
+                raise WorkbenchError(f"`{step.name}` failed on {runtime.describe()} (exit {rc}); its output is above")
+            continue
+        log_path = ui.step_log(logs, plan.mode)
+        console.print(f"full output: {log_path}", style="dim", markup=False)
+        with log_path.open("w") as log, ui.CountedProgress("compile", log=log, quiet=True) as progress:
+            rc = runtime.run(step.cmd, env=step.env, cwd=step.workdir, out=progress.write, err=progress.write)
         if rc != 0:
-            raise WorkbenchError(f"`{step.name}` failed on {runtime.describe()} (exit {rc}); its output is above")
+            ui.print_build_failure(list(progress.tail))
+            raise WorkbenchError(f"`{step.name}` failed on {runtime.describe()} (exit {rc}); the last lines are "
+                                 f"above, all of them in {log_path}")
     console.print(f"[green]installed ({plan.mode}) on {escape(runtime.describe())}; record in "
                   f"{escape(runtime.places.install_record)}[/green]")
 
@@ -155,7 +165,7 @@ def install(c, precompiled=False, full=False, wheel=None, arch=None, jobs=None, 
         return
     rt = open_runtime(settings, runtime)
     try:
-        _run(rt, plan, console, dry_run)
+        _run(rt, plan, console, dry_run, settings.results_path)
     finally:
         rt.close()
 
@@ -178,7 +188,8 @@ def rebuild(c, arch=None, jobs=None, runtime=None, dry_run=False):
         return
     rt = open_runtime(settings, runtime)
     try:
-        _run(rt, inst.rebuild_plan(rt.places, rt.python, arch_list, chosen), ui.console, dry_run)
+        _run(rt, inst.rebuild_plan(rt.places, rt.python, arch_list, chosen), ui.console, dry_run,
+             settings.results_path)
     finally:
         rt.close()
 

@@ -34,7 +34,11 @@ def _finish(ctx, build, runtime: str | None, dry_run: bool, what: str) -> None:
 
     rt = open_runtime(settings, runtime)
     try:
-        code = run_kernel_command(rt, cmd)
+        if what == "tune":  # a line per shape and M bucket, counted "[k/N]": one bar with ETA instead
+            with ui.CountedProgress("tune") as progress:
+                code = run_kernel_command(rt, cmd, out=progress.write)
+        else:
+            code = run_kernel_command(rt, cmd)
     finally:
         rt.close()
     if code != 0:

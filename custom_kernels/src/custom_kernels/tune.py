@@ -156,15 +156,19 @@ def tune(models: Iterable[str], dtype: str = "bfloat16", tp: int = 1, buckets: I
             names.setdefault((s.n, s.k), []).append(f"{s.model}.{s.layer}")
     table: dict[str, dict[str, Any]] = {}
     raw: list[dict[str, Any]] = []
+    buckets = tuple(buckets)
+    total, done = len(shapes) * len(buckets), 0
     for (n, k), bias in shapes.items():
         per_bucket = table.setdefault(shape_key(n, k), {})
         for m in buckets:
+            done += 1
             cublas, results = tune_problem(n, k, bias, m, torch_dtype, kernels, reps, log)
             entry = per_bucket[str(m)] = make_entry(cublas, results, margin)
             raw.append({"n": n, "k": k, "m": m, "bias": bias, "layers": names[(n, k)], "cublas": asdict(cublas),
                         "results": [asdict(r) for r in results]})
             bt = entry.get("best_triton", {})
-            log(f"{n:>7}x{k:<6} M={m:<5} cublas {cublas.us:9.2f} us | best {entry['kernel']:<14} "
+            # "[k/N]" first, as ninja counts: the workbench's tune task draws its progress bar from it.
+            log(f"[{done}/{total}] {n:>7}x{k:<6} M={m:<5} cublas {cublas.us:9.2f} us | best {entry['kernel']:<14} "
                 f"{entry['us']:9.2f} us ({entry['speedup']:.3f}x) | triton {bt.get('ratio', 0):.3f}x")
             torch.cuda.empty_cache()
         if on_shape is not None:
