@@ -1,6 +1,11 @@
-"""Terminal output with rich: tables for status, doctor, gpus; the build failure's log tail."""
+"""Terminal output with rich: tables for status, doctor, gpus; the build failure's log tail; and the one JSON
+document a task's --json prints instead."""
 
 from __future__ import annotations
+
+import json
+import sys
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -8,6 +13,13 @@ from rich.table import Table
 # soft_wrap: long lines (reasons, paths) stay whole for grep and logs instead of folding at 80 columns.
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """``data`` as one JSON document on stdout, bypassing rich (no wrapping, no markup): --json output is for
+    programs, so nothing else goes to stdout beside it (progress and notes go to ``err_console``)."""
+    sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def print_build_failure(log_tail: list[str]) -> None:
