@@ -58,6 +58,13 @@ def torch_cuda_arch_list(gpus: list[GpuInfo]) -> str:
     return ";".join(arch for _, arch in archs)
 
 
+def report(gpus: list[GpuInfo], driver: DriverInfo) -> dict:
+    """What `invoke gpus` shows, as data (its --json): the driver, each GPU with its arch, the arch list."""
+    return {"driver_version": driver.driver_version, "cuda_driver_version": driver.cuda_driver_version,
+            "gpus": [{**g.to_dict(), "arch": g.arch} for g in gpus],
+            "torch_cuda_arch_list": torch_cuda_arch_list(gpus) if gpus else None}
+
+
 def select(gpus: list[GpuInfo], selection: str) -> list[GpuInfo]:
     """The GPUs a --gpus value names ("all", "none" or "0,2")."""
     from workbench.gpu_selection import parse_gpu_selection

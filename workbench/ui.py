@@ -1,14 +1,16 @@
-"""Terminal output with rich: tables for status, doctor, gpus; the build failure's log tail; progress of
-long steps that count their work."""
+"""Terminal output with rich: tables for status, doctor, gpus; the build failure's log tail; the one JSON
+document a task's --json prints instead; progress of long steps that count their work."""
 
 from __future__ import annotations
 
 import codecs
+import json
 import re
+import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +18,13 @@ from rich.table import Table
 # soft_wrap: long lines (reasons, paths) stay whole for grep and logs instead of folding at 80 columns.
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """``data`` as one JSON document on stdout, bypassing rich (no wrapping, no markup): --json output is for
+    programs, so nothing else goes to stdout beside it (progress and notes go to ``err_console``)."""
+    sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def print_build_failure(log_tail: list[str]) -> None:

@@ -3,6 +3,7 @@ CLI exits non-zero after printing every line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,3 +49,19 @@ def test_doctor_on_a_host_without_daemon_or_driver(tmp_path, monkeypatch):
                         env={"DOCKER_HOST": "unix:///nonexistent.sock", "INVOKE_WORKBENCH_FORK": str(tmp_path / "x")})
     assert result.returncode == 1 and "❌" in result.stdout and "fix:" in result.stdout
     assert "check(s) failed" in result.stderr
+
+
+def test_doctor_json_is_one_document_with_every_check_and_the_same_exit(tmp_path):
+    env = {"DOCKER_HOST": "unix:///nonexistent.sock", "INVOKE_WORKBENCH_FORK": str(tmp_path / "x")}
+    table = run_invoke(ROOT, "doctor", env=env)
+    result = run_invoke(ROOT, "doctor", "--json", env=env)
+    assert result.returncode == table.returncode == 1
+    data = json.loads(result.stdout)  # stdout holds the document and nothing else
+    checks = {c["name"]: c for c in data["checks"]}
+    assert data["ok"] is False
+    assert [c["name"] for c in data["checks"]] == [line.split(": ")[0].split(" ", 1)[1].strip()
+                                                   for line in table.stdout.splitlines() if line[:1] in "✅⚠❌"]
+    assert checks["Docker daemon"]["status"] == doctor.FAIL and "unix:///nonexistent.sock" in checks[
+        "Docker daemon"]["detail"] and "start Docker" in checks["Docker daemon"]["fix"]
+    assert checks["vLLM fork"]["status"] == doctor.FAIL and str(tmp_path / "x") in checks["vLLM fork"]["detail"]
+    assert "check(s) failed" in result.stderr and "Traceback" not in result.stderr

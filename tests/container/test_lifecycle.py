@@ -299,6 +299,12 @@ def test_commit_then_up_keeps_the_container_and_status_shows_the_commit(project,
     status = project.invoke("status", check=True).stdout
     assert f"committed as {ref} at " in status, status
     assert "no committed image yet" not in status and "differs from docker-compose.yml" not in status
+    data = json.loads(project.invoke("status", "--json", check=True).stdout)  # the same facts, as one document
+    mine = data["container"]
+    assert (mine["name"], mine["drift"], data["container_name"]) == (project.name, "", project.name)
+    assert mine["committed_as"].startswith(f"{ref} at ") and mine["status"] == "running"
+    assert any(c["ref"] == ref and c["labels"][labels.COMMITTED_FROM] == cid for c in data["committed"])
+    assert data["dev_image"]["ref"] and isinstance(data["nvidia_runtime"], bool)
     again = project.invoke("up")
     assert again.returncode == 0, again.stderr
     assert "reused container" in again.stdout and "was committed from this container" in again.stdout

@@ -8,6 +8,7 @@ either exactly unpatched or exactly patched — never in between.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -556,3 +557,17 @@ def test_invoke_patch_task_end_to_end(fork):
     assert refused.returncode == 1
     assert refused.stderr.strip().count("\n") == 0 and LINEAR in refused.stderr  # one line, no traceback
     assert snapshot(repo) == before
+
+
+def test_patch_status_json_carries_each_patchs_state(fork):
+    repo, series, _ = fork
+    P.apply_series(repo, S.Series(series.version, series.directory, series.patches[:1]))
+    user_edit(repo, "README.md")
+    done = _invoke(["patch.status", "--json"], repo)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["series"], data["version"], data["version_source"]) == ("0.13.0", "0.13.0", "git tag v0.13.0")
+    assert [p["name"] for p in data["patches"]] == [p.name for p in series.patches]
+    assert [p["state"] for p in data["patches"]] == [P.APPLIED] + [P.PENDING] * (len(series.patches) - 1)
+    assert data["patches"][0]["files"] == list(series.patches[0].files) and data["patches"][0]["subject"]
+    assert (data["applied"], data["committed"], data["conflict"], data["user_dirty"]) == (1, 0, "", [])

@@ -3,6 +3,7 @@ GitHub: no network here), switching forks without losing work, and the missing-s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,3 +169,26 @@ def test_external_fork_shows_its_own_remote_and_switches_without_gitmodules(proj
     with pytest.raises(WorkbenchError, match="not the project's submodule: clone your vLLM fork there") as err:
         src.switch_fork(root, missing, str(remote), "main")
     assert "submodule update" not in str(err.value)
+
+
+def test_source_json_carries_what_the_table_shows(project, tmp_path):
+    root, upstream = project
+    fork = root / "vllm"
+    (fork / "csrc" / "ops.cu").write_text("// my kernel\n")
+    (fork / "vllm" / "new.py").write_text("\n")
+    env = {**os.environ, "INVOKE_WORKBENCH_FORK": str(fork)}
+    done = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "source", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["version"], data["version_source"]) == ("0.13.0", "git tag v0.13.0")
+    assert data["commit"] == git(upstream, "rev-parse", "HEAD") and data["branch"] is None and data["detached"]
+    assert data["path"] == str(fork) and data["url"] == str(upstream)
+    assert (data["dirty_files"], data["untracked_files"], data["patches_applied"]) == (
+        ["csrc/ops.cu"], ["vllm/new.py"], [])
+    assert "wheels.vllm.ai" in data["precompiled_wheel"]
+    missing = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "source", "--json"],
+                             env={**env, "INVOKE_WORKBENCH_FORK": str(tmp_path / "none")}, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 1 and missing.stdout == "" and missing.stderr.startswith("error: ")
+    assert len(missing.stderr.strip().splitlines()) == 1

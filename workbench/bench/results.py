@@ -142,6 +142,14 @@ def save_record(session_dir: Path, result: RunResult) -> Path:
     return path
 
 
+def session_path(results_root: Path, given: str | Path) -> Path:
+    """A session as the user names it: a folder path, or a session name under the results root."""
+    p = Path(given)
+    if p.is_dir() or p.is_absolute():
+        return p
+    return results_root / p if (results_root / p).is_dir() else p
+
+
 def load_records(session_dir: Path) -> list[RunResult]:
     """All run records of a saved session, in execution order."""
     runs_dir = session_dir / "runs"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import models
-from workbench.bench import gate, paired, plan, report, verdict
+from workbench.bench import gate, index, paired, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
 from workbench.bench.kernels import kernel_env
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
@@ -161,7 +161,10 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
     if spec.gate and not all(r.error for r in records):
         run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
     meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
-    return summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
+    outcome = summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
+    # Only a session that ran ends up in the index: summarize_session alone also re-reads saved ones.
+    index.append(results_root, index.entry(session, json.loads(outcome.summary_path.read_text())))
+    return outcome
 
 
 def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun], sink: dict,

@@ -32,6 +32,12 @@ class Check:
         return {OK: "✅", WARN: "⚠️ ", FAIL: "❌"}[self.status]
 
 
+def report(checks: list[Check]) -> dict:
+    """What `invoke doctor` shows, as data (its --json): every check with its fix, and whether all passed."""
+    return {"ok": not any(c.status == FAIL for c in checks),
+            "checks": [{"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks]}
+
+
 def _check_daemon(ctx: dict) -> Check:
     try:
         client = connect(timeout=15)

@@ -20,6 +20,14 @@ class Status:
     docker_version: str = ""
     found: object = field(default=None, repr=False)  # the container itself, looked up once for drift
 
+    def to_dict(self, drift: str) -> dict:
+        """What `invoke status` shows, as data (its --json); ``drift`` as ``drift()`` says it."""
+        container = None if self.container is None else {**self.container, "drift": drift}
+        return {"docker_version": self.docker_version, "nvidia_runtime": self.nvidia_runtime,
+                "container_name": self.name, "dev_image": self.dev_image, "container": container,
+                "committed": [{"ref": c["ref"], "id": c["id"], "created": c["created"], "size": c["size"],
+                               "labels": c["labels"]} for c in self.committed]}
+
     def committed_table(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         """Columns and rows of the committed images, read from their provenance labels."""
         columns = ("image", "vllm commit", "dirty", "patches", "install", "arch", "committed at")

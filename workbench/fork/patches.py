@@ -63,6 +63,14 @@ class SeriesState:
     def reverted_by_revert(self) -> tuple[Patch, ...]:
         return self.series.patches[self.committed:self.applied_high]
 
+    def to_dict(self) -> dict:
+        """What `invoke patch.status` shows, as data (its --json): each patch's state and what blocks the series."""
+        return {"series": self.series.version, "directory": str(self.series.directory), "fork": str(self.fork),
+                "patches": [{"name": p.name, "subject": p.subject, "state": s, "files": list(p.files)}
+                            for p, s in zip(self.series.patches, self.statuses, strict=True)],
+                "committed": self.committed, "applied": self.applied, "deleted": list(self.deleted),
+                "conflict": self.conflict, "user_dirty": list(self.user_dirty)}
+
 
 @contextmanager
 def _temp_index(fork: Path, treeish: str = "HEAD") -> Iterator[dict[str, str]]:

@@ -79,6 +79,15 @@ class SourceInfo:
     version_source: str
     wheel: str = ""
 
+    def to_dict(self) -> dict:
+        """What `invoke source` shows, as data (its --json)."""
+        state = self.state
+        return {"path": str(state.path), "url": self.url, "url_source": self.url_source, "version": self.version,
+                "version_source": self.version_source, "commit": state.commit, "pinned": self.pinned,
+                "branch": state.branch, "detached": state.branch is None, "dirty_files": list(state.dirty_files),
+                "untracked_files": list(state.untracked), "patches_applied": list(state.patches),
+                "precompiled_wheel": self.wheel}
+
 
 def submodule_url(root: Path, name: str = SUBMODULE) -> str:
     return _git(root, "config", "-f", ".gitmodules", f"submodule.{name}.url", check=False)

@@ -1,5 +1,5 @@
 """`invoke bench` (= bench.ab): the end-to-end A/B of the custom GEMM in vLLM; bench.compare: two saved
-sessions; bench.proxy: the model-level decode proxy. Logic: workbench/bench/."""
+sessions; bench.export: a session as CSV; bench.proxy: the model-level decode proxy. Logic: workbench/bench/."""
 
 from __future__ import annotations
 
@@ -210,30 +210,54 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
                   soft_wrap=True)
 
 
-@task(help={"a": "the first saved session (results/<timestamp>-<model>)", "b": "the second saved session",
-            "arm": "which arm of each session to compare (default custom)"})
-def compare(c, a, b, arm="custom"):
-    """Compare one arm of two saved sessions (e.g. two versions of your kernel)."""
-    from workbench.bench import report, verdict
+@task(help={"a": "the first saved session: results/<timestamp>-<model>, its name, or latest~N (the N-th before the "
+                 "newest in results/index.jsonl)", "b": "the second saved session (the same forms; latest: the newest)",
+            "arm": "which arm of each session to compare (default custom)",
+            "model": "latest / latest~N count only index sessions whose model contains this text (A/A ones never)",
+            "gpu": "latest / latest~N count only index sessions on a GPU whose name contains this text"})
+def compare(c, a, b, arm="custom", model=None, gpu=None):
+    """Compare one arm of two saved sessions (e.g. two versions of your kernel), named or picked from the index."""
+    from workbench.bench import index, report, results, verdict
     from workbench.bench import session as bench_session
 
     console = ui.console
     results_root = settings_from_context(c).results_path
-    paths = []
-    for d in (a, b):
-        p = Path(d)
-        paths.append(p if p.is_dir() or p.is_absolute() else results_root / d if (results_root / d).is_dir() else p)
+
+    def note(text: str) -> None:
+        ui.err_console.print(f"note: {text}", markup=False)
+
+    picked = [index.resolve(results_root, d, model, gpu, note) for d in (a, b)]
+    if (model or gpu) and picked == [None, None]:
+        raise WorkbenchError("--model / --gpu filter the index: name a session latest or latest~N, e.g. "
+                             "invoke bench.compare latest~1 latest --model Qwen")
+    paths = [results.session_path(results_root, p or d) for p, d in zip(picked, (a, b), strict=True)]
+    for d, p in zip((a, b), picked, strict=True):
+        if p is not None:
+            note(f"{d} = {p}")
     rows, chart, validities = bench_session.compare_sessions(paths[0], paths[1], out_dir=paths[1], arm=arm)
     console.print(report.render_table(rows, labels=(paths[0].name, paths[1].name)))
-    note = verdict.noise_note(rows)
-    if note:
-        console.print(f"[yellow]{note}[/]")
+    note_text = verdict.noise_note(rows)
+    if note_text:
+        console.print(f"[yellow]{note_text}[/]")
     for p, v in zip(paths, validities, strict=True):
         state = "[green]valid[/]" if v.valid else "[red]INVALID[/]: " + escape("; ".join(v.reasons))
         console.print(f"{p.name}: {state}")
     if chart:
         console.print(f"chart: {chart}")
     return rows
+
+
+@task(help={"session": "the saved session: results/<timestamp>-<model>, or its name under the results folder",
+            "out": "CSV path (default <session>/runs.csv)"})
+def export(c, session, out=None):
+    """Write a saved session's runs as CSV: one row per run with every metric, custom calls and GPU clocks."""
+    from workbench.bench import export as bench_export
+    from workbench.bench import results
+
+    path = results.session_path(settings_from_context(c).results_path, session)
+    written, n = bench_export.export_csv(path, Path(out) if out else None)
+    ui.console.print(f"{n} run(s) of {path.name} written to {written}", soft_wrap=True, markup=False)
+    return written
 
 
 @task(help={"model": "shipped config name or config.json (default qwen2.5-0.5b)",
@@ -258,4 +282,5 @@ def proxy(c, model="qwen2.5-0.5b", out=None, extra="", dry_run=False):
 ns = Collection("bench")
 ns.add_task(ab, default=True)
 ns.add_task(compare)
+ns.add_task(export)
 ns.add_task(proxy)

@@ -113,17 +113,21 @@ def commit(ctx, tag=None, dry_run=False):
         console.print(f"  {key} = {value}", markup=False, highlight=False)
 
 
-@task
-def status(ctx):
+@task(help={"json": "Print one JSON document (the same facts) on stdout instead of the text"})
+def status(ctx, json=False):
     """Show the dev image, the container, committed images (with provenance) and the GPU runtime."""
     from workbench.container import daemon
     from workbench.container import status as status_mod
-    from workbench.ui import print_status
+    from workbench.ui import print_json, print_status
 
     settings = settings_from_context(ctx)
     client = daemon.connect()
     state = status_mod.collect(client, settings)
-    print_status(settings, state, status_mod.drift(client, settings, state))
+    drift = status_mod.drift(client, settings, state)
+    if json:
+        print_json(state.to_dict(drift))
+    else:
+        print_status(settings, state, drift)
 
 
 TASKS = [build, up, shell, down, commit, status]

@@ -91,14 +91,17 @@ def revert(c, series=None, dry_run=False):
     _report(patches.revert_series(fork, chosen, dry_run=dry_run), fork, chosen)
 
 
-@task(help={"series": SERIES_HELP})
-def status(c, series=None):
+@task(help={"series": SERIES_HELP, "json": "print one JSON document (the same facts) on stdout instead of the table"})
+def status(c, series=None, json=False):
     """Each patch's state (committed / applied / pending / conflict / unknown) and your edits in patched files."""
     fork, chosen = _fork_and_series(c, series)
     console = ui.console
     version, source = detect_version(fork) if series is None else (series, "--series")
-    console.print(f"fork: {fork}  (vLLM {version}, from {source})")
     state = patches.series_state(fork, chosen)
+    if json:
+        ui.print_json({**state.to_dict(), "version": version, "version_source": source})
+        return
+    console.print(f"fork: {fork}  (vLLM {version}, from {source})")
     console.print(_status_table(state))
     if state.deleted:
         console.print(f"[red]deleted:[/red] {escape(patches.deleted_message(state))}")

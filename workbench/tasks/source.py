@@ -20,11 +20,12 @@ def _shown(paths: tuple[str, ...], limit: int = 10) -> str:
 @task(help={
     "fork": "switch to this fork URL (the submodule: recorded in .gitmodules); needs network for remote URLs",
     "ref": "with or without --fork: fetch this branch / tag / commit and check it out (detached)",
+    "json": "print one JSON document (the same facts) on stdout instead of the table",
 })
-def source(c, fork=None, ref=None):
+def source(c, fork=None, ref=None, json=False):
     """Show the vLLM fork's state, or switch it (--fork URL --ref REF) without losing local work."""
     settings = settings_from_context(c)
-    console = ui.console
+    console = ui.err_console if json else ui.console  # with --json, stdout holds the document alone
     path = settings.fork_path
     if fork or ref:
         head = src.switch_fork(settings.root, path, fork, ref)
@@ -35,6 +36,9 @@ def source(c, fork=None, ref=None):
             console.print(f"fork now at {head[:12]} (your checkout at {path}; the project's .gitmodules is "
                           "untouched)")
     info = src.source_info(settings.root, path, settings.wheels_path)
+    if json:
+        ui.print_json(info.to_dict())
+        return
     state = info.state
     table = Table(title=f"vLLM fork ({state.path})", show_header=False)
     table.add_column("what", style="bold")
