@@ -104,13 +104,35 @@ def test_fingerprint_changes_with_the_file(tmp_path):
     assert load_spec(_settings(tmp_path), "all").fingerprint() == base
 
 
+def test_the_projects_env_file_counts_as_compose_counts_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORKBENCH_ULIMIT_MEMLOCK", raising=False)
+    s = _copy_compose(tmp_path, lambda d: None)
+    (tmp_path / ".env").write_text("# rootless Docker cannot raise memlock\nBASE=4096\n"
+                                   "WORKBENCH_ULIMIT_MEMLOCK=${BASE}000\n")
+    assert ("memlock", 4096000, 4096000) in load_spec(s, "all").ulimits
+    monkeypatch.setenv("WORKBENCH_ULIMIT_MEMLOCK", "65536")  # the shell's environment wins over .env
+    assert ("memlock", 65536, 65536) in load_spec(s, "all").ulimits
+
+
+def test_an_override_file_is_refused_not_ignored(tmp_path):
+    s = _copy_compose(tmp_path, lambda d: None)
+    (tmp_path / "docker-compose.override.yml").write_text("services:\n  dev:\n    environment:\n      X: '1'\n")
+    with pytest.raises(WorkbenchError, match="docker-compose.override.yml beside docker-compose.yml: "
+                                             "`docker compose up` would merge it in"):
+        load_spec(s, "all")
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Compose v1) not installed")
 @pytest.mark.parametrize("service", ["dev", "dev-cpu"])
-def test_agrees_with_real_compose(tmp_path, service):
-    """The same file and variables through Compose itself give the same container definition."""
-    settings = _settings(tmp_path, fork=str(tmp_path / "fork"), container="agree")
+def test_agrees_with_real_compose(tmp_path, service, monkeypatch):
+    """The same file, variables and project .env through Compose itself give the same container definition."""
+    monkeypatch.delenv("WORKBENCH_ULIMIT_MEMLOCK", raising=False)
+    (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
+    (tmp_path / ".env").write_text("WORKBENCH_ULIMIT_MEMLOCK=8388608\n")  # a value only .env gives
+    settings = Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf"), "fork": str(tmp_path / "fork"),
+                                                "container": "agree"})
     env = {**compose_variables(settings), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "cpu", "config"],
+    out = subprocess.run(["docker-compose", "--profile", "cpu", "config"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, check=True).stdout
     theirs = yaml.safe_load(out)["services"][service]
     volumes_decl = yaml.safe_load(out)["volumes"]
@@ -121,6 +143,7 @@ def test_agrees_with_real_compose(tmp_path, service):
     assert ours.environment == {k: str(v) for k, v in theirs["environment"].items()}
     assert ours.labels == theirs["labels"]
     assert {(n, s) for n, s, _ in ours.ulimits} == {(n, v) for n, v in theirs["ulimits"].items()}
+    assert theirs["ulimits"]["memlock"] == 8388608
 
     def normalise(entry: str) -> tuple[str, str]:
         src, dst = entry.split(":")[:2]

@@ -2,8 +2,10 @@
 
 `invoke up` creates the container from this spec through the docker SDK, so the compose file is
 the only list of mounts, environment, GPUs and limits. Interpolation follows the Compose spec
-(``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``, ``$$``); a service key this
-reader does not implement is an error, never silently dropped.
+(``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``, ``$$``), with the variables Compose
+itself would use: the project's ``.env`` (read with python-dotenv, as Compose does), overridden by the shell's
+environment, overridden by what invoke's config sets. A service key this reader does not implement is an
+error, never silently dropped; so is an override file, which plain Compose would merge in.
 """
 
 from __future__ import annotations
@@ -201,6 +203,31 @@ def load_compose(path: Path, env: dict[str, str]) -> dict[str, Any]:
     return _interpolate_tree(raw, env, path.name)
 
 
+# What `docker compose up` merges into the file on its own when it sits beside it (the Compose spec's defaults).
+OVERRIDE_FILES = ("docker-compose.override.yml", "docker-compose.override.yaml", "compose.override.yml",
+                  "compose.override.yaml")
+
+
+def project_env(path: Path) -> dict[str, str]:
+    """The project's ``.env`` beside the compose file as Compose reads it (python-dotenv, interpolating
+    earlier entries and the shell's environment, UTF-8 with or without BOM); empty without one."""
+    env_file = path.parent / ".env"
+    if not env_file.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(env_file, encoding="utf-8-sig", interpolate=True).items()
+            if v is not None}
+
+
+def _refuse_override(path: Path) -> None:
+    for name in OVERRIDE_FILES:
+        if (path.parent / name).is_file():
+            raise WorkbenchError(f"{name} beside {path.name}: `docker compose up` would merge it in, invoke up reads "
+                                 f"{path.name} alone; move its settings into {path.name} (one declaration) or "
+                                 "remove it")
+
+
 def service_for(settings: Settings, gpus: str) -> str:
     """`--gpus none` selects the file's CPU variant (<service>-cpu); anything else the GPU service."""
     return f"{settings.service}-cpu" if parse_gpu_selection(gpus) == "none" else settings.service
@@ -210,8 +237,9 @@ def load_spec(settings: Settings, gpus: str | None = None, env: dict[str, str] |
     """The dev container's spec for a --gpus selection ("all", "none", "0,1")."""
     gpus = settings.gpus if gpus is None else gpus
     selection = parse_gpu_selection(gpus)
-    variables = {**os.environ, **(env or {}), **compose_variables(settings)}
     path = settings.compose_path
+    _refuse_override(path)
+    variables = {**project_env(path), **os.environ, **(env or {}), **compose_variables(settings)}
     doc = load_compose(path, variables)
     name = service_for(settings, gpus)
     services = doc["services"]
