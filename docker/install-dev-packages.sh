@@ -3,6 +3,14 @@
 # and libs for cuBLAS/cuSPARSE/cuRAND/cuSOLVER/NVRTC/NVML, cuSPARSELt) that a full vLLM build and a
 # cuBLASLt/cuSPARSELt kernel need, matching the image's CUDA version.
 set -eu
+# Under BuildKit apt's caches are cache mounts that outlive the build: keep the downloaded packages there
+# (the base image's docker-clean hook would delete them) and leave the lists; without the mounts (the
+# classic builder) nothing is kept in the image.
+cached=no
+if grep -qs " /var/cache/apt " /proc/self/mountinfo; then
+  cached=yes
+  if [ -f /etc/apt/apt.conf.d/docker-clean ]; then mv /etc/apt/apt.conf.d/docker-clean /tmp/docker-clean; fi
+fi
 # Headers of the interpreter the image runs (vllm-openai: deadsnakes 3.12, where python3-dev would be 3.10's).
 pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 apt-get update
@@ -21,4 +29,9 @@ if [ -n "${CUDA_VERSION:-}" ]; then
 else
   echo "no CUDA_VERSION in the base image: skipping the CUDA dev libraries"
 fi
-rm -rf /var/lib/apt/lists/*
+if [ "$cached" = yes ]; then
+  if [ -f /tmp/docker-clean ]; then mv /tmp/docker-clean /etc/apt/apt.conf.d/docker-clean; fi
+else
+  rm -rf /var/lib/apt/lists/*
+  apt-get clean
+fi

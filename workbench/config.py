@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "runtime": "docker",
     # The host runtime's Python (a venv's bin/python); empty: the interpreter running invoke.
     "python": "",
+    # How `invoke build` builds: "auto" (BuildKit through the docker CLI where the host has it, with apt/pip
+    # cache mounts; else the daemon's classic builder), "buildkit" or "classic".
+    "builder": "auto",
 }
 
 
@@ -75,6 +78,7 @@ class Settings:
     gid: str = ""
     runtime: str = DEFAULTS["runtime"]
     python: str = ""
+    builder: str = DEFAULTS["builder"]
 
     def __post_init__(self) -> None:
         """Config values of the wrong type stop here, where they are read, with the key to fix: a YAML

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from support.docker_fixtures import steps_from_cache
 from workbench.config import Settings
 from workbench.container import images
 from workbench.errors import WorkbenchError
@@ -52,8 +53,7 @@ def test_a_rebuild_keeps_every_cached_step_and_writes_fresh_oci_labels(docker_cl
     images.build(docker_client, plan, files, on_line=lines.append)
     # The dev image of this context was built already: every RUN comes from the cache although the OCI
     # "created" label differs (build-time labels land after the last step).
-    runs = [i for i, line in enumerate(lines) if " : RUN " in line]
-    assert runs and all("Using cache" in lines[i + 1] for i in runs), lines
+    assert steps_from_cache(lines, plan.builder is not None), lines
     made = docker_client.images.get(plan.tag).labels
     assert made[labels.OCI_VERSION] == __version__ == made[labels.VERSION]
     assert made[labels.OCI_BASE_NAME] == plan.base_image == made[labels.BASE_IMAGE]

@@ -10,13 +10,13 @@ import os
 import subprocess
 import tarfile
 import threading
-from pathlib import Path
 
 import docker
 import pytest
 
 from support.docker_fixtures import DEV_IMAGE as IMAGE
-from support.project import TEST_UID, context_digest, git
+from support.docker_fixtures import steps_from_cache
+from support.project import TEST_UID, git
 from workbench.container import compose, daemon, labels, lifecycle
 from workbench.container.places import container_places
 from workbench.errors import WorkbenchError
@@ -57,8 +57,11 @@ def test_image_contents(client, dev_tag):
 
 
 def test_no_change_build_hits_the_cache(project):
+    from workbench.container.buildkit import find_builder
+
     result = project.invoke("build", check=True)
-    assert "Using cache" in result.stdout and "built " in result.stdout
+    assert steps_from_cache(result.stdout.splitlines(), find_builder() is not None), result.stdout[-3000:]
+    assert "built " in result.stdout
 
 
 def test_up_shell_reuse_ownership_down(project, client):
@@ -259,26 +262,19 @@ def test_docker_compose_and_invoke_up_create_the_same_container(project, client)
         client.containers.get(f"{project.name}-compose").remove(force=True)
 
 
-def test_buildkit_builds_the_same_dockerfile(project, client, tmp_path):
-    """Dockerfile.dev also builds through BuildKit (Debian's CLI; no buildx, no `# syntax` line)."""
-    cli = Path("/usr/bin/docker")
-    if not cli.exists():
-        pytest.skip("Debian's docker CLI (/usr/bin/docker, BuildKit built in) is not installed")
-    settings = project.settings
-    ca = settings.ca_certs
-    if ca:
-        for crt in Path(ca).glob("*.crt"):
-            (project.root / "docker" / "ca-certificates").mkdir(exist_ok=True)
-            (project.root / "docker" / "ca-certificates" / crt.name).write_bytes(crt.read_bytes())
-    (project.root / ".dockerignore").write_text((Path(__file__).parents[2] / ".dockerignore").read_text())
-    tag = f"{IMAGE}:buildkit-{context_digest(settings)}"
-    result = subprocess.run(
-        [str(cli), "build", "-f", "Dockerfile.dev", "-t", tag, "--build-arg", f"BASE_IMAGE={settings.base_image}",
-         "--build-arg", f"USER_UID={TEST_UID}", "--build-arg", f"USER_GID={TEST_UID}", "."],
-        cwd=project.root, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = client.containers.run(tag, ["id", "-u"], remove=True).decode().strip()
-    assert out == str(TEST_UID)
+def test_the_classic_builder_builds_the_same_dockerfile(project, client):
+    """Where BuildKit is missing, invoke build falls back to the daemon's classic builder: the same Dockerfile
+    without its cache mounts, nothing of apt's or pip's caches left in the image."""
+    from workbench.container import images
+
+    settings = project.settings.with_overrides(builder="classic", tag=f"classic-{project.name}")
+    plan, files = images.plan_build(settings)
+    assert plan.builder is None
+    images.build(client, plan, files, on_line=lambda line: None)
+    out = client.containers.run(plan.tag, ["sh", "-c", "id -u; ls /var/lib/apt/lists | grep -c _Packages; "
+                                           "test -e /tmp/pip-cache && echo pip-cache || echo none"],
+                                remove=True).decode().split()
+    assert out == [str(TEST_UID), "0", "none"]
 
 
 def test_engine_raises_workbench_error_for_missing_image(project, client):

@@ -4,6 +4,8 @@ build context), and a throwaway project whose container and volumes are removed 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from support import project as project_support
@@ -55,3 +57,14 @@ def project(tmp_path, docker_client, dev_tag, grantable_ulimits):
                 docker_client.images.remove(t, force=True)
     for v in docker_client.volumes.list(filters={"name": proj.name}):
         v.remove(force=True)
+
+
+def steps_from_cache(lines: list[str], buildkit: bool) -> bool:
+    """Whether every RUN step of a build's log came from the layer cache (BuildKit's plain progress, or the
+    classic builder's "Step k/N : RUN" followed by "Using cache")."""
+    if buildkit:
+        runs = {m.group(1) for line in lines if (m := re.match(r"^#(\d+) \[[^\]]*\] RUN ", line))}
+        cached = {m.group(1) for line in lines if (m := re.match(r"^#(\d+) CACHED$", line))}
+        return bool(runs) and runs <= cached
+    runs = [i for i, line in enumerate(lines) if " : RUN " in line]
+    return bool(runs) and all("Using cache" in lines[i + 1] for i in runs)

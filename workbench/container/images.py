@@ -10,6 +10,7 @@ import io
 import re
 import shlex
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from workbench import __version__
 from workbench.config import Settings
 from workbench.container import labels
+from workbench.container.buildkit import Builder, build_argv, classic_dockerfile, find_builder, run_build
 from workbench.errors import WorkbenchError
 
 DOCKERFILE = "Dockerfile.dev"
@@ -46,6 +48,7 @@ class BuildPlan:
     no_cache: bool
     base_reason: str = ""  # why this base image (the fork's release, or the configured one)
     labels: dict[str, str] = field(default_factory=dict)  # build-time labels (the OCI annotations)
+    builder: Builder | None = None  # BuildKit through the docker CLI; None: the daemon's classic builder
 
     def with_base_torch(self, version: str | None) -> BuildPlan:
         """The plan recording the base image's torch as the dev image's ``labels.TORCH``."""
@@ -55,7 +58,9 @@ class BuildPlan:
         args = " ".join(f"--build-arg {k}={v}" for k, v in sorted(self.buildargs.items()))
         marks = "".join(f" --label {shlex.quote(f'{k}={v}')}" for k, v in sorted(self.labels.items()))
         cache = " --no-cache" if self.no_cache else ""
-        return (f"docker build -f {DOCKERFILE} -t {self.tag} {args}{marks}{cache}  "
+        how = (f"{self.builder.command()} (BuildKit: {self.builder.why})" if self.builder
+               else "docker build (the daemon's classic builder, through the docker SDK; no cache mounts)")
+        return (f"{how} -f {DOCKERFILE} -t {self.tag} {args}{marks}{cache}  "
                 f"(context: {', '.join(self.context_files)})")
 
 
@@ -103,8 +108,23 @@ def plan_build(settings: Settings, no_cache: bool = False) -> tuple[BuildPlan, d
     oci = labels.oci("vLLM kernel workbench dev image",
                      "The vLLM release image with the tools for CUDA/Triton kernel work on a vLLM fork",
                      __version__, base_image)
-    plan = BuildPlan(settings.image_ref, base_image, buildargs, tuple(sorted(files)), no_cache, reason, oci)
+    plan = BuildPlan(settings.image_ref, base_image, buildargs, tuple(sorted(files)), no_cache, reason, oci,
+                     choose_builder(settings.builder))
     return plan, files
+
+
+def choose_builder(setting: str) -> Builder | None:
+    """workbench.builder: "auto" takes BuildKit where a docker CLI here has it, "buildkit" insists on it,
+    "classic" uses the daemon's classic builder through the docker SDK."""
+    if setting not in ("auto", "buildkit", "classic"):
+        raise WorkbenchError(f"config workbench.builder is {setting!r}: use auto, buildkit or classic")
+    if setting == "classic":
+        return None
+    builder = find_builder()
+    if builder is None and setting == "buildkit":
+        raise WorkbenchError("workbench.builder is buildkit but no docker CLI here builds with BuildKit: install "
+                             "the buildx plugin (docker-buildx), or set workbench.builder to auto or classic")
+    return builder
 
 
 def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
@@ -117,8 +137,33 @@ def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
 
 
 def build(client, plan: BuildPlan, files: dict[str, bytes], on_line: Callable[[str], None] = print) -> str:
-    """Run the build, streaming each output line to ``on_line``; returns the image id. A failed build
-    removes the layer images it committed itself (never the cache of earlier builds)."""
+    """Run the build (BuildKit where the plan has a builder, else the classic builder), streaming each output
+    line to ``on_line``; returns the image id."""
+    if plan.builder is not None:
+        return _build_with_buildkit(plan, files, on_line)
+    return _build_classic(client, plan, {**files, DOCKERFILE: classic_dockerfile(files[DOCKERFILE].decode()).encode()},
+                          on_line)
+
+
+def _build_with_buildkit(plan: BuildPlan, files: dict[str, bytes], on_line: Callable[[str], None]) -> str:
+    """BuildKit through the docker CLI, on the daemon the SDK uses; it commits no intermediate images."""
+    from workbench.container.daemon import host_description
+
+    with tempfile.TemporaryDirectory(prefix="wb-build-") as scratch:
+        iidfile = str(Path(scratch) / "iid")
+        argv = build_argv(plan.builder, plan.tag, DOCKERFILE, plan.buildargs, plan.labels, plan.no_cache, iidfile)
+        code, log, step = run_build(plan.builder, argv, _context_tar(files).getvalue(), on_line, host_description())
+        if code != 0:
+            errors = [line for line in log if "ERROR" in line or "error:" in line.lower()
+                      or line.startswith("failed to solve")]
+            message = errors[-1] if errors else f"{plan.builder.argv[0]} exited with {code}"
+            raise BuildFailed(_explain_build_error(message, plan, step, log), log[-25:])
+        return Path(iidfile).read_text().strip()
+
+
+def _build_classic(client, plan: BuildPlan, files: dict[str, bytes], on_line: Callable[[str], None]) -> str:
+    """The daemon's classic builder through the SDK. A failed build removes the layer images it committed
+    itself (never the cache of earlier builds)."""
     log: list[str] = []
     step = "before the first step"
     image_id = None
@@ -188,8 +233,10 @@ def _stream(client, plan: BuildPlan, files: dict[str, bytes]) -> Iterator[dict]:
 def _explain_build_error(message: str, plan: BuildPlan, step: str, log: list[str] | None = None) -> str:
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     lowered = first.lower()
-    if "(FROM " in step or (any(s in lowered for s in ("pull access denied", "manifest unknown", "no such image"))
-                            and plan.base_image.split(":")[0] in first):
+    # BuildKit resolves FROM while it creates its build graph ("failed to create LLB definition"), before any step.
+    if "(FROM " in step or ("failed to create llb definition" in lowered and "parse error" not in lowered) or (
+            any(s in lowered for s in ("pull access denied", "manifest unknown", "no such image"))
+            and plan.base_image.split(":")[0] in first):
         return (f"base image {plan.base_image} is not available ({first}): docker pull it on a host with registry "
                 "access, or pass --base-image with an image this daemon has")
     # The error chunk only says the step's command failed; pip/apt said why further up the log.

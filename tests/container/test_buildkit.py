@@ -1,0 +1,63 @@
+"""invoke build through BuildKit (the docker CLI) with cache mounts for apt's and pip's downloads, and the
+classic builder's copy of the Dockerfile without them."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from workbench.container import buildkit, images
+from workbench.errors import WorkbenchError
+
+ROOT = Path(__file__).resolve().parents[2]
+# apt's download of a package: "Get:3 http://deb.debian.org/debian bookworm/main amd64 gdb amd64 13.1-3 [3,919 kB]"
+APT_PACKAGE_DOWNLOAD = re.compile(r"Get:\d+ \S+ \S+/\S+ \S+ \S+ \S+ \S+ \[")
+
+
+def _instructions(text: str) -> list[str]:
+    joined = re.sub(r"\\\n", " ", text)
+    return [line.split()[0] for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_classic_copy_is_the_same_steps_without_cache_mounts():
+    text = (ROOT / "Dockerfile.dev").read_text()
+    assert text.count("--mount=type=cache,") == 3  # apt's archives and lists, pip's downloads
+    classic = buildkit.classic_dockerfile(text)
+    assert _instructions(classic) == _instructions(text)
+    runs = [line for line in re.sub(r"\\\n\s*", " ", classic).splitlines() if line.startswith("RUN ")]
+    assert not any("--mount" in run for run in runs)
+    assert "RUN sh /opt/workbench/docker/install-dev-packages.sh" in [" ".join(r.split()) for r in runs]
+
+
+def test_the_builder_setting_is_checked():
+    with pytest.raises(WorkbenchError, match=r"workbench\.builder is 'kaniko': use auto, buildkit or classic"):
+        images.choose_builder("kaniko")
+    assert images.choose_builder("classic") is None
+
+
+@pytest.mark.docker
+def test_a_one_line_change_rebuilds_from_apts_and_pips_caches(docker_client, project):
+    """After a change that invalidates the package steps, BuildKit runs them again without downloading a
+    package: apt installs from the cache mount's archives (and pip runs against its own cache mount)."""
+    plan, files = images.plan_build(project.settings.with_overrides(tag=f"{project.settings.tag}-{project.name}"))
+    if plan.builder is None:
+        pytest.skip("no docker CLI here builds with BuildKit (no buildx plugin, no CLI older than 23)")
+    script = "docker/install-dev-packages.sh"
+    changed = {**files, script: files[script] + f"# rebuild {uuid.uuid4().hex}\n".encode()}
+    lines: list[str] = []
+    began = time.monotonic()
+    images.build(docker_client, plan, changed, on_line=lines.append)
+    seconds = time.monotonic() - began
+    log = "\n".join(lines)
+    assert "Setting up gdb" in log, log[-3000:]  # the apt step ran again
+    assert not APT_PACKAGE_DOWNLOAD.search(log), APT_PACKAGE_DOWNLOAD.findall(log)[:5]
+    # pip ran against its cache mount (whether a download lands there is the index's to say: responses without
+    # cache headers, as from some proxies, are not stored)
+    assert "pip cache: /tmp/pip-cache (a BuildKit cache mount" in log, log[-3000:]
+    print(f"rebuild after a one-line change: {seconds:.0f} s through {plan.builder.why}")
+    made = docker_client.images.get(plan.tag)
+    assert made.labels["workbench.base-image"] == plan.base_image

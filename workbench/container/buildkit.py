@@ -1,0 +1,117 @@
+"""Building the dev image through BuildKit, the engine's default builder since Docker 23, where the host has it.
+
+The docker SDK talks to the daemon's classic builder only (BuildKit needs a gRPC session the SDK does not
+speak), so a BuildKit build goes through the docker CLI: ``docker buildx build --load`` where the buildx plugin
+is installed, else a CLI older than 23 whose own builder is BuildKit under ``DOCKER_BUILDKIT=1`` (Debian's
+docker.io 20.10). The context is the tar the workbench assembles itself, on stdin, as for the SDK.
+
+Dockerfile.dev uses BuildKit cache mounts (``RUN --mount=type=cache``) for apt's and pip's downloads; the
+classic builder cannot parse them, so its copy of the Dockerfile has them removed (``classic_dockerfile``):
+the same steps, without the caches.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# A cache mount option on a RUN line: `--mount=type=cache,...` (BuildKit's syntax; no spaces inside).
+_CACHE_MOUNT = re.compile(r"[ \t]+--mount=type=cache(?:,[^ \t\\]*)?")
+# BuildKit's plain progress: "#7 [3/9] RUN sh ..." opens a step.
+_STEP = re.compile(r"^#\d+ \[(?:[^\]]*? )?(\d+)/(\d+)\] (.*)")
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A docker CLI that builds with BuildKit: the argv before the build options, and its environment."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    why: str = ""
+
+    def command(self) -> str:
+        prefix = " ".join(f"{k}={v}" for k, v in self.env)
+        return f"{prefix} {' '.join(self.argv)}".strip()
+
+
+def classic_dockerfile(text: str) -> str:
+    """The Dockerfile for the classic builder: the same instructions without BuildKit cache mounts."""
+    return _CACHE_MOUNT.sub("", text)
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _docker_clis() -> list[str]:
+    """Every `docker` executable on PATH, in PATH order (a host may have a new CLI without buildx in front of
+    its distribution's older one)."""
+    seen, found = set(), []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder or ".") / "docker"
+        if path.is_file() and os.access(path, os.X_OK) and path.resolve() not in seen:
+            seen.add(path.resolve())
+            found.append(str(path))
+    return found
+
+
+def find_builder() -> Builder | None:
+    """The first docker CLI on this host that builds with BuildKit, or None (the classic builder then)."""
+    for cli in _docker_clis():
+        buildx = _run([cli, "buildx", "version"])
+        if buildx is not None and buildx.returncode == 0:
+            return Builder((cli, "buildx", "build", "--load"), (), f"{cli} buildx ({buildx.stdout.strip()[:40]})")
+        version = _run([cli, "version", "--format", "{{.Client.Version}}"])
+        major = re.match(r"(\d+)\.", version.stdout.strip()) if version is not None else None
+        if major and int(major.group(1)) < 23:
+            # Before 23 the CLI carries BuildKit itself; from 23 on `docker build` needs the buildx plugin.
+            return Builder((cli, "build"), (("DOCKER_BUILDKIT", "1"),),
+                           f"{cli} {version.stdout.strip()} with DOCKER_BUILDKIT=1")
+    return None
+
+
+def build_argv(builder: Builder, tag: str, dockerfile: str, buildargs: dict[str, str], labels: dict[str, str],
+               no_cache: bool, iidfile: str) -> list[str]:
+    argv = [*builder.argv, "--progress=plain", "-f", dockerfile, "-t", tag, "--iidfile", iidfile]
+    for key, value in sorted(buildargs.items()):
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in sorted(labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    if no_cache:
+        argv.append("--no-cache")
+    return [*argv, "-"]  # the context: a tar on stdin
+
+
+def run_build(builder: Builder, argv: list[str], context: bytes, on_line: Callable[[str], None],
+              docker_host: str | None = None) -> tuple[int, list[str], str]:
+    """Run a BuildKit build with the context tar on stdin, each output line to ``on_line``; returns (exit code,
+    the log, the step that ran last)."""
+    env = {**os.environ, **dict(builder.env)}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    log: list[str] = []
+    step = "before the first step"
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(context)
+        stdin.seek(0)
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                text=True, errors="replace")
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            if not line.strip():
+                continue
+            log.append(line)
+            if m := _STEP.match(line):
+                step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:80]})"
+            on_line(line)
+        code = proc.wait()
+    return code, log, step
