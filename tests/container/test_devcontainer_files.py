@@ -48,6 +48,10 @@ def test_devcontainer_is_built_on_the_compose_file(config, service):
     assert post.startswith(CONTAINER_ROOT) and (ROOT / post[len(CONTAINER_ROOT):]).is_file()
     override = yaml.safe_load(files[1].read_text())
     assert ".:/workspace/workbench" in override["services"][service]["volumes"]
+    # The host folders are made by the module that reads this very configuration's compose files.
+    init = cfg["initializeCommand"]
+    assert init[init.index("-m") + 1] == "workbench.container.host_folders"
+    assert init[-1] == "${localWorkspaceFolder}/" + config
 
 
 def _image_venv() -> str:
