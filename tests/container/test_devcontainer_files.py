@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from workbench.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY = ROOT / ".devcontainer" / "verify.py"
 EXTENSIONS = {"ms-python.python", "ms-python.debugpy", "ms-vscode.cpptools", "nvidia.nsight-vscode-edition",
@@ -52,6 +54,16 @@ def test_devcontainer_is_built_on_the_compose_file(config, service):
     init = cfg["initializeCommand"]
     assert init[init.index("-m") + 1] == "workbench.container.host_folders"
     assert init[-1] == "${localWorkspaceFolder}/" + config
+
+
+@pytest.mark.parametrize("config", [".devcontainer/devcontainer.json", ".devcontainer/cpu/devcontainer.json"])
+def test_tokens_reach_the_tools_processes_not_the_container(config):
+    """remoteEnv is applied to what VS Code and `devcontainer exec` start; containerEnv would go into the
+    container's create config, where `docker commit` bakes it into an image."""
+    cfg = jsonc(ROOT / config)
+    assert "containerEnv" not in cfg
+    assert "HF_TOKEN" in cfg["remoteEnv"] and set(cfg["remoteEnv"]) <= set(Settings(root=ROOT).secrets)
+    assert all(value == f"${{localEnv:{name}}}" for name, value in cfg["remoteEnv"].items())
 
 
 def _image_venv() -> str:
