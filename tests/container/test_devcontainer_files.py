@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from workbench.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY = ROOT / ".devcontainer" / "verify.py"
 EXTENSIONS = {"ms-python.python", "ms-python.debugpy", "ms-vscode.cpptools", "nvidia.nsight-vscode-edition",
@@ -39,13 +41,29 @@ def test_devcontainer_is_built_on_the_compose_file(config, service):
     assert service in compose["services"]
     gpu_reserved = "deploy" in compose["services"][service]
     assert gpu_reserved == (service == "dev")  # the CPU configuration must not ask for GPUs
-    assert cfg["hostRequirements"] == {"gpu": "optional"}
+    # GPUs come from the compose file's reservation; hostRequirements.gpu would make the CLI add one of its
+    # own to the service on any host with the NVIDIA runtime, the CPU service too (docs/workflow.md).
+    assert "hostRequirements" not in cfg
     assert cfg["remoteUser"] == "dev" and cfg["workspaceFolder"] == compose["services"][service]["working_dir"]
     assert set(cfg["customizations"]["vscode"]["extensions"]) == EXTENSIONS
     post = cfg["postCreateCommand"].split()[-1]
     assert post.startswith(CONTAINER_ROOT) and (ROOT / post[len(CONTAINER_ROOT):]).is_file()
     override = yaml.safe_load(files[1].read_text())
     assert ".:/workspace/workbench" in override["services"][service]["volumes"]
+    # The host folders are made by the module that reads this very configuration's compose files.
+    init = cfg["initializeCommand"]
+    assert init[init.index("-m") + 1] == "workbench.container.host_folders"
+    assert init[-1] == "${localWorkspaceFolder}/" + config
+
+
+@pytest.mark.parametrize("config", [".devcontainer/devcontainer.json", ".devcontainer/cpu/devcontainer.json"])
+def test_tokens_reach_the_tools_processes_not_the_container(config):
+    """remoteEnv is applied to what VS Code and `devcontainer exec` start; containerEnv would go into the
+    container's create config, where `docker commit` bakes it into an image."""
+    cfg = jsonc(ROOT / config)
+    assert "containerEnv" not in cfg
+    assert "HF_TOKEN" in cfg["remoteEnv"] and set(cfg["remoteEnv"]) <= set(Settings(root=ROOT).secrets)
+    assert all(value == f"${{localEnv:{name}}}" for name, value in cfg["remoteEnv"].items())
 
 
 def _image_venv() -> str:

@@ -169,6 +169,51 @@ def test_reopen_in_container_on_a_gpu_less_host(devcontainer_cli, workspace):
     assert after["vllm"]["status"] == "ok" and "editable from /workspace/vllm" in after["vllm"]["detail"]
 
 
+def test_reopen_makes_the_missing_host_folders_as_the_user(devcontainer_cli, workspace):
+    """initializeCommand creates the missing bind sources on the host before Compose runs. They belong to the
+    user who opened the folder; as root (CI), to the checkout's owner, the container's `dev` (TEST_UID), so
+    this fails if dockerd made them (root's) or a plain mkdir as root did."""
+    ws, env, _ = workspace
+    folders = [ws / "results", ws / "wheels", ws / "hf"]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    owner = (TEST_UID, TEST_GID) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    config = ".devcontainer/cpu/devcontainer.json"
+    up = _cli(devcontainer_cli, ws, env, config, "up")
+    result = _outcome(up)
+    assert result["outcome"] == "success", f"{result}\n{up.stderr[-4000:]}"
+    for folder in folders:
+        assert folder.is_dir() and (folder.stat().st_uid, folder.stat().st_gid) == owner, folder
+    assert f"host folder created: {ws / 'wheels'} (owner {owner[0]}:{owner[1]})" in up.stdout + up.stderr
+    # What the ownership is for: the container's user writes results where a root-owned folder would refuse.
+    wrote = _cli(devcontainer_cli, ws, env, config, "exec", "touch", "/workspace/results/written-by-dev", timeout=120)
+    assert wrote.returncode == 0, wrote.stdout + wrote.stderr
+    assert (ws / "results" / "written-by-dev").stat().st_uid == TEST_UID
+
+
+def test_hf_token_reaches_exec_from_its_environment_not_the_container(devcontainer_cli, workspace):
+    """remoteEnv: `devcontainer exec` gets the HF_TOKEN of its own environment (not the one `up` had), and
+    neither value is anywhere in the container's or its image's config (env, labels)."""
+    ws, env, name = workspace
+    config = ".devcontainer/cpu/devcontainer.json"
+    up_token, exec_token = "hf_at_up_time_0123456789", "hf_at_exec_time_9876543210"
+    up = _cli(devcontainer_cli, ws, {**env, "HF_TOKEN": up_token}, config, "up")
+    result = _outcome(up)
+    assert result["outcome"] == "success", f"{result}\n{up.stderr[-4000:]}"
+    printed = _cli(devcontainer_cli, ws, {**env, "HF_TOKEN": exec_token}, config, "exec", "printenv", "HF_TOKEN",
+                   timeout=120)
+    assert printed.returncode == 0 and printed.stdout.strip() == exec_token, printed.stdout + printed.stderr
+    client = docker.from_env(timeout=60)
+    try:
+        container = client.containers.get(name)
+        inside = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+        assert not {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"} & set(inside)
+        described = json.dumps(container.attrs) + json.dumps(client.images.get(container.attrs["Image"]).attrs)
+        assert up_token not in described and exec_token not in described  # labels too: docker commit keeps them
+    finally:
+        client.close()
+
+
 def test_gpu_configuration_fails_without_the_nvidia_runtime(devcontainer_cli, workspace):
     """Why the CPU configuration exists: service `dev` reserves GPUs, which a host without the NVIDIA
     runtime cannot start (the documented error, not a hang or a half-working container)."""

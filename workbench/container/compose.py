@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.gpu_selection import parse_gpu_selection
@@ -194,6 +192,9 @@ def load_compose(path: Path, env: dict[str, str]) -> dict[str, Any]:
         raise WorkbenchError(
             f"{path} not found: run invoke from the workbench checkout (or set workbench.compose_file)"
         )
+    # Imported here: host_folders runs this module's interpolation on a host python3 without PyYAML.
+    import yaml
+
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -332,9 +333,20 @@ def _ulimits(value: dict) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def _host_path(source: str, base: Path) -> str:
+def host_path(source: str, base: Path) -> str:
+    """A bind source as Compose resolves it: ~ expanded, relative to the project directory ``base``."""
     expanded = os.path.expanduser(source)
     return str((base / expanded).resolve() if not os.path.isabs(expanded) else Path(expanded))
+
+
+def split_short(entry: str, where: str = "docker-compose.yml") -> tuple[str, str, bool, str]:
+    """A short-syntax volume ``SOURCE:TARGET[:MODE]`` as (source, target, read_only, "bind" | "volume")."""
+    parts = entry.split(":")
+    if len(parts) == 1:
+        raise WorkbenchError(f"{where}: anonymous volume {entry!r} is not supported: give it a source")
+    source, target = parts[0], parts[1]
+    read_only = len(parts) > 2 and "ro" in parts[2].split(",")
+    return source, target, read_only, "bind" if source.startswith((".", "/", "~")) else "volume"
 
 
 def _volume_name(key: str, doc: dict, path: Path) -> str:
@@ -354,14 +366,9 @@ def _mount(entry: Any, doc: dict, path: Path) -> MountSpec:
         kind, source, target = entry.get("type", "volume"), entry.get("source", ""), entry["target"]
         read_only = bool(entry.get("read_only", False))
     else:
-        parts = str(entry).split(":")
-        if len(parts) == 1:
-            raise WorkbenchError(f"{path.name}: anonymous volume {entry!r} is not supported: give it a source")
-        source, target = parts[0], parts[1]
-        read_only = len(parts) > 2 and "ro" in parts[2].split(",")
-        kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+        source, target, read_only, kind = split_short(str(entry), path.name)
     if kind == "bind":
-        return MountSpec("bind", _host_path(source, base), target, read_only)
+        return MountSpec("bind", host_path(source, base), target, read_only)
     if kind == "volume":
         return MountSpec("volume", _volume_name(source, doc, path), target, read_only)
     raise WorkbenchError(f"{path.name}: mount type {kind!r} is not supported by invoke up: use bind or volume")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from workbench.config import Settings
-from workbench.container import compose, images, labels, provenance
+from workbench.container import compose, host_folders, images, labels, provenance
 from workbench.container.daemon import find_container, host_description, require_managed
 from workbench.container.places import container_places
 from workbench.errors import WorkbenchError
@@ -80,11 +80,8 @@ def user_changes(container) -> list[str]:
 
 def _prepare_host_dirs(spec: compose.ContainerSpec, settings: Settings) -> None:
     """Create missing bind-mount sources as the host user (Docker would create them root-owned)."""
-    for src in spec.bind_sources():
-        if not src.exists():
-            if src == settings.fork_path:
-                continue  # checked separately: an absent fork is an error, not something to create
-            src.mkdir(parents=True, exist_ok=True)
+    # The fork is checked separately: an absent fork is an error, not something to create.
+    host_folders.make_folders(src for src in spec.bind_sources() if src != settings.fork_path)
 
 
 def _image_exists(client, ref: str) -> bool:
