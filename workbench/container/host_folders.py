@@ -125,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="a devcontainer.json; its dockerComposeFile lists the compose files")
     args = parser.parse_args(argv)
     try:
-        sources = bind_sources(compose_files(args.config), os.environ)
+        files = compose_files(args.config)
+        try:  # the project's .env below the environment, as Compose reads it (python-dotenv, if this python has it)
+            environ = {**compose.project_env(files[0]), **os.environ} if files else dict(os.environ)
+        except ImportError:
+            environ = dict(os.environ)
+            print(f"note: {files[0].parent / '.env'} not read (python-dotenv is not installed for {sys.executable})",
+                  file=sys.stderr)
+        sources = bind_sources(files, environ)
         made = make_folders(sources)
     except WorkbenchError as err:
         print(f"error: {err}", file=sys.stderr)
