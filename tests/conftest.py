@@ -54,12 +54,16 @@ def _vllm_gpu_reason() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    need = {m for item in items for m in ("docker", "gpu", "vllm_gpu") if item.get_closest_marker(m)}
+    need = {m for item in items for m in ("docker", "podman", "gpu", "vllm_gpu") if item.get_closest_marker(m)}
     reasons = {}
     if "docker" in need:
         reasons["docker"] = _docker_reachable()
         if reasons["docker"] and os.environ.get("CI"):
             raise pytest.UsageError(f"docker tier must run in CI: {reasons['docker']}")
+    if "podman" in need:
+        reasons["podman"] = "" if shutil.which("podman") else "podman is not installed (tests/run.sh installs it)"
+        if reasons["podman"] and os.environ.get("CI"):
+            raise pytest.UsageError(f"podman tier must run in CI: {reasons['podman']}")
     if "gpu" in need:
         reasons["gpu"] = _cuda_reason()
     if "vllm_gpu" in need:

@@ -12,13 +12,15 @@ export WORKBENCH_CACHE=$cache
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "system packages (docker.io, docker-compose, mmdebstrap, npm)"
+step "system packages (docker.io, docker-compose, mmdebstrap, npm, podman)"
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 # npm: the devcontainer test installs @devcontainers/cli under $WORKBENCH_CACHE/npm.
 command -v npm >/dev/null || missing+=(npm)
+# podman: the podman tier talks to `podman system service` (Docker-compatible API) with the docker SDK.
+command -v podman >/dev/null || missing+=(podman)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -qq

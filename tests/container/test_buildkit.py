@@ -46,6 +46,7 @@ def test_a_one_line_change_rebuilds_from_apts_and_pips_caches(docker_client, pro
     plan, files = images.plan_build(project.settings.with_overrides(tag=f"{project.settings.tag}-{project.name}"))
     if plan.builder is None:
         pytest.skip("no docker CLI here builds with BuildKit (no buildx plugin, no CLI older than 23)")
+    assert images.daemon_engine(docker_client) == "Engine"  # Docker's: BuildKit through the CLI applies
     script = "docker/install-dev-packages.sh"
     changed = {**files, script: files[script] + f"# rebuild {uuid.uuid4().hex}\n".encode()}
     lines: list[str] = []

@@ -140,9 +140,23 @@ def build(client, plan: BuildPlan, files: dict[str, bytes], on_line: Callable[[s
     """Run the build (BuildKit where the plan has a builder, else the classic builder), streaming each output
     line to ``on_line``; returns the image id."""
     if plan.builder is not None:
-        return _build_with_buildkit(plan, files, on_line)
+        engine = daemon_engine(client)
+        if engine == "Engine":
+            return _build_with_buildkit(plan, files, on_line)
+        on_line(f"the daemon is {engine}, not Docker's engine: BuildKit through the docker CLI needs Docker's; "
+                "building with the daemon's own build endpoint (no cache mounts)")
     return _build_classic(client, plan, {**files, DOCKERFILE: classic_dockerfile(files[DOCKERFILE].decode()).encode()},
                           on_line)
+
+
+def daemon_engine(client) -> str:
+    """The daemon's engine component: "Engine" for Docker's; Podman's Docker-compatible API says "Podman Engine"
+    (its build endpoint is buildah's, and the docker CLI's BuildKit session does not work against it)."""
+    try:
+        components = client.version().get("Components") or []
+    except Exception:  # a daemon that cannot say: assume Docker's, whose API the SDK speaks
+        return "Engine"
+    return next((c.get("Name", "") for c in components if "Engine" in c.get("Name", "")), "Engine")
 
 
 def _build_with_buildkit(plan: BuildPlan, files: dict[str, bytes], on_line: Callable[[str], None]) -> str:
