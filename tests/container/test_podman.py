@@ -40,7 +40,8 @@ def test_a_buildkit_plan_builds_through_podmans_own_endpoint(podman_client):
     build endpoint (buildah) with the classic copy of the Dockerfile, labels and all."""
     assert images.daemon_engine(podman_client) == "Podman Engine"
     tag = f"localhost/wbtest-podman:{uuid.uuid4().hex[:8]}"
-    files = {images.DOCKERFILE: b"FROM scratch\nCOPY x /x\nLABEL workbench.role=dev\n", "x": b"hi\n"}
+    dockerfile = f"FROM scratch\nCOPY x /x\nLABEL {labels.ROLE}={labels.ROLE_DEV}\n"
+    files = {images.DOCKERFILE: dockerfile.encode(), "x": b"hi\n"}
     builder = buildkit.find_builder() or buildkit.Builder(("docker", "build"), (("DOCKER_BUILDKIT", "1"),))
     plan = images.BuildPlan(tag, "scratch", {}, tuple(files), False, "test", labels.oci("t", "d", "0", "scratch"),
                             builder)

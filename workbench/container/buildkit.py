@@ -5,9 +5,10 @@ speak), so a BuildKit build goes through the docker CLI: ``docker buildx build -
 is installed, else a CLI older than 23 whose own builder is BuildKit under ``DOCKER_BUILDKIT=1`` (Debian's
 docker.io 20.10). The context is the tar the workbench assembles itself, on stdin, as for the SDK.
 
-Dockerfile.dev uses BuildKit cache mounts (``RUN --mount=type=cache``) for apt's and pip's downloads; the
-classic builder cannot parse them, so its copy of the Dockerfile has them removed (``classic_dockerfile``):
-the same steps, without the caches.
+Dockerfile.dev itself has no BuildKit syntax: Compose v1 and the devcontainer CLI build it with whatever builder
+they use, and the classic builder cannot parse ``RUN --mount``. A ``# cache mounts (BuildKit): TARGET ...`` line
+names the caches of the RUN below it; ``buildkit_dockerfile`` turns them into ``--mount=type=cache`` options
+for the builds the workbench runs through BuildKit, so apt's and pip's downloads outlive the build.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# A cache mount option on a RUN line: `--mount=type=cache,...` (BuildKit's syntax; no spaces inside).
-_CACHE_MOUNT = re.compile(r"[ \t]+--mount=type=cache(?:,[^ \t\\]*)?")
+# "# cache mounts (BuildKit): /var/cache/apt /var/lib/apt/lists" above a RUN.
+_CACHE_NOTE = re.compile(r"^#\s*cache mounts \(BuildKit\):\s*(?P<targets>\S.*)$")
 # BuildKit's plain progress: "#7 [3/9] RUN sh ..." opens a step.
 _STEP = re.compile(r"^#\d+ \[(?:[^\]]*? )?(\d+)/(\d+)\] (.*)")
 
@@ -39,9 +40,22 @@ class Builder:
         return f"{prefix} {' '.join(self.argv)}".strip()
 
 
-def classic_dockerfile(text: str) -> str:
-    """The Dockerfile for the classic builder: the same instructions without BuildKit cache mounts."""
-    return _CACHE_MOUNT.sub("", text)
+def buildkit_dockerfile(text: str) -> str:
+    """The Dockerfile as BuildKit builds it: each RUN right below a ``# cache mounts (BuildKit):`` line gets a
+    locked cache mount per target (locked: two builds never write one apt cache at once)."""
+    out: list[str] = []
+    pending: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if m := _CACHE_NOTE.match(line.strip()):
+            pending = m.group("targets").split()
+        elif pending and line.startswith("RUN "):
+            mounts = " ".join(f"--mount=type=cache,target={t},sharing=locked" for t in pending)
+            line = f"RUN {mounts} {line[4:]}"
+            pending = []
+        elif line.strip() and not line.lstrip().startswith("#"):
+            pending = []  # the note belongs to the instruction right below it only
+        out.append(line)
+    return "".join(out)
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess | None:

@@ -108,7 +108,12 @@ def make_folders(paths: Iterable[Path]) -> list[Path]:
         missing = [p for p in (path, *path.parents) if not p.exists()]
         anchor = path.parents[len(missing) - 1] if missing else path.parent
         try:
-            path.mkdir(parents=True)
+            try:
+                path.mkdir(parents=True)
+            except FileExistsError:  # another `invoke up` made it meanwhile: theirs, as it would have been ours
+                if path.is_dir():
+                    continue
+                raise
             if os.geteuid() == 0:
                 owner = anchor.stat()
                 for folder in missing:

@@ -18,7 +18,7 @@ from pathlib import Path
 from workbench import __version__
 from workbench.config import Settings
 from workbench.container import labels
-from workbench.container.buildkit import Builder, build_argv, classic_dockerfile, find_builder, run_build
+from workbench.container.buildkit import Builder, build_argv, buildkit_dockerfile, find_builder, run_build
 from workbench.errors import WorkbenchError
 
 DOCKERFILE = "Dockerfile.dev"
@@ -142,11 +142,11 @@ def build(client, plan: BuildPlan, files: dict[str, bytes], on_line: Callable[[s
     if plan.builder is not None:
         engine = daemon_engine(client)
         if engine == "Engine":
-            return _build_with_buildkit(plan, files, on_line)
+            dockerfile = buildkit_dockerfile(files[DOCKERFILE].decode()).encode()
+            return _build_with_buildkit(plan, {**files, DOCKERFILE: dockerfile}, on_line)
         on_line(f"the daemon is {engine}, not Docker's engine: BuildKit through the docker CLI needs Docker's; "
                 "building with the daemon's own build endpoint (no cache mounts)")
-    return _build_classic(client, plan, {**files, DOCKERFILE: classic_dockerfile(files[DOCKERFILE].decode()).encode()},
-                          on_line)
+    return _build_classic(client, plan, files, on_line)
 
 
 def daemon_engine(client) -> str:
