@@ -14,7 +14,7 @@ from workbench.container import buildkit, images, labels
 from workbench.errors import WorkbenchError
 
 ROOT = Path(__file__).resolve().parents[2]
-# apt's download of a package: "Get:3 http://deb.debian.org/debian bookworm/main amd64 gdb amd64 13.1-3 [3,919 kB]"
+# apt's download of a package: "Get:3 <mirror>/debian bookworm/main amd64 gdb amd64 13.1-3 [3,919 kB]"
 APT_PACKAGE_DOWNLOAD = re.compile(r"Get:\d+ \S+ \S+/\S+ \S+ \S+ \S+ \S+ \[")
 
 
