@@ -58,9 +58,9 @@ def buildkit_dockerfile(text: str) -> str:
     return "".join(out)
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess | None:
+def _run(argv: list[str]) -> subprocess.CompletedProcess | None:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
 
