@@ -41,6 +41,9 @@ step "docker daemon"
 DOCKER_HOST=$(bash "$root/tests/ci/ensure_dockerd.sh" "$cache")
 export DOCKER_HOST
 echo "ok: $DOCKER_HOST"
+# The daemon's state is kept between runs as a cache; its build cache (layers and the apt/pip cache mounts)
+# is bounded so that a long-lived CI machine doesn't fill its disk with it.
+docker builder prune -f --keep-storage 4GB >/dev/null
 
 step "test base image"
 WORKBENCH_TEST_BASE_IMAGE=$(bash "$root/tests/ci/build_test_base.sh" "$cache")

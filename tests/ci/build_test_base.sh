@@ -19,6 +19,10 @@ mirror=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | head 
 [ -n "$mirror" ] || mirror=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | head -n1 | awk '{print $2}')
 [ -n "$mirror" ] || { echo "no Debian mirror found in the apt sources" >&2; exit 1; }
 
+# A new key makes the older bases garbage: drop them (image and tarball) before building this one.
+docker images --format '{{.Repository}}:{{.Tag}}' workbench-test-base | xargs -r docker rmi >/dev/null 2>&1 || true
+rm -f "$cache"/test-base-*.tar
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mmdebstrap --quiet --variant=apt \

@@ -4,6 +4,7 @@ build context), and a throwaway project whose container and volumes are removed 
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 from support import project as project_support
 
 DEV_IMAGE = "wbtest-dev"
+# Every image the docker tier keeps between runs is tagged by the build context's digest (the devcontainer
+# test's image too, buildkit-<digest> for the BuildKit build): an edit to Dockerfile.dev makes new ones.
+CACHED_REPOS = (DEV_IMAGE, "wbtest-issue7-devcontainer")
 
 
 @pytest.fixture
@@ -37,12 +41,28 @@ def dev_tag(docker_client, tmp_path_factory):
 
     probe = project_support.make_project(tmp_path_factory.mktemp("probe"), DEV_IMAGE, "x")
     tag = project_support.context_digest(probe.settings)
+    drop_stale_images(docker_client, tag)
     try:
         docker_client.images.get(f"{DEV_IMAGE}:{tag}")
     except docker.errors.ImageNotFound:
         plan, files = images.plan_build(probe.settings.with_overrides(tag=tag))
         images.build(docker_client, plan, files, on_line=lambda line: None)
     return tag
+
+
+def drop_stale_images(client, digest: str) -> None:
+    """Remove the cached test images of other build contexts, and untagged layers nothing uses: without
+    this the daemon's disk grows by a dev image (~1 GB) at every Dockerfile edit until CI runs out of it."""
+    import docker
+
+    for repo in CACHED_REPOS:
+        for image in client.images.list(name=repo):
+            for tag in image.tags:
+                # An image still used by a container another run left stays until that container goes.
+                if not tag.endswith(digest):
+                    with contextlib.suppress(docker.errors.APIError):
+                        client.images.remove(tag)
+    client.images.prune(filters={"dangling": True})
 
 
 @pytest.fixture
