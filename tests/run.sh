@@ -12,7 +12,7 @@ export WORKBENCH_CACHE=$cache
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "system packages (docker.io, docker-compose, mmdebstrap, npm, podman)"
+step "system packages (docker.io, docker-compose, mmdebstrap, npm, podman, catatonit)"
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
@@ -21,6 +21,8 @@ command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v npm >/dev/null || missing+=(npm)
 # podman: the podman tier talks to `podman system service` (Docker-compatible API) with the docker SDK.
 command -v podman >/dev/null || missing+=(podman)
+# catatonit: Podman's init for the compose file's `init: true` (a Recommends that minimal installs skip).
+[ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || missing+=(catatonit)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -qq

@@ -68,6 +68,19 @@ def test_gpu_selection_variants(tmp_path):
         load_spec(_settings(tmp_path), "abc")
 
 
+def test_gpus_reach_docker_as_device_requests_and_podman_as_cdi_devices(tmp_path):
+    """Podman's Docker-compatible API accepts a DeviceRequest and ignores it (the container would have no GPU):
+    there the same selection goes as CDI device names."""
+    picked = load_spec(_settings(tmp_path), "0,2").create_kwargs("Podman Engine")
+    assert picked["devices"] == ["nvidia.com/gpu=0", "nvidia.com/gpu=2"] and "device_requests" not in picked
+    every = load_spec(_settings(tmp_path), "all")
+    assert every.create_kwargs("Podman Engine")["devices"] == ["nvidia.com/gpu=all"]
+    docker_kwargs = every.create_kwargs("Engine")
+    assert "devices" not in docker_kwargs
+    assert [(r["Driver"], r["Count"]) for r in docker_kwargs["device_requests"]] == [("nvidia", -1)]
+    assert "devices" not in load_spec(_settings(tmp_path), "none").create_kwargs("Podman Engine")
+
+
 def test_config_reaches_the_file(tmp_path):
     s = _settings(tmp_path, image="myimg", tag="t1", container="c1", fork=str(tmp_path / "fork"),
                   ccache_volume="vol1")

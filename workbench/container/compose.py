@@ -44,6 +44,10 @@ class MountSpec:
     read_only: bool = False
 
 
+# A compose device driver's CDI vendor/class (the NVIDIA Container Toolkit's `nvidia-ctk cdi generate` names).
+CDI_VENDOR = {"nvidia": "nvidia.com/gpu"}
+
+
 @dataclass(frozen=True)
 class GpuRequest:
     driver: str = "nvidia"
@@ -90,9 +94,17 @@ class ContainerSpec:
     def volume_names(self) -> list[str]:
         return [m.source for m in self.mounts if m.type == "volume"]
 
-    def create_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``docker.DockerClient.containers.create``."""
+    def cdi_devices(self) -> list[str]:
+        """The GPUs as CDI device names (``nvidia.com/gpu=all``, ``nvidia.com/gpu=0``): what Podman takes, whose
+        Docker-compatible API accepts a DeviceRequest and silently ignores it."""
+        return [f"{CDI_VENDOR.get(g.driver, g.driver)}={i}" for g in self.gpus for i in (g.device_ids or ("all",))]
+
+    def create_kwargs(self, engine: str = "Engine") -> dict[str, Any]:
+        """Keyword arguments for ``docker.DockerClient.containers.create`` on a daemon whose engine component is
+        ``engine`` (images.daemon_engine): Docker's takes GPUs as device requests, Podman's as CDI devices."""
         from docker.types import DeviceRequest, Mount, Ulimit
+
+        podman = "Podman" in engine
 
         kwargs: dict[str, Any] = {
             "image": self.image,
@@ -106,11 +118,12 @@ class ContainerSpec:
             "ipc_mode": self.ipc_mode,
             "ulimits": [Ulimit(name=n, soft=s, hard=h) for n, s, h in self.ulimits] or None,
             "mounts": [Mount(m.target, m.source, type=m.type, read_only=m.read_only) for m in self.mounts],
-            "device_requests": [
+            "device_requests": None if podman else [
                 DeviceRequest(driver=g.driver, count=g.count, device_ids=list(g.device_ids) or None,
                               capabilities=[list(g.capabilities)])
                 for g in self.gpus
             ] or None,
+            "devices": (self.cdi_devices() or None) if podman else None,
             "shm_size": self.shm_size,
             "user": self.user,
             "cap_add": list(self.cap_add) or None,

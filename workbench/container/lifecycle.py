@@ -9,6 +9,7 @@ compose file gives it, on the one client its task connected.
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +40,26 @@ def _gpu_error(message: str) -> NoGpuRuntime:
         "Docker cannot give this container GPUs (" + message.strip().splitlines()[0][:160] + "): install the "
         "NVIDIA Container Toolkit and run `sudo nvidia-ctk runtime configure --runtime=docker` then restart "
         "Docker, or use `invoke up --gpus none` for a CPU-only container"
+    )
+
+
+# runc's "error setting rlimit type N": N is the Linux RLIMIT_* number.
+_RLIMITS = {3: "stack", 6: "nproc", 7: "nofile", 8: "memlock"}
+
+
+def _rlimit_error(text: str) -> WorkbenchError:
+    match = re.search(r"error setting rlimit type (\d+)", text)
+    name = _RLIMITS.get(int(match.group(1)), f"type {match.group(1)}") if match else "memlock"
+    if name == "memlock":
+        return WorkbenchError(
+            "the daemon may not raise the memlock ulimit docker-compose.yml asks for (rootless Docker or a "
+            "sandbox): set WORKBENCH_ULIMIT_MEMLOCK to at most $(( $(ulimit -Hl) * 1024 )) bytes, or use a "
+            "rootful daemon"
+        )
+    return WorkbenchError(
+        f"the daemon may not set the container's {name} ulimit (docker-compose.yml's value, or the daemon's "
+        f"default where the file sets none, is above this host's limit): lower it in docker-compose.yml's ulimits "
+        f"or the daemon's default (Docker: --default-ulimit {name}=...; Podman: default_ulimits in containers.conf)"
     )
 
 
@@ -197,7 +218,8 @@ def _create(client, spec: compose.ContainerSpec, settings: Settings, fingerprint
     from docker.errors import APIError
 
     _prepare_host_dirs(spec, settings)
-    kwargs = spec.create_kwargs()
+    engine = images.daemon_engine(client)
+    kwargs = spec.create_kwargs(engine)
     kwargs["labels"] = {**kwargs["labels"], labels.SPEC: fingerprint, labels.IMAGE_REASON: reason[:200]}
     try:
         return client.containers.create(**kwargs)
@@ -207,6 +229,14 @@ def _create(client, spec: compose.ContainerSpec, settings: Settings, fingerprint
             return None
         if _is_gpu_runtime_error(text):
             raise _gpu_error(text) from None
+        cdi = spec.cdi_devices()
+        if "Podman" in engine and cdi and any(f"stat {d}" in text for d in cdi):
+            raise NoGpuRuntime(
+                f"Podman cannot give this container GPUs: its Docker-compatible API did not resolve the CDI device "
+                f"{cdi[0]} ({text.splitlines()[0][:120]}): generate the CDI spec (`sudo nvidia-ctk cdi generate "
+                "--output=/etc/cdi/nvidia.yaml`) on a Podman that resolves CDI names through that API, or use "
+                "`invoke up --gpus none` for a CPU-only container"
+            ) from None
         raise WorkbenchError(f"could not create container {spec.name}: {text.splitlines()[0]}") from None
 
 
@@ -222,10 +252,11 @@ def _start(container, remove_on_gpu_error: bool) -> None:
         if _is_gpu_runtime_error(text):
             raise _gpu_error(text) from None
         if "error setting rlimit" in text:
+            raise _rlimit_error(text) from None
+        if "container-init binary not found" in text:
             raise WorkbenchError(
-                "the Docker daemon may not raise the ulimits docker-compose.yml asks for (rootless Docker or a "
-                "sandbox): set WORKBENCH_ULIMIT_MEMLOCK to at most $(( $(ulimit -Hl) * 1024 )) bytes, or use a "
-                "rootful daemon"
+                "Podman has no init binary for docker-compose.yml's `init: true` (catatonit): install it "
+                "(Debian/Ubuntu: `apt install catatonit`), then run invoke up again"
             ) from None
         raise WorkbenchError(f"container {container.name} did not start: {text.splitlines()[0]}") from None
 
