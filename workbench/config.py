@@ -52,6 +52,10 @@ DEFAULTS: dict[str, Any] = {
     # How `invoke build` builds: "auto" (BuildKit through the docker CLI where the host has it, with apt/pip
     # cache mounts; else the daemon's classic builder), "buildkit" or "classic".
     "builder": "auto",
+    # Who resolves docker-compose.yml (.env, interpolation, override files, profiles): "auto" (Compose itself,
+    # `docker compose config` or docker-compose, where installed; else the workbench's own reader), "compose"
+    # or "builtin".
+    "compose_resolver": "auto",
 }
 
 
@@ -79,6 +83,7 @@ class Settings:
     runtime: str = DEFAULTS["runtime"]
     python: str = ""
     builder: str = DEFAULTS["builder"]
+    compose_resolver: str = DEFAULTS["compose_resolver"]
 
     def __post_init__(self) -> None:
         """Config values of the wrong type stop here, where they are read, with the key to fix: a YAML

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from workbench.config import Settings
+from workbench.container import compose_cli
 from workbench.container.compose import compose_variables, interpolate, load_spec
 from workbench.errors import WorkbenchError
 
@@ -90,11 +91,17 @@ def test_config_reaches_the_file(tmp_path):
     assert "vol1" in spec.volume_names()
 
 
-def _copy_compose(tmp_path: Path, mutate) -> Settings:
+def _copy_compose(tmp_path: Path, mutate, resolver: str = "auto") -> Settings:
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mutate(doc)
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(doc))
-    return Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf")})
+    return Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf"), "compose_resolver": resolver})
+
+
+# Both resolvers where a host has Compose: Compose itself (auto) and the workbench's own reader (builtin).
+needs_compose = pytest.mark.skipif(compose_cli.compose_command() is None,
+                                   reason="no Compose here (docker compose plugin or docker-compose)")
+RESOLVERS = [pytest.param("auto", marks=needs_compose), "builtin"]
 
 
 def test_secret_in_environment_is_refused(tmp_path):
@@ -117,18 +124,22 @@ def test_fingerprint_changes_with_the_file(tmp_path):
     assert load_spec(_settings(tmp_path), "all").fingerprint() == base
 
 
-def test_the_projects_env_file_counts_as_compose_counts_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("resolver", RESOLVERS)
+def test_the_projects_env_file_counts_as_compose_counts_it(tmp_path, monkeypatch, resolver):
     monkeypatch.delenv("WORKBENCH_ULIMIT_MEMLOCK", raising=False)
-    s = _copy_compose(tmp_path, lambda d: None)
-    (tmp_path / ".env").write_text("# rootless Docker cannot raise memlock\nBASE=4096\n"
-                                   "WORKBENCH_ULIMIT_MEMLOCK=${BASE}000\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    s = _copy_compose(tmp_path, lambda d: None, resolver)
+    env_file = tmp_path / ".env"
+    env_file.write_text("# rootless Docker cannot raise memlock\nBASE=4096\nWORKBENCH_ULIMIT_MEMLOCK=${BASE}000\n")
     assert ("memlock", 4096000, 4096000) in load_spec(s, "all").ulimits
+    env_file.write_text("WORKBENCH_ULIMIT_MEMLOCK=8192\n")  # an edit is seen at once (never a stale answer)
+    assert ("memlock", 8192, 8192) in load_spec(s, "all").ulimits
     monkeypatch.setenv("WORKBENCH_ULIMIT_MEMLOCK", "65536")  # the shell's environment wins over .env
     assert ("memlock", 65536, 65536) in load_spec(s, "all").ulimits
 
 
-def test_an_override_file_is_refused_not_ignored(tmp_path):
-    s = _copy_compose(tmp_path, lambda d: None)
+def test_the_builtin_reader_refuses_an_override_file_rather_than_ignore_it(tmp_path):
+    s = _copy_compose(tmp_path, lambda d: None, "builtin")
     (tmp_path / "docker-compose.override.yml").write_text("services:\n  dev:\n    environment:\n      X: '1'\n")
     with pytest.raises(WorkbenchError) as err:
         load_spec(s, "all")
@@ -136,15 +147,53 @@ def test_an_override_file_is_refused_not_ignored(tmp_path):
                                      "would merge it in")
 
 
+@needs_compose
+def test_compose_merges_the_override_file_as_docker_compose_up_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    s = _copy_compose(tmp_path, lambda d: None)
+    (tmp_path / "docker-compose.override.yml").write_text(
+        "services:\n  dev:\n    environment:\n      X: '1'\n  dev-cpu:\n    shm_size: 2gb\n")
+    assert load_spec(s, "all").environment["X"] == "1"
+    assert load_spec(s, "none").shm_size is not None  # the CPU service, behind its profile, gets it too
+    cached = list((tmp_path / "cache" / "vllm-workbench" / "compose-config").glob("*.yaml"))
+    stamps = {f: f.stat().st_mtime_ns for f in cached}
+    load_spec(s, "all")  # the same files and variables: Compose's kept answer, not a second run
+    assert {f: f.stat().st_mtime_ns for f in cached} == stamps and len(cached) == 1
+
+
+@needs_compose
+def test_a_file_compose_rejects_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    s = _copy_compose(tmp_path, lambda d: d["services"]["dev"].update(ulimits="lots"))
+    with pytest.raises(WorkbenchError) as err:
+        load_spec(s, "all")
+    assert str(err.value).startswith("Compose cannot resolve docker-compose.yml: ") and "\n" not in str(err.value)
+
+
+def test_the_resolver_setting_is_checked(tmp_path, monkeypatch):
+    s = _copy_compose(tmp_path, lambda d: None, "kompose")
+    with pytest.raises(WorkbenchError, match=r"workbench\.compose_resolver is 'kompose': use auto, compose, builtin"):
+        load_spec(s, "all")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if compose_cli.compose_command() is None:  # Compose installed in a plugin folder outside PATH stays found
+        with pytest.raises(WorkbenchError, match="neither `docker compose` nor docker-compose is installed"):
+            load_spec(_copy_compose(tmp_path, lambda d: None, "compose"), "all")
+        assert load_spec(_copy_compose(tmp_path, lambda d: None, "auto"), "all").service == "dev"
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Compose v1) not installed")
 @pytest.mark.parametrize("service", ["dev", "dev-cpu"])
-def test_agrees_with_real_compose(tmp_path, service, monkeypatch):
-    """The same file, variables and project .env through Compose itself give the same container definition."""
+@pytest.mark.parametrize("resolver", ["auto", "builtin"])
+def test_agrees_with_real_compose(tmp_path, service, resolver, monkeypatch):
+    """The same file, variables and project .env through Compose itself give the same container definition, with
+    either resolver (auto: our reading of Compose's answer; builtin: our own reader)."""
     monkeypatch.delenv("WORKBENCH_ULIMIT_MEMLOCK", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
     (tmp_path / ".env").write_text("WORKBENCH_ULIMIT_MEMLOCK=8388608\n")  # a value only .env gives
     settings = Settings.from_mapping(tmp_path, {"hf_cache": str(tmp_path / "hf"), "fork": str(tmp_path / "fork"),
-                                                "container": "agree"})
+                                                "container": "agree", "compose_resolver": resolver})
     env = {**compose_variables(settings), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run(["docker-compose", "--profile", "cpu", "config"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, check=True).stdout

@@ -1,5 +1,8 @@
 """Read docker-compose.yml, the one declaration of the dev container, into a ``ContainerSpec``.
 
+Where Compose is installed, compose_cli.py has Compose resolve the file and this module reads its answer;
+without Compose this module is the resolver, as below.
+
 `invoke up` creates the container from this spec through the docker SDK, so the compose file is
 the only list of mounts, environment, GPUs and limits. Interpolation follows the Compose spec
 (``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``, ``$$``), with the variables Compose
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import Settings
+from workbench.container import compose_cli
 from workbench.errors import WorkbenchError
 from workbench.gpu_selection import parse_gpu_selection
 
@@ -30,7 +34,7 @@ _CONTAINER_KEYS = {
 }
 _COMPOSE_ONLY_KEYS = {"build", "profiles"}
 
-_VAR = re.compile(
+VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
     r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
 )
@@ -159,7 +163,7 @@ def interpolate(text: str, env: dict[str, str], where: str = "docker-compose.yml
             return interpolate(arg, env, where) if present else ""
         return value or ""
 
-    return _VAR.sub(substitute, text)
+    return VARIABLE.sub(substitute, text)
 
 
 def _interpolate_tree(node: Any, env: dict[str, str], where: str) -> Any:
@@ -252,9 +256,20 @@ def load_spec(settings: Settings, gpus: str | None = None, env: dict[str, str] |
     gpus = settings.gpus if gpus is None else gpus
     selection = parse_gpu_selection(gpus)
     path = settings.compose_path
-    _refuse_override(path)
-    variables = {**project_env(path), **os.environ, **(env or {}), **compose_variables(settings)}
-    doc = load_compose(path, variables)
+    if not path.is_file():
+        raise WorkbenchError(
+            f"{path} not found: run invoke from the workbench checkout (or set workbench.compose_file)"
+        )
+    command = compose_cli.choose(settings.compose_resolver)
+    if command is not None:
+        # Compose reads .env itself, and the shell's environment wins over it there too.
+        doc = compose_cli.resolve(command, path, {**os.environ, **(env or {}), **compose_variables(settings)})
+        if not isinstance(doc.get("services"), dict):
+            raise WorkbenchError(f"{path.name} declares no services: it must declare the dev container's service")
+    else:
+        _refuse_override(path)
+        variables = {**project_env(path), **os.environ, **(env or {}), **compose_variables(settings)}
+        doc = load_compose(path, variables)
     name = service_for(settings, gpus)
     services = doc["services"]
     if name not in services:
