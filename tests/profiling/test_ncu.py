@@ -154,6 +154,7 @@ def test_from_start_and_a_kernel_regex():
     (lambda: capture.workload(capture.profile_spec(benchplan.BenchSpec(), 8), "custom", PLACES, "/w/x", MODEL,
                               "python", ROOT, eager=True, vllm_version="0.13.0"), "vLLM 0.13.0's"),
     (lambda: ncu.plan(_work("custom"), "r", launch_count=0), "--launch-count 0"),
+    (lambda: ncu.plan(_work("custom"), "r", metrics=("dram__bytes.sum",)), "--metrics must include gpu__time_dur"),
     (lambda: capture.spec_from_session(Path("/nonexistent/session")), "has no plan.json"),
 ])
 def test_bad_input_is_one_line(call, says):

@@ -65,6 +65,8 @@ def plan(work: Workload, nvtx_range: str, launch_count: int = 200, launch_skip: 
         raise WorkbenchError(f"--launch-count {launch_count}: profile at least 1 launch")
     if launch_skip < 0:
         raise WorkbenchError(f"--launch-skip {launch_skip}: give 0 or more launches to skip")
+    if "gpu__time_duration.sum" not in metrics:
+        raise WorkbenchError("--metrics must include gpu__time_duration.sum: every row of the table is a duration")
     report = f"{work.folder}/ncu-{work.arm}"
     argv = [ncu, "--target-processes", "all",  # the model runs in vLLM's engine-core child process
             # Clocks as the bench runs them (ncu locks them to base by default), so durations and % of the

@@ -117,9 +117,11 @@ def _open(settings, runtime, setup, spec, tool: str | None = None, kind: str = "
 
 @task(help={**COMMON, "launch_count": "kernel launches to profile after the filter (default 200)",
             "launch_skip": "matching launches to skip first (default 0)",
-            "kernel_regex": "profile kernels whose name matches this regex instead of the arm's default selection"})
+            "kernel_regex": "profile kernels whose name matches this regex instead of the arm's default selection",
+            "metrics": "comma-separated ncu metrics instead of the default set (keep gpu__time_duration.sum; e.g. "
+                       "when this ncu release names a metric differently)"})
 def ncu(c, arm="custom", session=None, model=None, batch_size=None, output_len=None, launch_count=None,
-        launch_skip=None, kernel_regex=None, from_start=False, tool="ncu", runtime=None, dry_run=False):
+        launch_skip=None, kernel_regex=None, metrics=None, from_start=False, tool="ncu", runtime=None, dry_run=False):
     """Nsight Compute on one arm: the op's kernels (custom) or cuBLAS's GEMMs (baseline); time, GB/s, FLOP/s, % peak."""
     from workbench.profile import capture
     from workbench.profile import ncu as ncu_plan
@@ -131,7 +133,8 @@ def ncu(c, arm="custom", session=None, model=None, batch_size=None, output_len=N
     work, where, setup, spec = _workload(settings, runtime, arm, session, model, batch_size, output_len, True,
                                          from_start, "ncu")
     nvtx_range, _ = capture.nvtx_names(settings.root)
-    p = ncu_plan.plan(work, nvtx_range, count, skip, kernel_regex, ncu=tool)
+    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else ncu_plan.METRICS
+    p = ncu_plan.plan(work, nvtx_range, count, skip, kernel_regex, chosen, ncu=tool)
     _show(where, p.argv, p.env, [p.report, p.csv, p.log],
           [f"selects: {p.selection}", f"then: {shlex.join(p.export_argv)}"])
     if dry_run:
