@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "workbench"
-WINGS = ("bench", "container", "fork", "guest", "memory", "trace")
+WINGS = ("bench", "container", "fork", "guest", "memory", "profile", "trace")
 MAX_LINES = 450
 
 

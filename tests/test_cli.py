@@ -23,7 +23,8 @@ def run_invoke(root: Path, *args: str, env: dict | None = None) -> subprocess.Co
 def test_task_list():
     out = run_invoke(ROOT, "--list").stdout
     for name in ("build", "up", "shell", "down", "commit", "status", "doctor", "gpus", "bench.ab", "bench.compare",
-                 "bench.proxy", "kernels.tune", "kernels.bench", "trace.layers", "trace.modules", "trace.kernels"):
+                 "bench.proxy", "kernels.tune", "kernels.bench", "trace.layers", "trace.modules", "trace.kernels",
+                 "profile.ncu", "profile.nsys", "profile.attribute"):
         assert f"  {name} " in out, name
     assert "bench (bench.ab)" in out or "  bench.ab (bench)" in out  # `invoke bench` is the A/B
 

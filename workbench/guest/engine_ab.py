@@ -35,8 +35,8 @@ def prompts(count: int, length: int, vocab: int, seed: int) -> list[dict]:
     return [{"prompt_token_ids": [rng.randrange(vocab) for _ in range(length)]} for _ in range(count)]
 
 
-def start_engine(args: argparse.Namespace, env: dict[str, str]):
-    """A fresh engine whose engine-core process starts with this arm's environment."""
+def start_engine(args: argparse.Namespace, env: dict[str, str], extra: dict | None = None):
+    """A fresh engine whose engine-core process starts with this arm's environment (``extra``: more LLM kwargs)."""
     os.environ.update(env)
     try:  # vLLM caches its environment after start-up; the next engine must read this arm's values
         from vllm import envs
@@ -54,7 +54,7 @@ def start_engine(args: argparse.Namespace, env: dict[str, str]):
         kwargs["tokenizer"] = args.tokenizer
     if args.load_format:
         kwargs["load_format"] = args.load_format
-    return LLM(**kwargs)
+    return LLM(**kwargs, **(extra or {}))
 
 
 def stop_engine(engine) -> None:
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no round that would end past this many seconds (judged by the last round with "
                              "every engine starting as fast as its fastest one, +10%%)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--profile-dir", help="after the timed rounds, one profiled generate per arm (torch "
+                                              "profiler traces in DIR/<arm>/, engine_profile.py)")
     args = parser.parse_args(argv)
 
     from vllm import SamplingParams
@@ -178,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(args.out + ".tmp", args.out)
         upcoming = next_round_s(time.perf_counter() - round_began, started)
     print(f"paired {args.mode}: {len(result['rounds'])} rounds x {args.iters} iterations per arm -> {args.out}")
+    if args.profile_dir:  # outside the timed rounds: a profiled generate is no timing
+        from engine_profile import profile_arms
+
+        profile_arms(args, arms, batch, params, args.profile_dir, start_engine, stop_engine,
+                     lambda: wait_for_memory(None if free_at_start is None else free_at_start - slack))
     return 0
 
 

@@ -24,14 +24,14 @@ def _wrapped(tasks: Collection) -> None:
 
 
 def collection(root: Path) -> Collection:
-    """Every task of the workbench: the plain ones at the top, patch/bench/kernels/trace as namespaces."""
-    from workbench.tasks import bench, container, host, install, kernels, memory, patch, source, trace
+    """Every task of the workbench: the plain ones at the top, patch/bench/kernels/trace/profile as namespaces."""
+    from workbench.tasks import bench, container, host, install, kernels, memory, patch, profile, source, trace
 
     ns = Collection()
     for module in (container, host, source, install, memory):
         for task in module.TASKS:
             ns.add_task(task)
-    for module in (patch, bench, kernels, trace):  # namespaces: one verb each (`invoke patch` is patch.apply)
+    for module in (patch, bench, kernels, trace, profile):  # namespaces: one verb each (`invoke patch` is patch.apply)
         ns.add_collection(module.ns)
     _wrapped(ns)
     ns.configure({"workbench": {**DEFAULTS, "root": str(root)}})

@@ -89,6 +89,47 @@ def device_samples(events: list[dict[str, Any]], device: str) -> list[tuple[str,
     return _cpu_self_times(events)
 
 
+RUNTIME_CATS = ("cuda_runtime", "cuda_driver")
+
+
+def samples_with_callers(events: list[dict[str, Any]], device: str) -> list[tuple[str, float, tuple[str, ...]]]:
+    """(name, time us, the CPU ops it ran under, outermost first) of each sample: for "cuda" each GPU kernel or
+    copy with the ops open on its launching thread when it was launched (matched by correlation id; a
+    CUDA-graph replay launches from no op), for "cpu" each cpu_op's self time with its enclosing ops."""
+    by_thread: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "cpu_op" or (device == "cuda" and e.get("cat") in RUNTIME_CATS):
+            by_thread[(e.get("pid"), e.get("tid"))].append(e)
+    callers: dict[Any, tuple[str, ...]] = {}
+    out: list[tuple[str, float, tuple[str, ...]]] = []
+    for evs in by_thread.values():
+        evs.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
+        stack: list[list[Any]] = []  # [end, name, dur, children_dur]
+
+        def close(until: float | None, stack: list[list[Any]] = stack) -> None:
+            while stack and (until is None or until >= stack[-1][0] - 1e-3):
+                _, name, d, ch = stack.pop()
+                if device == "cpu":
+                    out.append((name, max(d - ch, 0.0), tuple(s[1] for s in stack)))
+
+        for e in evs:
+            ts, dur = float(e["ts"]), float(e["dur"])
+            close(ts)
+            if e.get("cat") != "cpu_op":
+                corr = (e.get("args") or {}).get("correlation")
+                if corr is not None:
+                    callers[corr] = tuple(s[1] for s in stack)
+                continue
+            if stack:
+                stack[-1][3] += dur
+            stack.append([ts + dur, e["name"], dur, 0.0])
+        close(None)
+    if device == "cuda":
+        out = [(e["name"], float(e["dur"]), callers.get((e.get("args") or {}).get("correlation"), ()))
+               for e in events if e.get("cat") in DEVICE_CATS]
+    return out
+
+
 def kernel_table(samples: Iterable[tuple[str, float]], index: KernelIndex | None, device: str) -> list[KernelStat]:
     """Aggregate samples by name; map each name to its origin, category and source file."""
     groups: dict[str, list[float]] = defaultdict(list)

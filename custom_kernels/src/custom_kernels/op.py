@@ -23,6 +23,14 @@ from .gemm.candidates import get_candidate
 _HALF = (torch.float16, torch.bfloat16)
 _forced: Choice | None = None
 
+# An NVTX range around everything the op launches lets Nsight Compute / Systems select exactly its kernels
+# (`ncu --nvtx --nvtx-include "custom_kernels.linear/"`). Read once at import and off by default, so a
+# run without a profiler pays one test of a module-level bool per call; CPU builds of torch have no NVTX.
+# CUDA-graph replays run no Python and so push no range: profile the op's kernels in eager mode.
+NVTX_RANGE = "custom_kernels.linear"
+NVTX_ENV = "CUSTOM_KERNELS_NVTX"
+NVTX_ON = os.environ.get(NVTX_ENV, "0") not in ("", "0") and hasattr(torch._C, "_nvtx")
+
 
 @contextlib.contextmanager
 def force_kernel(name: str, config: dict | None = None) -> Iterator[None]:
@@ -108,9 +116,23 @@ def _linear_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     name = layer or "<unnamed>"
     counters.record_call(name, choice.kernel)
     counters.record_device_call(name, x.device)
+    if NVTX_ON:
+        return _in_nvtx_range(choice, x, x2d, weight, bias)
     if choice.kernel == "cublas":
         return F.linear(x, weight, bias)
     return run_choice(choice, x2d, weight, bias).view(*lead, n)
+
+
+def _in_nvtx_range(choice: Choice, x: torch.Tensor, x2d: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
+    """The same launch inside the op's NVTX range (only when CUSTOM_KERNELS_NVTX=1 at import)."""
+    torch.cuda.nvtx.range_push(NVTX_RANGE)
+    try:
+        if choice.kernel == "cublas":
+            return F.linear(x, weight, bias)
+        return run_choice(choice, x2d, weight, bias).view(*x.shape[:-1], weight.shape[0])
+    finally:
+        torch.cuda.nvtx.range_pop()
 
 
 def _linear_fake(x, weight, bias=None, layer=""):

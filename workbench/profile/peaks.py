@@ -1,0 +1,48 @@
+"""The ceilings a profiled kernel is measured against: the copy bandwidth and bf16 matmul rate the kernels
+package's GEMM benchmark measured on that GPU (custom_kernels/bench/results/<gpu>/gemm_*.json, env.peaks),
+else the GPU's datasheet values, labelled as such."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Datasheet (SXM, dense bf16 tensor, HBM bandwidth), used only when no measurement exists.
+SPEC = {"NVIDIA H200": (4800.0, 989.0), "NVIDIA H100 80GB HBM3": (3350.0, 989.0)}
+BENCH_RESULTS = Path("custom_kernels") / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Peaks:
+    gpu: str
+    copy_gbps: float
+    matmul_tflops: float
+    source: str  # "measured: <file>" or "spec sheet (no measurement for this GPU)"
+
+
+def measured(root: Path, gpu: str) -> Peaks | None:
+    """The peaks the GEMM benchmark recorded for this GPU (matched by the name in each result's env)."""
+    for path in sorted((root / BENCH_RESULTS).glob("*/gemm_*.json")):
+        try:
+            env = json.loads(path.read_text()).get("env", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        peaks = env.get("peaks") or {}
+        if env.get("gpu") == gpu and peaks.get("copy_gbps") and peaks.get("matmul_tflops"):
+            return Peaks(gpu, float(peaks["copy_gbps"]), float(peaks["matmul_tflops"]),
+                         f"measured: {path.relative_to(root).as_posix()}")
+    return None
+
+
+def peaks_for(root: Path, gpu: str | None) -> Peaks | None:
+    """Measured peaks, else the spec sheet's, else None (an unknown GPU: no % of peak)."""
+    if not gpu:
+        return None
+    found = measured(root, gpu)
+    if found:
+        return found
+    if gpu in SPEC:
+        bw, tf = SPEC[gpu]
+        return Peaks(gpu, bw, tf, "spec sheet (no measurement for this GPU)")
+    return None
