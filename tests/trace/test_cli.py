@@ -3,6 +3,7 @@ CPU torch.profiler trace (same code path as CUDA), and the `invoke trace` comman
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -192,12 +193,17 @@ def test_trace_command_paths_and_errors():
 def test_invoke_trace_dry_run(capsys):
     from invoke import Config, Context
 
-    from workbench.tasks.trace import layers
+    from workbench.tasks import collection
 
+    # The task as invoke gets it: through the collection, which puts every body behind the error wrapper.
+    layers = collection(ROOT).collections["trace"].tasks["layers"]
     ctx = Context(Config(overrides={"workbench": {"root": str(ROOT)}}))
     layers(ctx, max_tokens="2", hf_config="scripts/configs/qwen2-tiny.json", dry_run=True)
     # Flags arrive as text (invoke's int() cast would end in a traceback on "abc"); workbench.flags parses them.
-    assert {a.name: a.kind for a in layers.get_arguments()}["max_tokens"] is str
+    # On a copy: invoke's get_arguments consumes the task's help dict, which other tests read after this one.
+    spare = copy.copy(layers)
+    spare.help = dict(layers.help)
+    assert {a.name: a.kind for a in spare.get_arguments()}["max_tokens"] is str
     out = capsys.readouterr().out
     assert out.strip() == ("on dev container vllm-workbench: + python -m workbench.trace layers --hf-config "
                            "/workspace/scripts/configs/qwen2-tiny.json --max-tokens 2 --top 20 "

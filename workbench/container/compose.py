@@ -34,10 +34,6 @@ _CONTAINER_KEYS = {
 }
 _COMPOSE_ONLY_KEYS = {"build", "profiles"}
 
-VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
-    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
-)
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ def interpolate(text: str, env: dict[str, str], where: str = "docker-compose.yml
             return interpolate(arg, env, where) if present else ""
         return value or ""
 
-    return VARIABLE.sub(substitute, text)
+    return compose_cli.VARIABLE.sub(substitute, text)
 
 
 def _interpolate_tree(node: Any, env: dict[str, str], where: str) -> Any:

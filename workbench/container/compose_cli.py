@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -30,6 +31,11 @@ DEFAULT_FILES = {
 PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
                "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
 RESOLVERS = ("auto", "compose", "builtin")
+# Compose's variable syntax: $$ (a literal $), ${NAME}, ${NAME<op>ARG} with :- - :? ? :+ +, and $NAME.
+VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 def compose_command() -> tuple[str, ...] | None:
@@ -73,8 +79,6 @@ def _cache_dir() -> Path:
 
 
 def _key(command: tuple[str, ...], files: list[Path], env: Mapping[str, str]) -> str:
-    from workbench.container.compose import VARIABLE
-
     texts = [f.read_bytes() for f in files]
     names = sorted({m.group("braced") or m.group("named") for t in texts
                     for m in VARIABLE.finditer(t.decode("utf-8", "replace")) if not m.group("escaped")})
