@@ -10,7 +10,7 @@ import torch
 from custom_kernels import dispatch
 from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
 from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
-from custom_kernels.models import available_models, linear_shapes, resolve_config
+from custom_kernels.models import available_models, linear_shapes, load_config, model_dims, resolve_config
 from custom_kernels.tune import Measured, make_entry
 
 
@@ -103,23 +103,92 @@ def test_one_table_file_per_gpu_read_on_its_first_lookup(monkeypatch):
     dispatch.reload_table()
 
 
+def _weight_gib(model: str, tp: int = 1) -> float:
+    """bf16 GiB of one rank's linears, lm_head and embedding: whether the model runs on one GPU at all."""
+    name, cfg = load_config(model)
+    dims = model_dims(cfg, name)
+    elements = sum(s.n * s.k * (1 if s.layer == "lm_head" else dims.num_layers) for s in linear_shapes(model, tp))
+    if not dims.tie_word_embeddings:
+        elements += dims.vocab_rows_per_rank(tp) * dims.hidden_size
+    return elements * 2 / 2**30
+
+
 @pytest.mark.parametrize("path", sorted(dispatch.TABLES_DIR.glob("*.json")), ids=lambda p: p.stem)
 def test_shipped_table_is_valid_and_covers_the_shipped_models(path):
+    """Every (model, TP) a table says it tuned has all its shapes; every shipped model whose weights fit one
+    80 GB GPU is tuned at TP=1 (a 70B-class config runs split, so its entries are those of its TP sizes)."""
     table = read_table(path)
     assert table.gpus, "the tuned table ships with at least one GPU"
     for gpu, per_dtype in table.gpus.items():
         for dtype, slot in per_dtype.items():
             assert dtype in ("bfloat16", "float16")
             shapes = slot["shapes"]
-            for model in available_models():
-                for s in linear_shapes(model):
-                    assert shape_key(s.n, s.k) in shapes, f"{gpu}/{dtype}: {model} {s.layer} untuned"
+            coverage = table.coverage(gpu, dtype)
+            single_gpu = [m for m in available_models() if _weight_gib(m) < 70]
+            assert set(single_gpu) <= set(coverage.get("1", [])), f"{gpu}/{dtype}: untuned at TP=1"
+            for tp, tuned in coverage.items():
+                for model in tuned:
+                    for s in linear_shapes(model, tp=int(tp)):
+                        assert shape_key(s.n, s.k) in shapes, f"{gpu}/{dtype}: {model} TP={tp} {s.layer} untuned"
             for key, buckets in shapes.items():
                 for bucket, entry in buckets.items():
                     assert int(bucket) in BUCKETS
                     assert entry["kernel"] in CANDIDATES, f"{key}@{bucket}: unknown {entry['kernel']}"
                     if entry["kernel"] != "cublas":
                         assert entry["speedup"] >= slot["meta"]["margin"]
+
+
+def test_tp_entries_merge_beside_the_tp1_ones_and_coverage_grows():
+    """A TP=2 tune adds the rank shapes to the same slot (keyed by shape) and records the TP it covered; the
+    dispatcher then finds a rank's GEMM by its shape, as it finds any other."""
+    table = DispatchTable()
+    entry = {"kernel": "cublas", "config": None}
+    tp1 = {shape_key(s.n, s.k): {"1": entry} for s in linear_shapes("llama-3-8b")}
+    table.set_entries("GPU X", "bfloat16", tp1, {"models": ["llama-3-8b"], "tp": 1, "margin": 1.03})
+    tp2 = {shape_key(s.n, s.k): {"1": {"kernel": "triton_splitk", "config": {}}} for s in linear_shapes("llama-3-8b", 2)}
+    table.set_entries("GPU X", "bfloat16", tp2, {"models": ["llama-3-8b"], "tp": 2, "margin": 1.03})
+    assert table.coverage("GPU X", "bfloat16") == {"1": ["llama-3-8b"], "2": ["llama-3-8b"]}
+    shapes = table.gpus["GPU X"]["bfloat16"]["shapes"]
+    assert len(shapes) == len(tp1.keys() | tp2.keys())  # o_proj's K and the others' N halve: new keys
+    assert table.lookup("GPU X", "bfloat16", 14336, 4096, 1).kernel == "triton_splitk"  # gate_up_proj on a rank
+    assert table.lookup("GPU X", "bfloat16", 28672, 4096, 1).kernel == "cublas"  # the whole gate_up_proj
+    # an old table (no coverage key) states its coverage through its last tune's meta
+    old = DispatchTable(gpus={"G": {"bfloat16": {"meta": {"models": ["a", "b"], "tp": 1}, "shapes": {}}}})
+    assert old.coverage("G", "bfloat16") == {"1": ["a", "b"]}
+    old.set_entries("G", "bfloat16", {}, {"models": ["c"], "tp": 4})
+    assert old.coverage("G", "bfloat16") == {"1": ["a", "b"], "4": ["c"]}
+
+
+def test_tp_plan_drops_unsplittable_shipped_models_and_refuses_named_ones():
+    from custom_kernels.tune import tp_plan
+
+    plan = {tp: (models, skipped) for tp, models, skipped in tp_plan(None, "2,4,8")}
+    assert plan[2][0] == available_models()  # every shipped config splits two ways
+    assert "qwen2.5-0.5b" not in plan[4][0] and plan[4][1] == [
+        "qwen2.5-0.5b: tensor-parallel size 4 does not divide the 14 attention heads"]
+    assert "llama-3-70b" in plan[8][0] and "tinyllama-1.1b" in plan[8][0]  # 4 KV heads replicated twice
+    with pytest.raises(ValueError, match="pick one of 1, 2$"):
+        tp_plan(["qwen2.5-0.5b"], "4")
+    with pytest.raises(ValueError, match="comma-separated list"):
+        tp_plan(None, "two")
+
+
+def test_llama_3_70b_shapes_per_rank():
+    """The shipped 70B config (meta-llama/Meta-Llama-3-70B) at the TP sizes it is deployed at."""
+    name, cfg = load_config("llama-3-70b")
+    dims = model_dims(cfg, name)
+    assert (dims.hidden_size, dims.intermediate_size, dims.num_layers, dims.num_heads, dims.num_kv_heads,
+            dims.head_dim, dims.vocab_size) == (8192, 28672, 80, 64, 8, 128, 128256)
+    want = {1: {"qkv_proj": (10240, 8192), "o_proj": (8192, 8192), "gate_up_proj": (57344, 8192),
+                "down_proj": (8192, 28672), "lm_head": (128256, 8192)},
+            4: {"qkv_proj": (2048 + 2 * 256, 8192), "o_proj": (8192, 2048), "gate_up_proj": (14336, 8192),
+                "down_proj": (8192, 7168), "lm_head": (32064, 8192)},
+            8: {"qkv_proj": (1024 + 2 * 128, 8192), "o_proj": (8192, 1024), "gate_up_proj": (7168, 8192),
+                "down_proj": (8192, 3584), "lm_head": (16032, 8192)}}
+    for tp, shapes in want.items():
+        assert {s.layer: (s.n, s.k) for s in linear_shapes("llama-3-70b", tp)} == shapes
+    assert dims.tp_choices(16) == [1, 2, 4, 8, 16]
+    assert _weight_gib("llama-3-70b") > 70 > _weight_gib("llama-3-70b", 4)  # needs a split; fits at TP=4
 
 
 def test_model_shapes_follow_vllm_fusion_and_tensor_parallelism():

@@ -1,6 +1,13 @@
 """Build the dispatch table: time every candidate config against cuBLAS per shape and M bucket.
 
     python -m custom_kernels.tune --model llama-3-8b --tp 1 --dtype bfloat16
+    python -m custom_kernels.tune --tp 2          # every shipped config's TP=2 shapes (one rank's GEMMs)
+    python -m custom_kernels.tune --tp 4,8 --model llama-3-70b
+
+Tensor parallelism: ``--tp N`` tunes the GEMMs one rank runs at TP=N (models.py splits them as vLLM does), on
+one GPU: a rank's GEMM does not involve the other ranks (the all-reduce / all-gather around it is NCCL's).
+A list (``--tp 1,2,4,8``) tunes each size; the shapes merge into one table, keyed by shape. Without
+``--model``, the shipped configs that vLLM can't split TP ways are left out of that size (and say so).
 
 For each linear shape of the model(s) (models.py) and each M bucket, cuBLAS (F.linear) and every
 config of every candidate are checked for correctness, then timed in the same process with the
@@ -26,7 +33,7 @@ import torch
 from .dispatch import BUCKETS, DTYPE_NAMES, gpu_name, read_table, shape_key, table_path, write_table
 from .gemm.candidates import CANDIDATES
 from .gemm.reference import check_close, make_operands, reference_and_error
-from .models import available_models, linear_shapes
+from .models import available_models, config_name, linear_shapes, load_config, model_dims, resolve_config
 
 DEFAULT_KERNELS = ("triton_splitk", "triton_tma", "cublaslt")
 DTYPES = {v: k for k, v in DTYPE_NAMES.items() if k != torch.float32}
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m custom_kernels.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help=f"model config (name or path; repeatable); default all of "
                         f"{available_models()}")
-    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size the shapes are split for")
+    parser.add_argument("--tp", default="1", help="tensor-parallel size(s) the shapes are split for, e.g. 2 or 1,2,4,8")
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="GEMM dtype")
     parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)), help="comma-separated M buckets")
     parser.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"candidates among {list(CANDIDATES)}")
@@ -198,28 +205,58 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown kernels {unknown}; choose among {list(CANDIDATES)}", file=sys.stderr)
         return 2
     try:
-        models = args.model or available_models()
-        for model in models:
-            linear_shapes(model, tp=args.tp)  # fail fast on a bad name or TP size, before any GPU work
+        plan = tp_plan(args.model, args.tp)  # fail fast on a bad name or TP size, before any GPU work
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for tp, _, skipped in plan:
+        for note in skipped:
+            print(f"TP={tp}: skipping {note}")
     env = environment()
-    meta = {**env, "models": models, "tp": args.tp, "margin": args.margin}
     args.table = args.table or str(table_path(env["torch"]["device"]))
+    raws = []
+    for tp, models, _ in plan:
+        meta = {**env, "models": [config_name(resolve_config(m)) for m in models], "tp": tp, "margin": args.margin}
 
-    def save(shapes: dict[str, dict[str, Any]]) -> Path:  # merged into the file after every shape
-        table = read_table(args.table)
-        table.set_entries(env["torch"]["device"], args.dtype, shapes, meta)
-        return write_table(table, args.table)
+        def save(shapes: dict[str, dict[str, Any]], meta: dict[str, Any] = meta) -> Path:  # after every shape
+            table = read_table(args.table)
+            table.set_entries(env["torch"]["device"], args.dtype, shapes, meta)
+            return write_table(table, args.table)
 
-    shapes, raw = tune(models, args.dtype, args.tp, [int(b) for b in args.buckets.split(",")],
-                       args.kernels.split(","), args.margin, args.reps, on_shape=save)
-    path = save(shapes)
-    print(f"wrote {path} ({len(shapes)} shapes for {env['torch']['device']}, {args.dtype})")
+        shapes, raw = tune(models, args.dtype, tp, [int(b) for b in args.buckets.split(",")],
+                           args.kernels.split(","), args.margin, args.reps, on_shape=save)
+        path = save(shapes)
+        raws.append({"tp": tp, "measurements": raw})
+        print(f"wrote {path} ({len(shapes)} shapes at TP={tp} for {env['torch']['device']}, {args.dtype})")
     if args.raw:
-        Path(args.raw).write_text(json.dumps({"env": env, "measurements": raw}, indent=1))
+        Path(args.raw).write_text(json.dumps({"env": env, "runs": raws}, indent=1))
     return 0
+
+
+def tp_plan(models: list[str] | None, tp: str) -> list[tuple[int, list[str], list[str]]]:
+    """(TP size, models to tune at it, "model: why not" for the shipped ones left out) per size of ``tp``
+    ("2" or "1,2,4,8"). A model named explicitly that can't be split is an error (ValueError); the shipped
+    set, taken by default, leaves such a model out of that size (Qwen2.5-0.5B's 14 heads refuse TP=4)."""
+    try:
+        sizes = [int(t) for t in str(tp).split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--tp {tp!r} is not a number or a comma-separated list of numbers: e.g. 2 or 1,2,4,8") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--tp {tp!r}: give sizes >= 1, e.g. 2 or 1,2,4,8")
+    plan = []
+    for size in dict.fromkeys(sizes):
+        chosen, skipped = [], []
+        for model in models or available_models():
+            name, cfg = load_config(model)
+            problem = model_dims(cfg, name).tp_problem(size)
+            if problem and models:
+                linear_shapes(model, tp=size)  # raises with the sizes this model accepts
+            if problem:
+                skipped.append(f"{name}: tensor-parallel size {problem}")
+            else:
+                chosen.append(model)
+        plan.append((size, chosen, skipped))
+    return plan
 
 
 if __name__ == "__main__":
