@@ -145,7 +145,8 @@ def test_tp_entries_merge_beside_the_tp1_ones_and_coverage_grows():
     entry = {"kernel": "cublas", "config": None}
     tp1 = {shape_key(s.n, s.k): {"1": entry} for s in linear_shapes("llama-3-8b")}
     table.set_entries("GPU X", "bfloat16", tp1, {"models": ["llama-3-8b"], "tp": 1, "margin": 1.03})
-    tp2 = {shape_key(s.n, s.k): {"1": {"kernel": "triton_splitk", "config": {}}} for s in linear_shapes("llama-3-8b", 2)}
+    won = {"kernel": "triton_splitk", "config": {}}
+    tp2 = {shape_key(s.n, s.k): {"1": won} for s in linear_shapes("llama-3-8b", 2)}
     table.set_entries("GPU X", "bfloat16", tp2, {"models": ["llama-3-8b"], "tp": 2, "margin": 1.03})
     assert table.coverage("GPU X", "bfloat16") == {"1": ["llama-3-8b"], "2": ["llama-3-8b"]}
     shapes = table.gpus["GPU X"]["bfloat16"]["shapes"]
@@ -167,7 +168,7 @@ def test_tp_plan_drops_unsplittable_shipped_models_and_refuses_named_ones():
     assert "qwen2.5-0.5b" not in plan[4][0] and plan[4][1] == [
         "qwen2.5-0.5b: tensor-parallel size 4 does not divide the 14 attention heads"]
     assert "llama-3-70b" in plan[8][0] and "tinyllama-1.1b" in plan[8][0]  # 4 KV heads replicated twice
-    with pytest.raises(ValueError, match="pick one of 1, 2$"):
+    with pytest.raises(ValueError, match=r"pick one of 1, 2$"):
         tp_plan(["qwen2.5-0.5b"], "4")
     with pytest.raises(ValueError, match="comma-separated list"):
         tp_plan(None, "two")

@@ -240,7 +240,8 @@ def tp_plan(models: list[str] | None, tp: str) -> list[tuple[int, list[str], lis
     try:
         sizes = [int(t) for t in str(tp).split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--tp {tp!r} is not a number or a comma-separated list of numbers: e.g. 2 or 1,2,4,8") from None
+        raise ValueError(f"--tp {tp!r} is not a number or a comma-separated list of numbers: "
+                         "e.g. 2 or 1,2,4,8") from None
     if not sizes or min(sizes) < 1:
         raise ValueError(f"--tp {tp!r}: give sizes >= 1, e.g. 2 or 1,2,4,8")
     plan = []
