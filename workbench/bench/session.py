@@ -323,7 +323,8 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     gate_result = json.loads(gate_file.read_text()) if gate_file.is_file() else None
     if gate_result is None and meta.get("spec", {}).get("gate") and any(not r.error for r in records):
         gate_result = {"valid": False, "reason": "no gate result: the session stopped before the output gate finished"}
-    validity = verdict.with_gate(verdict.check_validity(records, aa=aa), gate_result)
+    tp = int(meta.get("spec", {}).get("tp") or 1)
+    validity = verdict.with_gate(verdict.check_validity(records, aa=aa, tp=tp), gate_result)
     gpu = _gpu_name(env)
     model = plan.model_slug(str(meta.get("spec", {}).get("model", "model")))
     floors = verdict.load_floors(results_root)
