@@ -8,6 +8,7 @@ and what validity makes of them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,51 @@ def test_tp_run_whose_dumps_name_no_rank_is_invalid():
     assert not v.valid and "none from rank(s) 0, 1 of 2" in v.reasons[0]
     assert "no counter dump says which rank" in v.fixes[0]
     assert verdict.check_validity([_run("baseline", none), _run("custom", counts)], tp=1).valid
+
+
+# --- a paired session at TP=2 through the stand-in engine ------------------------------------------------
+
+TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 301,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
+        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
+
+
+def paired_tp2(tmp_path: Path, monkeypatch, plugin: str):
+    """A paired latency session at --tp 2 on the host runtime, whose vLLM is the stand-in: each engine runs one
+    worker process per rank in a gloo group, lm_head split over them (vocabulary 301: an uneven split, padded)."""
+    from support import standin_vllm
+    from workbench.bench import session
+    from workbench.config import Settings
+    from workbench.runtime import HostRuntime
+
+    site = standin_vllm.site(tmp_path / "site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(KERNELS)]))
+    monkeypatch.setenv("STANDIN_PLUGIN", plugin)
+    monkeypatch.setenv("WORKBENCH_MODEL_DEVICE", "cpu")
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(TINY))
+    settings = Settings.from_mapping(ROOT, {"results": str(tmp_path / "results"), "runtime": "host",
+                                            "python": sys.executable})
+    spec = plan.BenchSpec(model=str(tmp_path / "tiny" / "config.json"), driver="paired", repeats=1, iters=2,
+                          warmup_iters=0, batch_size=2, input_len=4, output_len=2, gate=False, tp=2)
+    return session.run_session(HostRuntime(settings), ROOT, f"tp2-{plugin}", spec, sample_gpu=False)
+
+
+def test_paired_session_at_tp2_counts_every_ranks_worker(tmp_path, monkeypatch):
+    outcome = paired_tp2(tmp_path, monkeypatch, "honors")
+    assert outcome.validity.valid, outcome.validity.reasons
+    by_arm = {r.arm: r.counts for r in outcome.records}
+    assert by_arm["custom"]["world_size"] == 2
+    assert all(n > 0 for n in by_arm["custom"]["rank_calls"].values()) and len(by_arm["custom"]["rank_calls"]) == 2
+    assert by_arm["baseline"]["total_calls"] == by_arm["control"]["total_calls"] == 0
+    assert by_arm["baseline"]["rank_calls"] == {"0": 0, "1": 0}  # its workers joined their group too
+
+
+def test_paired_session_at_tp2_where_only_rank_0_routed_is_invalid(tmp_path, monkeypatch):
+    outcome = paired_tp2(tmp_path, monkeypatch, "rank0_only")
+    assert not outcome.validity.valid
+    assert outcome.validity.reasons[0].startswith("1 custom run(s) made no custom-kernel call in every rank: "
+                                                  "latency-custom-r0 has none from rank(s) 1 of 2")
+    summary = json.loads(outcome.summary_path.read_text())
+    assert summary["valid"] is False and "rank(s) 1 of 2" in summary["invalid_reasons"][0]
