@@ -157,3 +157,30 @@ def test_paired_session_at_tp2_where_only_rank_0_routed_is_invalid(tmp_path, mon
                                                   "latency-custom-r0 has none from rank(s) 1 of 2")
     summary = json.loads(outcome.summary_path.read_text())
     assert summary["valid"] is False and "rank(s) 1 of 2" in summary["invalid_reasons"][0]
+
+
+@pytest.mark.parametrize(("model", "tp", "message"), [
+    ("llama-3-8b", "3", "error: --tp 3 must divide (or be a multiple of) the 8 KV heads of llama-3-8b: use one of "
+                        "1, 2, 4, 8, 16"),
+    ("qwen2.5-0.5b", "4", "error: --tp 4 does not divide the 14 attention heads of qwen2.5-0.5b: use one of 1, 2"),
+])
+def test_bench_with_a_tp_the_model_cant_split_stops_in_one_line(model, tp, message):
+    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", model, "--tp", tp, "--driver",
+                           "paired", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [message]
+
+
+def test_the_paired_driver_refuses_more_ranks_than_gpus(tmp_path):
+    """On a host whose NVML sees the GPUs, --tp beyond them stops before any engine starts (here: no GPU
+    visible at all through CUDA_VISIBLE_DEVICES; without NVML, vLLM itself says so)."""
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as err:
+        pytest.skip(f"no NVML on this host ({err}): the GPU count can't be read")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+    done = subprocess.run([sys.executable, str(ROOT / "workbench" / "guest" / "engine_ab.py"), "--model", "m",
+                           "--mode", "latency", "--arms", "{}", "--tp", "2", "--out", str(tmp_path / "o.json")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error: --tp 2 needs 2 GPUs, this process sees 1")

@@ -19,7 +19,7 @@ from typing import Any
 from workbench import models
 from workbench.bench import gate, index, paired, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
-from workbench.bench.kernels import kernel_env
+from workbench.bench.kernels import kernel_env, tp_problem
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
 from workbench.bench.stats import median
 from workbench.errors import WorkbenchError
@@ -65,6 +65,8 @@ def model_setup(root: Path, results_root: Path, places_results: str, spec: plan.
     # An HF id with real weights goes to vLLM as it is; asked for dummy or random weights, its config may
     # come from the shipped ones (a GPU host without a hub).
     config = models.find_config(root, spec.model) if local or spec.weights in ("dummy", "random") else None
+    if config is not None and (problem := tp_problem(root, str(config), spec.tp)):
+        raise WorkbenchError(problem)  # vLLM would fail in every rank's worker, after minutes of start-up
     if config is not None and models.has_weights(config.parent) and spec.weights in ("auto", "real"):
         config = None  # a checkpoint folder: vLLM reads it as it is
     if config is None:
