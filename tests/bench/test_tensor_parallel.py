@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.bench import plan, results, verdict
+from workbench.bench import plan, results, session, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "custom_kernels" / "src"
@@ -119,11 +119,10 @@ TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_si
         "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
 
 
-def paired_tp2(tmp_path: Path, monkeypatch, plugin: str):
+def paired_tp2(tmp_path: Path, monkeypatch, plugin: str, aa: bool = False):
     """A paired latency session at --tp 2 on the host runtime, whose vLLM is the stand-in: each engine runs one
     worker process per rank in a gloo group, lm_head split over them (vocabulary 301: an uneven split, padded)."""
     from support import standin_vllm
-    from workbench.bench import session
     from workbench.config import Settings
     from workbench.runtime import HostRuntime
 
@@ -136,8 +135,9 @@ def paired_tp2(tmp_path: Path, monkeypatch, plugin: str):
     settings = Settings.from_mapping(ROOT, {"results": str(tmp_path / "results"), "runtime": "host",
                                             "python": sys.executable})
     spec = plan.BenchSpec(model=str(tmp_path / "tiny" / "config.json"), driver="paired", repeats=1, iters=2,
-                          warmup_iters=0, batch_size=2, input_len=4, output_len=2, gate=False, tp=2)
-    return session.run_session(HostRuntime(settings), ROOT, f"tp2-{plugin}", spec, sample_gpu=False)
+                          warmup_iters=0, batch_size=2, input_len=4, output_len=2, gate=False, tp=2, aa=aa)
+    return session.run_session(HostRuntime(settings), ROOT, f"tp2-{plugin}{'-aa' if aa else ''}", spec,
+                               sample_gpu=False)
 
 
 def test_paired_session_at_tp2_counts_every_ranks_worker(tmp_path, monkeypatch):
@@ -148,6 +148,16 @@ def test_paired_session_at_tp2_counts_every_ranks_worker(tmp_path, monkeypatch):
     assert all(n > 0 for n in by_arm["custom"]["rank_calls"].values()) and len(by_arm["custom"]["rank_calls"]) == 2
     assert by_arm["baseline"]["total_calls"] == by_arm["control"]["total_calls"] == 0
     assert by_arm["baseline"]["rank_calls"] == {"0": 0, "1": 0}  # its workers joined their group too
+
+
+def test_an_aa_session_at_tp2_records_the_floor_of_tp2(tmp_path, monkeypatch):
+    """The A/A floor at TP=2 is its own key: a TP=1 floor of the same model and GPU is not overwritten, and the
+    TP=2 verdicts read this one."""
+    outcome = paired_tp2(tmp_path, monkeypatch, "honors", aa=True)
+    assert outcome.validity.valid, outcome.validity.reasons
+    assert all(r.counts["total_calls"] == 0 for r in outcome.records)  # A/A: no arm routes, in any rank
+    floors = json.loads(outcome.floors_path.read_text())["floors"]
+    assert list(floors) == [verdict.floor_key(session.UNKNOWN_GPU, "tiny tp2", "latency")]
 
 
 def test_paired_session_at_tp2_where_only_rank_0_routed_is_invalid(tmp_path, monkeypatch):
