@@ -244,3 +244,25 @@ def test_device_counts_are_empty_when_off():
 
     ck.reset_counts()
     assert ck.device_call_counts() == {}
+
+
+def test_tables_tuned_side_by_side_merge_into_one(tmp_path, capsys):
+    """Two tunes at once, one per GPU of a 2-GPU host, each into its own file; --merge joins them (no GPU)."""
+    from custom_kernels.tune import main
+
+    a, b, into = DispatchTable(), DispatchTable(), tmp_path / "into.json"
+    a.set_entries("GPU X", "bfloat16", {"14336x4096": {"1": {"kernel": "cublas"}}}, {"models": ["llama-3-8b"], "tp": 2})
+    b.set_entries("GPU X", "bfloat16", {"8192x3584": {"1": {"kernel": "cublas"}}},
+                  {"models": ["llama-3-70b"], "tp": 8})
+    write_table(a, tmp_path / "a.json")
+    write_table(b, tmp_path / "b.json")
+    old = DispatchTable()
+    old.set_entries("GPU X", "bfloat16", {"6144x4096": {"1": {"kernel": "cublas"}}},
+                    {"models": ["llama-3-8b"], "tp": 1})
+    write_table(old, into)
+    assert main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--table", str(into)]) == 0
+    merged = read_table(into)
+    assert set(merged.gpus["GPU X"]["bfloat16"]["shapes"]) == {"6144x4096", "14336x4096", "8192x3584"}
+    assert merged.coverage("GPU X", "bfloat16") == {"1": ["llama-3-8b"], "2": ["llama-3-8b"], "8": ["llama-3-70b"]}
+    assert main(["--merge", str(tmp_path / "nope.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: no table at")

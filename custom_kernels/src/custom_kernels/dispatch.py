@@ -103,6 +103,20 @@ class DispatchTable:
         for key, buckets in shapes.items():
             slot["shapes"].setdefault(key, {}).update(buckets)
 
+    def merge(self, other: DispatchTable) -> None:
+        """Take in another table's entries and coverage (e.g. tunes run side by side, one per GPU of a host)."""
+        for gpu, per_dtype in other.gpus.items():
+            for dtype, slot in per_dtype.items():
+                mine = self.gpus.setdefault(gpu, {}).setdefault(dtype, {"meta": {}, "shapes": {}})
+                coverage = self.coverage(gpu, dtype)
+                for tp, models in other.coverage(gpu, dtype).items():
+                    coverage[tp] = sorted({*coverage.get(tp, []), *models})
+                if coverage:
+                    mine["coverage"] = coverage
+                mine["meta"] = slot.get("meta") or mine["meta"]
+                for key, buckets in slot.get("shapes", {}).items():
+                    mine["shapes"].setdefault(key, {}).update(buckets)
+
     def coverage(self, gpu: str, dtype: str) -> dict[str, list[str]]:
         """TP size ("1", "2", ...) -> the models whose shapes were tuned at it. A table from before coverage
         was recorded says it through its last tune's meta (its models at its TP)."""

@@ -3,6 +3,7 @@
     python -m custom_kernels.tune --model llama-3-8b --tp 1 --dtype bfloat16
     python -m custom_kernels.tune --tp 2          # every shipped config's TP=2 shapes (one rank's GEMMs)
     python -m custom_kernels.tune --tp 4,8 --model llama-3-70b
+    python -m custom_kernels.tune --merge A.json B.json [--table T]   # tunes run side by side, one per GPU
 
 Tensor parallelism: ``--tp N`` tunes the GEMMs one rank runs at TP=N (models.py splits them as vLLM does), on
 one GPU: a rank's GEMM does not involve the other ranks (the all-reduce / all-gather around it is NCCL's).
@@ -196,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", help="table file to merge the results into (default: this GPU's shipped table, "
                         "tables/<gpu slug>.json)")
     parser.add_argument("--raw", help="also write every measurement to this JSON file")
+    parser.add_argument("--merge", nargs="+", metavar="TABLE", help="merge these tables' entries into --table "
+                        "(default: the shipped table of the one GPU they hold) and stop; needs no GPU")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_main(args.merge, args.table)
     if not torch.cuda.is_available():
         print("error: tune needs a CUDA GPU (run it in the dev container on the GPU host)", file=sys.stderr)
         return 2
@@ -230,6 +235,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path} ({len(shapes)} shapes at TP={tp} for {env['torch']['device']}, {args.dtype})")
     if args.raw:
         Path(args.raw).write_text(json.dumps({"env": env, "runs": raws}, indent=1))
+    return 0
+
+
+def merge_main(sources: list[str], table: str | None) -> int:
+    """--merge: the sources' entries and coverage into ``table`` (one line and exit 2 when that can't be done)."""
+    try:
+        parts = [read_table(p) for p in sources]
+        missing = [p for p in sources if not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"no table at {', '.join(missing)}: pass the files the tunes wrote (--table)")
+        gpus = sorted({g for part in parts for g in part.gpus})
+        if table is None and len(gpus) != 1:
+            raise ValueError(f"the tables hold {len(gpus)} GPUs ({', '.join(gpus)}): name the target with --table")
+        target = Path(table) if table else table_path(gpus[0])
+        merged = read_table(target)
+    except (ValueError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for part in parts:
+        merged.merge(part)
+    write_table(merged, target)
+    print(f"merged {len(sources)} table(s) into {target}")
     return 0
 
 
