@@ -77,7 +77,8 @@ def check_validity(records: Sequence[RunResult], aa: bool = False, tp: int = 1) 
         if skipped:
             why = "; ".join(skipped[0].counts.get("skip_reasons", []))
             fixes.append(f"the plugin routed no layer ({why}): tune this model's shapes on this GPU (`invoke "
-                         "kernels.tune --model M`), or route every layer anyway with VLLM_CUSTOM_GEMM_ROUTE=all")
+                         f"kernels.tune --model M{f' --tp {tp}' if tp > 1 else ''}`), or route every layer anyway with "
+                         "VLLM_CUSTOM_GEMM_ROUTE=all")
         elif all(r.counts["processes_with_custom_kernels"] == 0 for r in zero_custom):
             fixes.append("custom_kernels was never imported by vLLM: apply the GEMM patch (`invoke patch.apply`) "
                          "or install the plugin (`pip install -e custom_kernels`: entry point vllm.general_plugins)")
