@@ -11,7 +11,7 @@ from custom_kernels import dispatch
 from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
 from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
 from custom_kernels.models import available_models, linear_shapes, load_config, model_dims, resolve_config
-from custom_kernels.tune import Measured, make_entry
+from custom_kernels.tune import VLLM_MEMORY_SHARE, Measured, make_entry, rank_gemm_bytes
 
 
 @pytest.mark.parametrize(("m", "bucket"), [(1, 1), (3, 4), (17, 32), (64, 64), (333, 512), (8192, 8192), (9000, 8192)])
@@ -103,16 +103,6 @@ def test_one_table_file_per_gpu_read_on_its_first_lookup(monkeypatch):
     dispatch.reload_table()
 
 
-def _weight_gib(model: str, tp: int = 1) -> float:
-    """bf16 GiB of one rank's linears, lm_head and embedding: whether the model runs on one GPU at all."""
-    name, cfg = load_config(model)
-    dims = model_dims(cfg, name)
-    elements = sum(s.n * s.k * (1 if s.layer == "lm_head" else dims.num_layers) for s in linear_shapes(model, tp))
-    if not dims.tie_word_embeddings:
-        elements += dims.vocab_rows_per_rank(tp) * dims.hidden_size
-    return elements * 2 / 2**30
-
-
 @pytest.mark.parametrize("path", sorted(dispatch.TABLES_DIR.glob("*.json")), ids=lambda p: p.stem)
 def test_shipped_table_is_valid_and_covers_the_shipped_models(path):
     """Every (model, TP) a table says it tuned has all its shapes; every shipped model whose weights fit one
@@ -124,7 +114,7 @@ def test_shipped_table_is_valid_and_covers_the_shipped_models(path):
             assert dtype in ("bfloat16", "float16")
             shapes = slot["shapes"]
             coverage = table.coverage(gpu, dtype)
-            single_gpu = [m for m in available_models() if _weight_gib(m) < 70]
+            single_gpu = [m for m in available_models() if rank_gemm_bytes(m, 1) < VLLM_MEMORY_SHARE * 80e9]
             assert set(single_gpu) <= set(coverage.get("1", [])), f"{gpu}/{dtype}: untuned at TP=1"
             for tp, tuned in coverage.items():
                 for model in tuned:
@@ -170,6 +160,13 @@ def test_tp_plan_drops_unsplittable_shipped_models_and_refuses_named_ones():
     assert "llama-3-70b" in plan[8][0] and "tinyllama-1.1b" in plan[8][0]  # 4 KV heads replicated twice
     with pytest.raises(ValueError, match=r"pick one of 1, 2$"):
         tp_plan(["qwen2.5-0.5b"], "4")
+    # on an H200 (139.8 GiB), the shipped set at TP=1 leaves out what no engine there could load
+    h200 = int(139.8 * 2**30)
+    (_, chosen, skipped), (_, at4, _) = tp_plan(None, "1,4", h200)
+    assert "llama-3-70b" not in chosen and "llama-3-8b" in chosen and "llama-3-70b" in at4
+    assert skipped == ["llama-3-70b: one rank's weights (129.5 GiB) exceed 90% of this GPU's 139.8 GiB at TP=1; "
+                       "name it with --model to tune it anyway"]
+    assert tp_plan(["llama-3-70b"], "1", h200)[0][1] == ["llama-3-70b"]  # named: tuned
     with pytest.raises(ValueError, match="comma-separated list"):
         tp_plan(None, "two")
 
@@ -189,7 +186,7 @@ def test_llama_3_70b_shapes_per_rank():
     for tp, shapes in want.items():
         assert {s.layer: (s.n, s.k) for s in linear_shapes("llama-3-70b", tp)} == shapes
     assert dims.tp_choices(16) == [1, 2, 4, 8, 16]
-    assert _weight_gib("llama-3-70b") > 70 > _weight_gib("llama-3-70b", 4)  # needs a split; fits at TP=4
+    assert rank_gemm_bytes("llama-3-70b", 1) > 139.8 * 2**30 * 0.9 > rank_gemm_bytes("llama-3-70b", 4)  # split
 
 
 def test_model_shapes_follow_vllm_fusion_and_tensor_parallelism():

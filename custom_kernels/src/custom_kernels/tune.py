@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown kernels {unknown}; choose among {list(CANDIDATES)}", file=sys.stderr)
         return 2
     try:
-        plan = tp_plan(args.model, args.tp)  # fail fast on a bad name or TP size, before any GPU work
+        gpu_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        plan = tp_plan(args.model, args.tp, gpu_bytes)  # a bad name or TP size fails before any GPU work
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -260,10 +261,24 @@ def merge_main(sources: list[str], table: str | None) -> int:
     return 0
 
 
-def tp_plan(models: list[str] | None, tp: str) -> list[tuple[int, list[str], list[str]]]:
+def rank_gemm_bytes(model: str, tp: int, dtype_bytes: int = 2) -> int:
+    """Bytes of the GEMM weights one rank holds at ``tp`` (every decoder layer's linears and lm_head): a floor
+    of what the rank's GPU must hold for vLLM to run the model at that size at all."""
+    name, cfg = load_config(model)
+    layers = model_dims(cfg, name).num_layers
+    return dtype_bytes * sum(s.n * s.k * (1 if s.layer == "lm_head" else layers) for s in linear_shapes(model, tp))
+
+
+# vLLM's default gpu_memory_utilization: the share of a GPU an engine may use, weights included.
+VLLM_MEMORY_SHARE = 0.9
+
+
+def tp_plan(models: list[str] | None, tp: str, gpu_bytes: int | None = None) -> list[tuple[int, list[str], list[str]]]:
     """(TP size, models to tune at it, "model: why not" for the shipped ones left out) per size of ``tp``
     ("2" or "1,2,4,8"). A model named explicitly that can't be split is an error (ValueError); the shipped
-    set, taken by default, leaves such a model out of that size (Qwen2.5-0.5B's 14 heads refuse TP=4)."""
+    set, taken by default, leaves out of a size the models vLLM can't split that way (Qwen2.5-0.5B's 14 heads
+    refuse TP=4) and, given ``gpu_bytes``, those whose rank weights alone exceed vLLM's default share of such a
+    GPU (Llama-3-70B at TP=1): shapes no deployment on this GPU runs are not worth the tuning time."""
     try:
         sizes = [int(t) for t in str(tp).split(",") if t.strip()]
     except ValueError:
@@ -281,6 +296,10 @@ def tp_plan(models: list[str] | None, tp: str) -> list[tuple[int, list[str], lis
                 linear_shapes(model, tp=size)  # raises with the sizes this model accepts
             if problem:
                 skipped.append(f"{name}: tensor-parallel size {problem}")
+            elif not models and gpu_bytes and rank_gemm_bytes(model, size) > VLLM_MEMORY_SHARE * gpu_bytes:
+                skipped.append(f"{name}: one rank's weights ({rank_gemm_bytes(model, size) / 2**30:.1f} GiB) exceed "
+                               f"{VLLM_MEMORY_SHARE:.0%} of this GPU's {gpu_bytes / 2**30:.1f} GiB at TP={size}; "
+                               "name it with --model to tune it anyway")
             else:
                 chosen.append(model)
         plan.append((size, chosen, skipped))
