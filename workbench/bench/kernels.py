@@ -33,9 +33,13 @@ def model_argument(root: Path, model: str, kernels_root: str) -> str:
 
 
 def tp_problem(root: Path, model: str, tp: int) -> str | None:
-    """Why vLLM can't split this model TP ways ("what is wrong: what to do"), or None (models.py's rule)."""
+    """Why vLLM can't split this model TP ways ("what is wrong: what to do"), or None (models.py's rule). A
+    config the rule can't read (not a dense decoder's) is vLLM's to judge: None."""
     config = models.resolve_config(root, model)
-    dims = models.model_dims(root, json.loads(config.read_text()), models.config_name(root, config))
+    try:
+        dims = models.model_dims(root, json.loads(config.read_text()), models.config_name(root, config))
+    except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError
+        return None
     problem = dims.tp_problem(tp)
     if problem is None:
         return None
