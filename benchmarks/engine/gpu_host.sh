@@ -7,6 +7,7 @@
 #   eval "$(bash benchmarks/engine/gpu_host.sh setup SCRATCH)"    # prints the exports to eval
 #   python3 -m pytest -m vllm_gpu tests/engine                     # the real-engine tier
 #   python3 -m invoke bench --runtime host --model qwen2.5-0.5b --aa --repeats 4
+#   tensor parallel (2, 4, 8 GPUs): benchmarks/engine/tensor_parallel.md
 #   eval "$(bash benchmarks/engine/gpu_host.sh fork DIR)"      # the patch route: a fork of the installed vLLM
 #   python3 -m invoke patch && python3 -m invoke bench --runtime host ...
 #   bash benchmarks/engine/gpu_host.sh archive OUT.tar.xz          # results/ without caches and model folders
@@ -23,9 +24,12 @@ case "$cmd" in
       python3 -m pip install -q --no-deps --no-index --no-compile --upgrade --target "$scratch/wheels" \
         "$root"/.whl/*.whl >&2
     fi
-    # No hub, no usage reports: the host reaches nothing outside.
+    # No hub, no usage reports: the host reaches nothing outside. NVLink multicast stays off on shared multi-GPU
+    # hosts (a program using it can take the host's GPUs out of service): NCCL, PyTorch and NVSHMEM are told so,
+    # and vLLM's symmetric-memory all-reduce (multicast on Hopper) is not tried; every arm gets the same.
     echo "export PYTHONPATH=$scratch/ck:$scratch/wheels\${PYTHONPATH:+:\$PYTHONPATH} HF_HUB_OFFLINE=1" \
-         "TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 PYTHONUNBUFFERED=1"
+         "TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 PYTHONUNBUFFERED=1" \
+         "NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_ALLREDUCE_USE_SYMM_MEM=0"
     ;;
   fork)
     # Where vLLM cannot be built (no network, no compiler time), the closest thing to a fork with an editable

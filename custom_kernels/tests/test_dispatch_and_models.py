@@ -10,8 +10,8 @@ import torch
 from custom_kernels import dispatch
 from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
 from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
-from custom_kernels.models import available_models, linear_shapes, resolve_config
-from custom_kernels.tune import Measured, make_entry
+from custom_kernels.models import available_models, linear_shapes, load_config, model_dims, resolve_config
+from custom_kernels.tune import VLLM_MEMORY_SHARE, Measured, make_entry, rank_gemm_bytes
 
 
 @pytest.mark.parametrize(("m", "bucket"), [(1, 1), (3, 4), (17, 32), (64, 64), (333, 512), (8192, 8192), (9000, 8192)])
@@ -105,21 +105,88 @@ def test_one_table_file_per_gpu_read_on_its_first_lookup(monkeypatch):
 
 @pytest.mark.parametrize("path", sorted(dispatch.TABLES_DIR.glob("*.json")), ids=lambda p: p.stem)
 def test_shipped_table_is_valid_and_covers_the_shipped_models(path):
+    """Every (model, TP) a table says it tuned has all its shapes; every shipped model whose weights fit one
+    80 GB GPU is tuned at TP=1 (a 70B-class config runs split, so its entries are those of its TP sizes)."""
     table = read_table(path)
     assert table.gpus, "the tuned table ships with at least one GPU"
     for gpu, per_dtype in table.gpus.items():
         for dtype, slot in per_dtype.items():
             assert dtype in ("bfloat16", "float16")
             shapes = slot["shapes"]
-            for model in available_models():
-                for s in linear_shapes(model):
-                    assert shape_key(s.n, s.k) in shapes, f"{gpu}/{dtype}: {model} {s.layer} untuned"
+            coverage = table.coverage(gpu, dtype)
+            single_gpu = [m for m in available_models() if rank_gemm_bytes(m, 1) < VLLM_MEMORY_SHARE * 80e9]
+            assert set(single_gpu) <= set(coverage.get("1", [])), f"{gpu}/{dtype}: untuned at TP=1"
+            for tp, tuned in coverage.items():
+                for model in tuned:
+                    for s in linear_shapes(model, tp=int(tp)):
+                        assert shape_key(s.n, s.k) in shapes, f"{gpu}/{dtype}: {model} TP={tp} {s.layer} untuned"
             for key, buckets in shapes.items():
                 for bucket, entry in buckets.items():
                     assert int(bucket) in BUCKETS
                     assert entry["kernel"] in CANDIDATES, f"{key}@{bucket}: unknown {entry['kernel']}"
                     if entry["kernel"] != "cublas":
                         assert entry["speedup"] >= slot["meta"]["margin"]
+
+
+def test_tp_entries_merge_beside_the_tp1_ones_and_coverage_grows():
+    """A TP=2 tune adds the rank shapes to the same slot (keyed by shape) and records the TP it covered; the
+    dispatcher then finds a rank's GEMM by its shape, as it finds any other."""
+    table = DispatchTable()
+    entry = {"kernel": "cublas", "config": None}
+    tp1 = {shape_key(s.n, s.k): {"1": entry} for s in linear_shapes("llama-3-8b")}
+    table.set_entries("GPU X", "bfloat16", tp1, {"models": ["llama-3-8b"], "tp": 1, "margin": 1.03})
+    won = {"kernel": "triton_splitk", "config": {}}
+    tp2 = {shape_key(s.n, s.k): {"1": won} for s in linear_shapes("llama-3-8b", 2)}
+    table.set_entries("GPU X", "bfloat16", tp2, {"models": ["llama-3-8b"], "tp": 2, "margin": 1.03})
+    assert table.coverage("GPU X", "bfloat16") == {"1": ["llama-3-8b"], "2": ["llama-3-8b"]}
+    shapes = table.gpus["GPU X"]["bfloat16"]["shapes"]
+    assert len(shapes) == len(tp1.keys() | tp2.keys())  # o_proj's K and the others' N halve: new keys
+    assert table.lookup("GPU X", "bfloat16", 14336, 4096, 1).kernel == "triton_splitk"  # gate_up_proj on a rank
+    assert table.lookup("GPU X", "bfloat16", 28672, 4096, 1).kernel == "cublas"  # the whole gate_up_proj
+    # an old table (no coverage key) states its coverage through its last tune's meta
+    old = DispatchTable(gpus={"G": {"bfloat16": {"meta": {"models": ["a", "b"], "tp": 1}, "shapes": {}}}})
+    assert old.coverage("G", "bfloat16") == {"1": ["a", "b"]}
+    old.set_entries("G", "bfloat16", {}, {"models": ["c"], "tp": 4})
+    assert old.coverage("G", "bfloat16") == {"1": ["a", "b"], "4": ["c"]}
+
+
+def test_tp_plan_drops_unsplittable_shipped_models_and_refuses_named_ones():
+    from custom_kernels.tune import tp_plan
+
+    plan = {tp: (models, skipped) for tp, models, skipped in tp_plan(None, "2,4,8")}
+    assert plan[2][0] == available_models()  # every shipped config splits two ways
+    assert "qwen2.5-0.5b" not in plan[4][0] and plan[4][1] == [
+        "qwen2.5-0.5b: tensor-parallel size 4 does not divide the 14 attention heads"]
+    assert "llama-3-70b" in plan[8][0] and "tinyllama-1.1b" in plan[8][0]  # 4 KV heads replicated twice
+    with pytest.raises(ValueError, match=r"pick one of 1, 2$"):
+        tp_plan(["qwen2.5-0.5b"], "4")
+    # on an H200 (139.8 GiB), the shipped set at TP=1 leaves out what no engine there could load
+    h200 = int(139.8 * 2**30)
+    (_, chosen, skipped), (_, at4, _) = tp_plan(None, "1,4", h200)
+    assert "llama-3-70b" not in chosen and "llama-3-8b" in chosen and "llama-3-70b" in at4
+    assert skipped == ["llama-3-70b: one rank's weights (129.5 GiB) exceed 90% of this GPU's 139.8 GiB at TP=1; "
+                       "name it with --model to tune it anyway"]
+    assert tp_plan(["llama-3-70b"], "1", h200)[0][1] == ["llama-3-70b"]  # named: tuned
+    with pytest.raises(ValueError, match="comma-separated list"):
+        tp_plan(None, "two")
+
+
+def test_llama_3_70b_shapes_per_rank():
+    """The shipped 70B config (meta-llama/Meta-Llama-3-70B) at the TP sizes it is deployed at."""
+    name, cfg = load_config("llama-3-70b")
+    dims = model_dims(cfg, name)
+    assert (dims.hidden_size, dims.intermediate_size, dims.num_layers, dims.num_heads, dims.num_kv_heads,
+            dims.head_dim, dims.vocab_size) == (8192, 28672, 80, 64, 8, 128, 128256)
+    want = {1: {"qkv_proj": (10240, 8192), "o_proj": (8192, 8192), "gate_up_proj": (57344, 8192),
+                "down_proj": (8192, 28672), "lm_head": (128256, 8192)},
+            4: {"qkv_proj": (2048 + 2 * 256, 8192), "o_proj": (8192, 2048), "gate_up_proj": (14336, 8192),
+                "down_proj": (8192, 7168), "lm_head": (32064, 8192)},
+            8: {"qkv_proj": (1024 + 2 * 128, 8192), "o_proj": (8192, 1024), "gate_up_proj": (7168, 8192),
+                "down_proj": (8192, 3584), "lm_head": (16032, 8192)}}
+    for tp, shapes in want.items():
+        assert {s.layer: (s.n, s.k) for s in linear_shapes("llama-3-70b", tp)} == shapes
+    assert dims.tp_choices(16) == [1, 2, 4, 8, 16]
+    assert rank_gemm_bytes("llama-3-70b", 1) > 139.8 * 2**30 * 0.9 > rank_gemm_bytes("llama-3-70b", 4)  # split
 
 
 def test_model_shapes_follow_vllm_fusion_and_tensor_parallelism():
@@ -174,3 +241,25 @@ def test_device_counts_are_empty_when_off():
 
     ck.reset_counts()
     assert ck.device_call_counts() == {}
+
+
+def test_tables_tuned_side_by_side_merge_into_one(tmp_path, capsys):
+    """Two tunes at once, one per GPU of a 2-GPU host, each into its own file; --merge joins them (no GPU)."""
+    from custom_kernels.tune import main
+
+    a, b, into = DispatchTable(), DispatchTable(), tmp_path / "into.json"
+    a.set_entries("GPU X", "bfloat16", {"14336x4096": {"1": {"kernel": "cublas"}}}, {"models": ["llama-3-8b"], "tp": 2})
+    b.set_entries("GPU X", "bfloat16", {"8192x3584": {"1": {"kernel": "cublas"}}},
+                  {"models": ["llama-3-70b"], "tp": 8})
+    write_table(a, tmp_path / "a.json")
+    write_table(b, tmp_path / "b.json")
+    old = DispatchTable()
+    old.set_entries("GPU X", "bfloat16", {"6144x4096": {"1": {"kernel": "cublas"}}},
+                    {"models": ["llama-3-8b"], "tp": 1})
+    write_table(old, into)
+    assert main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--table", str(into)]) == 0
+    merged = read_table(into)
+    assert set(merged.gpus["GPU X"]["bfloat16"]["shapes"]) == {"6144x4096", "14336x4096", "8192x3584"}
+    assert merged.coverage("GPU X", "bfloat16") == {"1": ["llama-3-8b"], "2": ["llama-3-8b"], "8": ["llama-3-70b"]}
+    assert main(["--merge", str(tmp_path / "nope.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: no table at")

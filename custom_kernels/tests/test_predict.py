@@ -36,3 +36,22 @@ def test_prediction_prices_routed_winners_only():
     assert not got["shapes"]["lm_head"]["routes"] and got["shapes"]["lm_head"]["custom_s"] == got["shapes"][
         "lm_head"]["cublas_s"]
     assert shape_key(1152, 896) in got["untimed_shapes"]  # qkv_proj: the table has no timing for it
+
+
+def test_prediction_at_tp2_prices_the_rank_shapes(tmp_path, capsys):
+    """At TP=2 the prediction looks up one rank's shapes (the table's TP=2 entries), not the whole model's."""
+    from custom_kernels.predict import main
+
+    name, cfg = load_config("llama-3-8b")
+    dims = model_dims(cfg, name)
+    table = DispatchTable()
+    entry = {"kernel": "triton_splitk", "us": 30.0, "cublas_us": 40.0}
+    table.set_entries("GPU X", "bfloat16", {shape_key(4096, 7168): {"8": entry, "8192": entry}}, {})  # down_proj/2
+    got = predict(dims, table, "GPU X", "bfloat16", "latency", 8, 0, 128, 2, tp=2)
+    assert got["tp"] == 2 and got["shapes"]["down_proj"]["shape"] == "4096x7168"
+    assert got["saved_s"] == pytest.approx(dims.num_layers * 2 * 10.0 * 1e-6)  # prefill + one decode, 10 us each
+    assert shape_key(4096, 14336) not in got["untimed_shapes"] and shape_key(14336, 4096) in got["untimed_shapes"]
+    # a TP size vLLM can't split the model into: one line, exit 2
+    assert main(["--model", "llama-3-8b", "--gpu", "GPU X", "--mode", "latency", "--input-len", "8",
+                 "--output-len", "2", "--tp", "3"]) == 2
+    assert capsys.readouterr().err.startswith("error: llama-3-8b: tensor-parallel size 3 must divide")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_models_are_found_by_the_one_resolver():
-    assert models.shipped(ROOT) == ["llama-3-8b", "qwen2.5-0.5b", "tinyllama-1.1b"]
+    assert models.shipped(ROOT) == ["llama-3-70b", "llama-3-8b", "qwen2.5-0.5b", "tinyllama-1.1b"]
     assert models.resolve_config(ROOT, "Qwen/Qwen2.5-0.5B").parent.name == "qwen2.5-0.5b"  # an HF id's last part
     assert models.resolve_config(ROOT, "TinyLlama-1.1B").parent.name == "tinyllama-1.1b"  # case-insensitive
     with pytest.raises(WorkbenchError, match=r"no model config .nope.: .*llama-3-8b"):
@@ -40,6 +40,13 @@ def test_tune_command_for_names_and_paths(tmp_path):
         shutil.rmtree(ROOT / "custom_kernels" / "my-configs")
 
 
+def test_tune_command_takes_a_list_of_tp_sizes():
+    """One command tunes several TP sizes: the shipped set (no --model) at each, or the named models."""
+    assert tune_command(ROOT, [], tp=[2])[-4:] == ["--tp", "2", "--dtype", "bfloat16"]
+    cmd = tune_command(ROOT, ["llama-3-70b"], tp=[4, 8])
+    assert cmd[3:] == ["--model", "llama-3-70b", "--tp", "4,8", "--dtype", "bfloat16"]
+
+
 def test_bench_command_defaults_to_all_models_with_plot():
     assert bench_command(ROOT, []) == ["python3", "-m", "custom_kernels.bench.gemm", "--tp", "1", "--dtype",
                                        "bfloat16", "--plot"]
@@ -50,6 +57,10 @@ def test_bench_command_defaults_to_all_models_with_plot():
     ({"models": ["nope"]}, "no model config 'nope'"),
     ({"models": [], "tp": 0}, "--tp 0 is below 1: give a tensor-parallel size"),
     ({"models": [], "dtype": "float32"}, "choose one of bfloat16, float16"),
+    # vLLM's divide() would assert in every rank: the fix names the sizes this model splits into
+    ({"models": ["qwen2.5-0.5b"], "tp": [2, 4]}, r"--tp 4 does not divide the 14 attention heads of qwen2.5-0.5b: "
+                                                r"use one of 1, 2$"),
+    ({"models": ["llama-3-70b"], "tp": 3}, r"--tp 3 must divide \(or be a multiple of\) the 8 KV heads of llama-3-70b"),
 ])
 def test_bad_arguments_say_the_fix(kwargs, message):
     with pytest.raises(WorkbenchError, match=message):

@@ -1,10 +1,16 @@
 """Run in a subprocess: import a vLLM source tree on CPU, build its own decoder layer and lm_head for each
 given config (on the meta device: shapes only, no memory) and print JSON: every parameter's shape.
 
-usage: python decoder_probe.py VLLM_TREE  (stdin: a JSON list of config.json dicts)
+usage: python decoder_probe.py VLLM_TREE  (stdin: a JSON list of config.json dicts, or of
+{"config": {...}, "tp": N} to build one tensor-parallel rank's layers)
 The tree goes first on sys.path so this process imports exactly that source. Qwen2 configs build
 vllm/model_executor/models/qwen2.py's layer, every other model type llama.py's (which mistral, phi3
 and most dense decoders reuse).
+
+Tensor parallelism: the process is one rank of a one-process group whose tensor-parallel group reports
+world size N (GroupCoordinator.world_size, what get_tensor_model_parallel_world_size returns to every layer),
+so vLLM's own partition arithmetic (divide(), the KV-head replicas, the padded vocabulary's split) sizes rank 0's
+weights; nothing collective runs while layers are built on the meta device.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ def main() -> None:
     vllm.platforms._current_platform = CpuPlatform()
     from transformers import AutoConfig
     from vllm.config import VllmConfig, set_current_vllm_config
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel, parallel_state
     from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
     from vllm.model_executor.models import llama, qwen2
 
@@ -46,7 +52,9 @@ def main() -> None:
         # 0.33.0's attention layers read the model dtype and a few feature switches off the current config.
         # A real ModelConfig would resolve a checkpoint: the probe gives the dtype and leaves every switch unset.
         object.__setattr__(vllm_config, "model_config", _PlainTextModel(dtype=torch.float32))
-        for i, raw in enumerate(json.loads(sys.stdin.read())):
+        for i, item in enumerate(json.loads(sys.stdin.read())):
+            raw, tp = (item["config"], item["tp"]) if "tp" in item else (item, 1)
+            parallel_state._TP.world_size = tp
             prefix = f"model{i}.layers.0"  # vLLM refuses two attention layers of one name
             values = dict(raw)
             config = AutoConfig.for_model(values.pop("model_type"), **values)

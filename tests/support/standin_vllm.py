@@ -5,7 +5,8 @@ It reproduces what matters for `invoke bench`: the model runs in a separate "eng
 custom_kernels and route GEMMs through ``unquantized_gemm`` when VLLM_USE_CUSTOM_GEMM=1. The timings
 are real (CPU matmuls), and the --output-json file is written by vLLM 0.13.0's own result code
 (tests/support/vllm_bench_json.py). STANDIN_PLUGIN selects a failure mode to detect:
-``honors`` (default), ``missing`` (custom_kernels never imported), ``ignores_switch`` (always routes).
+``honors`` (default), ``missing`` (custom_kernels never imported), ``ignores_switch`` (always routes),
+``rank0_only`` (at tensor_parallel_size > 1 only the first rank's worker routes).
 """
 
 from __future__ import annotations
@@ -52,10 +53,17 @@ class SamplingParams:
         self.max_tokens, self.logprobs = max_tokens, logprobs
 
 
-def _engine_loop(conn, model: str, seed: int) -> None:
-    """The stand-in engine core: a one-layer "model" (embedding -> lm_head) in its own process, its lm_head
-    GEMM through custom_kernels when the switch and STANDIN_PLUGIN say so; STANDIN_GATE_BREAK=1 makes the
-    routed arm add noise to the logits (a kernel that changes the output)."""
+def _routes(rank: int = 0) -> bool:
+    """Whether this process's GEMMs go through custom_kernels: the switch, as the plugin mode honours it
+    (``rank0_only``: a plugin that reaches the first tensor-parallel worker only)."""
+    plugin = os.environ.get("STANDIN_PLUGIN", "honors")
+    on = os.environ.get("VLLM_USE_CUSTOM_GEMM") == "1"
+    return plugin == "ignores_switch" or (plugin == "honors" and on) or (plugin == "rank0_only" and on and rank == 0)
+
+
+def _head(model: str, seed: int, rank: int = 0, tp: int = 1):
+    """(embedding, this rank's lm_head shard, vocabulary): the model's weights from its seed, the head's rows
+    padded to a multiple of tp and split (ParallelLMHead's column parallelism)."""
     import json
 
     import torch
@@ -63,35 +71,113 @@ def _engine_loop(conn, model: str, seed: int) -> None:
     vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
     gen = torch.Generator().manual_seed(seed)
     embed = torch.randn(vocab, 32, generator=gen)
-    head = torch.nn.Linear(32, vocab)
+    weight, bias = torch.randn(vocab, 32, generator=gen), torch.randn(vocab, generator=gen)
+    rows = -(-vocab // tp)
+    weight = torch.cat([weight, torch.zeros(rows * tp - vocab, 32)])[rank * rows:(rank + 1) * rows]
+    bias = torch.cat([bias, torch.zeros(rows * tp - vocab)])[rank * rows:(rank + 1) * rows]
+    head = torch.nn.Linear(32, rows)
     with torch.no_grad():
-        head.weight.copy_(torch.randn(vocab, 32, generator=gen))
-        head.bias.copy_(torch.randn(vocab, generator=gen))
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
     head.prefix = "lm_head"
-    plugin = os.environ.get("STANDIN_PLUGIN", "honors")
-    routed = plugin == "ignores_switch" or (plugin == "honors" and os.environ.get("VLLM_USE_CUSTOM_GEMM") == "1")
-    gemm = None
-    if plugin != "missing":
+    return embed, head, vocab
+
+
+def _generate(job, embed, logits_of, routed: bool):
+    """Greedy tokens and top-k logprobs of every prompt; ``logits_of(h)`` gives the full vocabulary's logits."""
+    import torch
+
+    prompts, max_tokens, k = job
+    out = []
+    for ids in prompts:
+        tokens, logprobs = list(ids), []
+        for _ in range(max_tokens):
+            with torch.no_grad():
+                logits = logits_of(embed[tokens[-1]].unsqueeze(0))[0]
+            if routed and os.environ.get("STANDIN_GATE_BREAK"):
+                logits = logits + torch.randn(logits.shape) * 5
+            top = torch.topk(torch.log_softmax(logits, -1), k)
+            tokens.append(int(top.indices[0]))
+            logprobs.append({int(t): float(v) for t, v in zip(top.indices, top.values, strict=True)})
+        out.append((tokens[len(ids):], logprobs))
+    return out
+
+
+def _gemm(routed: bool):
+    """unquantized_gemm's signature: custom_kernels' when routed, vLLM's own F.linear otherwise."""
+    if routed:
         import custom_kernels
 
-        gemm = custom_kernels.unquantized_gemm if routed else None
+        return custom_kernels.unquantized_gemm
+    import torch
+
+    return lambda layer, x, w, b: torch.nn.functional.linear(x, w, b)
+
+
+def _engine_loop(conn, model: str, seed: int, tp: int = 1) -> None:
+    """The stand-in engine core: a one-layer "model" (embedding -> lm_head) in its own process, its lm_head
+    GEMM through custom_kernels when the switch and STANDIN_PLUGIN say so; STANDIN_GATE_BREAK=1 makes the
+    routed arm add noise to the logits (a kernel that changes the output). At tensor_parallel_size > 1, like
+    vLLM's multiprocessing executor, it runs the model in one worker process per rank (a gloo group; each rank
+    its shard of lm_head, the logits all-gathered) and only relays the jobs."""
+    if tp > 1:
+        _relay(conn, model, seed, tp)
+        return
+    if os.environ.get("STANDIN_PLUGIN", "honors") != "missing":
+        import custom_kernels  # noqa: F401  # the plugin loads in every engine process
+    routed = _routes()
+    embed, head, _ = _head(model, seed)
+    gemm = _gemm(routed)
     while (job := conn.recv()) is not None:
-        prompts, max_tokens, k = job
-        out = []
-        for ids in prompts:
-            tokens, logprobs = list(ids), []
-            for _ in range(max_tokens):
-                h = embed[tokens[-1]].unsqueeze(0)
-                with torch.no_grad():
-                    logits = (gemm(head, h, head.weight, head.bias) if gemm
-                              else torch.nn.functional.linear(h, head.weight, head.bias))[0]
-                if routed and os.environ.get("STANDIN_GATE_BREAK"):
-                    logits = logits + torch.randn(logits.shape) * 5
-                top = torch.topk(torch.log_softmax(logits, -1), k)
-                tokens.append(int(top.indices[0]))
-                logprobs.append({int(t): float(v) for t, v in zip(top.indices, top.values, strict=True)})
-            out.append((tokens[len(ids):], logprobs))
-        conn.send(out)
+        conn.send(_generate(job, embed, lambda h: gemm(head, h, head.weight, head.bias), routed))
+    conn.close()
+
+
+def _relay(conn, model: str, seed: int, tp: int) -> None:
+    import tempfile
+
+    ctx = mp.get_context("fork")
+    init = "file://" + tempfile.mktemp(prefix="standin-tp-")
+    pipes, procs = [], []
+    for rank in range(tp):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_tp_worker, args=(rank, tp, init, theirs, model, seed))
+        proc.start()
+        pipes.append(mine)
+        procs.append(proc)
+    while (job := conn.recv()) is not None:
+        for pipe in pipes:
+            pipe.send(job)
+        answers = [pipe.recv() for pipe in pipes]
+        conn.send(answers[0])
+    for pipe in pipes:
+        pipe.send(None)
+    for proc in procs:
+        proc.join(timeout=30)
+    conn.close()
+
+
+def _tp_worker(rank: int, tp: int, init: str, conn, model: str, seed: int) -> None:
+    """One rank: joins the group, computes its lm_head shard, all-gathers the logits (every rank then picks the
+    same tokens, so they stay in step); rank 0's answer is the engine's."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=tp)
+    if os.environ.get("STANDIN_PLUGIN", "honors") != "missing":
+        import custom_kernels  # noqa: F401  # the plugin loads in every worker
+    routed = _routes(rank)
+    embed, head, vocab = _head(model, seed, rank, tp)
+    gemm = _gemm(routed)
+
+    def logits_of(h):
+        shard = gemm(head, h, head.weight, head.bias)
+        parts = [torch.empty_like(shard) for _ in range(tp)]
+        dist.all_gather(parts, shard.contiguous())
+        return torch.cat(parts, -1)[:, :vocab]
+
+    while (job := conn.recv()) is not None:
+        conn.send(_generate(job, embed, logits_of, routed))
     conn.close()
 
 
@@ -123,7 +209,7 @@ class LLM:
                              f"utilization ({gpu_memory_utilization})")
         ctx = mp.get_context("fork")
         self._conn, child = ctx.Pipe()
-        proc = ctx.Process(target=_engine_loop, args=(child, model, seed))
+        proc = ctx.Process(target=_engine_loop, args=(child, model, seed, tensor_parallel_size))
         proc.start()
         client = _EngineCoreClient(self._conn, proc, gpu_memory_utilization)
         _ENGINES.append(client)

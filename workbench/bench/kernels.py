@@ -8,6 +8,7 @@ CSV/JSON/PNG in custom_kernels/bench/results/<gpu>/.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,36 @@ def model_argument(root: Path, model: str, kernels_root: str) -> str:
     return f"{kernels_root}/{rel.as_posix()}"
 
 
-def _common(root: Path, models: list[str], tp: int, dtype: str, kernels_root: str) -> list[str]:
-    if tp < 1:
-        raise WorkbenchError(f"--tp {tp} is below 1: give a tensor-parallel size of at least 1")
+def tp_problem(root: Path, model: str, tp: int) -> str | None:
+    """Why vLLM can't split this model TP ways ("what is wrong: what to do"), or None (models.py's rule). A
+    config the rule can't read (not a dense decoder's) is vLLM's to judge: None."""
+    config = models.resolve_config(root, model)
+    try:
+        dims = models.model_dims(root, json.loads(config.read_text()), models.config_name(root, config))
+    except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError
+        return None
+    problem = dims.tp_problem(tp)
+    if problem is None:
+        return None
+    return f"--tp {problem} of {dims.name}: use one of {', '.join(map(str, dims.tp_choices()))}"
+
+
+def _common(root: Path, models_: list[str], tp: int | list[int], dtype: str, kernels_root: str) -> list[str]:
+    sizes = tp if isinstance(tp, list) else [tp]
+    if not sizes or min(sizes) < 1:
+        raise WorkbenchError(f"--tp {min(sizes, default=0)} is below 1: give a tensor-parallel size of at least 1")
     if dtype not in DTYPES:
         raise WorkbenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     args = []
-    for model in models:
+    for model in models_:
         args += ["--model", model_argument(root, model, kernels_root)]
-    return [*args, "--tp", str(tp), "--dtype", dtype]
+        for size in sizes:  # named models must split; the shipped set (no --model) drops those that can't
+            if (problem := tp_problem(root, model, size)) is not None:
+                raise WorkbenchError(problem)
+    return [*args, "--tp", ",".join(map(str, sizes)), "--dtype", dtype]
 
 
-def tune_command(root: Path, models: list[str], tp: int = 1, dtype: str = "bfloat16", buckets: str = "",
+def tune_command(root: Path, models: list[str], tp: int | list[int] = 1, dtype: str = "bfloat16", buckets: str = "",
                  kernels: str = "", python: str = "python3", kernels_root: str = "custom_kernels") -> list[str]:
     """``python -m custom_kernels.tune ...`` for the given models (all shipped ones when empty)."""
     cmd = [python, "-m", "custom_kernels.tune", *_common(root, models, tp, dtype, kernels_root)]

@@ -61,8 +61,11 @@ def iteration_samples(mode: str, data: dict[str, Any]) -> list[float]:
 
 
 def read_counts(files: Iterable[Path]) -> dict[str, Any]:
-    """Merge the per-process counter dumps of one run: total calls, per-layer calls, errors."""
+    """Merge the per-process counter dumps of one run: total calls, per-layer calls, errors, and per rank
+    (``rank_calls``: the calls of the processes that said which rank of a ``world_size`` group they were)."""
     layers: dict[str, int] = {}
+    rank_calls: dict[str, int] = {}
+    world_size = 0
     kernels: dict[str, int] = {}
     errors: list[str] = []
     processes = 0
@@ -81,10 +84,16 @@ def read_counts(files: Iterable[Path]) -> dict[str, Any]:
         for layer, n in (data.get("call_counts") or {}).items():
             layers[layer] = layers.get(layer, 0) + int(n)
         routing.update(data.get("routing") or {})
+        parallel = data.get("parallel") or {}
+        if parallel.get("rank") is not None:
+            rank = str(parallel["rank"])
+            rank_calls[rank] = rank_calls.get(rank, 0) + sum(int(n) for n in (data.get("call_counts") or {}).values())
+            world_size = max(world_size, int(parallel.get("world_size") or 1))
         for per_layer in (data.get("kernel_counts") or {}).values():
             for kernel, n in per_layer.items():
                 kernels[kernel] = kernels.get(kernel, 0) + int(n)
     return {"processes": processes, "processes_with_custom_kernels": imported, "total_calls": sum(layers.values()),
+            "rank_calls": dict(sorted(rank_calls.items(), key=lambda kv: int(kv[0]))), "world_size": world_size or None,
             "layers": len(layers), "call_counts": layers, "kernel_counts": kernels, "errors": errors,
             "routed_layers": sum(v.startswith("routed") for v in routing.values()),
             "skipped_layers": sum(v.startswith("skipped") for v in routing.values()),

@@ -19,7 +19,7 @@ from typing import Any
 from workbench import models
 from workbench.bench import gate, index, paired, plan, report, verdict
 from workbench.bench.gpu_sampler import sampling
-from workbench.bench.kernels import kernel_env
+from workbench.bench.kernels import kernel_env, tp_problem
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
 from workbench.bench.stats import median
 from workbench.errors import WorkbenchError
@@ -65,6 +65,8 @@ def model_setup(root: Path, results_root: Path, places_results: str, spec: plan.
     # An HF id with real weights goes to vLLM as it is; asked for dummy or random weights, its config may
     # come from the shipped ones (a GPU host without a hub).
     config = models.find_config(root, spec.model) if local or spec.weights in ("dummy", "random") else None
+    if config is not None and (problem := tp_problem(root, str(config), spec.tp)):
+        raise WorkbenchError(problem)  # vLLM would fail in every rank's worker, after minutes of start-up
     if config is not None and models.has_weights(config.parent) and spec.weights in ("auto", "real"):
         config = None  # a checkpoint folder: vLLM reads it as it is
     if config is None:
@@ -323,9 +325,11 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     gate_result = json.loads(gate_file.read_text()) if gate_file.is_file() else None
     if gate_result is None and meta.get("spec", {}).get("gate") and any(not r.error for r in records):
         gate_result = {"valid": False, "reason": "no gate result: the session stopped before the output gate finished"}
-    validity = verdict.with_gate(verdict.check_validity(records, aa=aa), gate_result)
+    tp = int(meta.get("spec", {}).get("tp") or 1)
+    validity = verdict.with_gate(verdict.check_validity(records, aa=aa, tp=tp), gate_result)
     gpu = _gpu_name(env)
-    model = plan.model_slug(str(meta.get("spec", {}).get("model", "model")))
+    # Floors are per TP size: the all-reduce share and every rank's engine make a TP=2 engine's noise its own.
+    model = plan.model_slug(str(meta.get("spec", {}).get("model", "model"))) + (f" tp{tp}" if tp > 1 else "")
     floors = verdict.load_floors(results_root)
     used: dict[str, float] = {}
     sources: dict[str, str] = {}

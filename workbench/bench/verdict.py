@@ -35,9 +35,20 @@ class Validity:
     baseline_calls: tuple[int | None, ...]
 
 
-def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
-    """Valid only if every custom run shows custom-kernel calls and no baseline (or control) run does
-    (A/A: none anywhere). Each failure maps to its usual cause and fix, so INVALID says what to do next."""
+def missing_ranks(counts: dict[str, Any], tp: int = 1) -> list[int]:
+    """The ranks of a tensor-parallel run that made no custom-kernel call: every rank's worker must route, so
+    a run at TP=N (or whose dumps name an N-rank group) needs calls from ranks 0..N-1. Empty at TP=1."""
+    world = max(tp, int(counts.get("world_size") or 1))
+    if world < 2:
+        return []
+    calls = counts.get("rank_calls") or {}
+    return [r for r in range(world) if int(calls.get(str(r), 0)) == 0]
+
+
+def check_validity(records: Sequence[RunResult], aa: bool = False, tp: int = 1) -> Validity:
+    """Valid only if every custom run shows custom-kernel calls — at TP > 1 from every rank's worker process —
+    and no baseline (or control) run does (A/A: none anywhere). Each failure maps to its usual cause and fix,
+    so INVALID says what to do next."""
     reasons: list[str] = []
     fixes: list[str] = []
     ok = [r for r in records if not r.error]
@@ -66,7 +77,8 @@ def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
         if skipped:
             why = "; ".join(skipped[0].counts.get("skip_reasons", []))
             fixes.append(f"the plugin routed no layer ({why}): tune this model's shapes on this GPU (`invoke "
-                         "kernels.tune --model M`), or route every layer anyway with VLLM_CUSTOM_GEMM_ROUTE=all")
+                         f"kernels.tune --model M{f' --tp {tp}' if tp > 1 else ''}`), or route every layer anyway with "
+                         "VLLM_CUSTOM_GEMM_ROUTE=all")
         elif all(r.counts["processes_with_custom_kernels"] == 0 for r in zero_custom):
             fixes.append("custom_kernels was never imported by vLLM: apply the GEMM patch (`invoke patch.apply`) "
                          "or install the plugin (`pip install -e custom_kernels`: entry point vllm.general_plugins)")
@@ -74,6 +86,20 @@ def check_validity(records: Sequence[RunResult], aa: bool = False) -> Validity:
             fixes.append(f"custom_kernels loaded but unquantized_gemm never ran: {GEMM_SWITCH}=1 did not reach the "
                          "engine-core process, the patch is not applied to the installed vLLM, or a compile cache "
                          "replayed the baseline graph (try --compile-cache off)")
+    partial = [(r, missing_ranks(r.counts, tp)) for r in expect_calls
+               if r.counts is not None and r.counts["total_calls"] > 0 and missing_ranks(r.counts, tp)]
+    if partial:
+        run, ranks = partial[0]
+        world = max(tp, int(run.counts.get("world_size") or 1))
+        reasons.append(f"{len(partial)} custom run(s) made no custom-kernel call in every rank: {run.run_id} has "
+                       f"none from rank(s) {', '.join(map(str, ranks))} of {world} "
+                       f"(calls per rank: {run.counts.get('rank_calls') or 'no dump names its rank'})")
+        if not run.counts.get("rank_calls"):
+            fixes.append("no counter dump says which rank it came from: update custom_kernels where vLLM runs "
+                         "(`pip install -e custom_kernels`: its counts_dump.py records the rank)")
+        fixes.append("every rank's worker must load the plugin and route: install custom_kernels in the environment "
+                     "the workers start in (spawned workers import it afresh), pass the switch to them, and tune "
+                     f"the rank's shapes on this GPU (`invoke kernels.tune --model M --tp {world}`)")
     control = [r for r in ok if r.arm == CONTROL]
     hot = [r for r in (custom + baseline + control if aa else baseline + control)
            if r.counts is not None and r.counts["total_calls"] > 0]

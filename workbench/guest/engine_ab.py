@@ -67,24 +67,53 @@ def stop_engine(engine) -> None:
             return
 
 
-def free_gpu_bytes() -> int | None:
-    """Free memory of GPU 0 through NVML (not torch: CUDA initialised here would make vLLM spawn, not fork)."""
+def engine_gpus(tp: int) -> list[int]:
+    """NVML indices of the GPUs an engine of ``tp`` ranks uses: the first tp of CUDA_VISIBLE_DEVICES (vLLM puts
+    rank r on visible device r), else of all GPUs. UUIDs in CUDA_VISIBLE_DEVICES are looked up by NVML."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not visible:
+        return list(range(tp))
+    import pynvml
+
+    out = []
+    for v in visible[:tp]:
+        out.append(int(v) if v.isdigit() else pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(v)))
+    return out
+
+
+def visible_gpu_count() -> int | None:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES, else NVML's count); None without NVML (a CPU host)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).free)
+        count = int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return None
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return min(count, len(visible)) if "CUDA_VISIBLE_DEVICES" in os.environ else count
+
+
+def free_gpu_bytes(tp: int = 1) -> int | None:
+    """The least free memory among the engine's GPUs, through NVML (not torch: CUDA initialised here would make
+    vLLM spawn, not fork). Every rank holds its share of its own GPU: the tightest GPU decides."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return min(int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).free)
+                   for i in engine_gpus(tp))
     except Exception:  # no NVML (a CPU host): nothing to wait for
         return None
 
 
-def wait_for_memory(target: int | None, timeout_s: float = 120.0) -> None:
-    """Until the GPU has ``target`` bytes free again: a round's engines must have let go of their memory
-    before the next round's engines ask vLLM for theirs."""
+def wait_for_memory(target: int | None, tp: int = 1, timeout_s: float = 120.0) -> None:
+    """Until every GPU of the engines has ``target`` bytes free again: a round's engines (all their ranks) must
+    have let go of their memory before the next round's engines ask vLLM for theirs."""
     if target is None:
         return
     deadline = time.monotonic() + timeout_s
-    while (free := free_gpu_bytes()) is not None and free < target and time.monotonic() < deadline:
+    while (free := free_gpu_bytes(tp)) is not None and free < target and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
@@ -116,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
-                        help="per engine (default 0.84 / arms): every arm's engine holds its memory at once")
+                        help="per engine and GPU (default 0.84 / arms): every arm's engine holds its share of each "
+                             "of its tp GPUs at once (vLLM's fraction is per GPU, so the split is the same at any tp)")
     parser.add_argument("--stop-after-s", type=float, default=0.0,
                         help="start no round that would end past this many seconds (judged by the last round with "
                              "every engine starting as fast as its fastest one, +10%%)")
@@ -125,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                                               "profiler traces in DIR/<arm>/, engine_profile.py)")
     args = parser.parse_args(argv)
 
+    gpus = visible_gpu_count()
+    if gpus is not None and args.tp > gpus:
+        print(f"error: --tp {args.tp} needs {args.tp} GPUs, this process sees {gpus}: lower --tp, or widen "
+              "CUDA_VISIBLE_DEVICES / run on a host with that many GPUs", file=sys.stderr)
+        return 2
     from vllm import SamplingParams
 
     arms: dict[str, dict[str, str]] = json.loads(args.arms)
@@ -139,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
               "input_len": args.input_len, "output_len": args.output_len, "rounds": []}
     began, upcoming = time.perf_counter(), 0.0
-    free_at_start = free_gpu_bytes()
-    slack = 2 << 30  # what other processes may take meanwhile
+    free_at_start = free_gpu_bytes(args.tp)
+    slack = 2 << 30  # what other processes may take meanwhile (per GPU)
     for r in range(args.rounds):
         elapsed = time.perf_counter() - began
         if args.stop_after_s and r and elapsed + 1.1 * upcoming > args.stop_after_s:
@@ -173,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_engine(engine)
         del engines
         gc.collect()
-        wait_for_memory(None if free_at_start is None else free_at_start - slack)
+        wait_for_memory(None if free_at_start is None else free_at_start - slack, args.tp)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as fh:
             json.dump(result, fh)

@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchError
 from workbench.tasks.runtimes import plan_places
 
 _COMMON_HELP = {
-    "model": "model config: a shipped name (qwen2.5-0.5b, tinyllama-1.1b, llama-3-8b) or a config.json "
+    "model": "model config: a shipped name (custom_kernels/src/custom_kernels/configs/) or a config.json "
              "under custom_kernels/; repeatable; default: all shipped",
     "tp": "tensor-parallel size the linear shapes are split for (default 1)",
     "dtype": "GEMM dtype: bfloat16 (default) or float16",
@@ -46,11 +46,13 @@ def _finish(ctx, build, runtime: str | None, dry_run: bool, what: str) -> None:
 
 
 @task(iterable=["model"], help={**_COMMON_HELP,
+                                "tp": "tensor-parallel size(s) the shapes are split for: 2, or a list 1,2,4,8 "
+                                      "(default 1; one GPU tunes any size: a rank's GEMM is its own)",
                                 "buckets": "comma-separated M buckets to tune (default 1,2,4,...,8192)",
                                 "kernels": "candidates to try (default triton_splitk,triton_tma,cublaslt)"})
 def tune(ctx, model=None, tp=None, dtype="bfloat16", buckets="", kernels="", runtime=None, dry_run=False):
     """Measure every GEMM candidate vs cuBLAS for a model's shapes; merge the winners into the dispatch table."""
-    tp_ = flags.integer("--tp", tp, minimum=1, example="2") or 1
+    tp_ = flags.integer_list("--tp", tp, minimum=1, example="2,4,8") or [1]
     chosen = ",".join(map(str, flags.integer_list("--buckets", buckets, minimum=1, example="1,16,256,4096") or []))
     _finish(ctx, lambda root, py, kr: tune_command(root, list(model or []), tp_, dtype, chosen, kernels, py, kr),
             runtime, dry_run, "tune")

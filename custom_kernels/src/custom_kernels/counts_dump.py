@@ -8,6 +8,10 @@ the process id): on change (a 2 s poll, which survives ``os._exit`` in forked wo
 (atexit, and multiprocessing's finalizers, which forked children run instead of atexit).
 The source is the package's ``CALL_COUNTS`` (and ``KERNEL_COUNTS`` where it has one), read from
 ``sys.modules`` without importing the package, so the record also says whether this process imported it.
+
+With tensor parallelism vLLM runs one worker process per rank, and every one of them must route: each dump
+says which rank it came from (``parallel``: torch.distributed's rank and world size, vLLM's TP rank and size,
+the CUDA device), read the same way, so a reader can require calls from every rank.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ ENV = "CUSTOM_KERNELS_COUNTS_FILE"
 # costs < 0.05% of a process's time, and only in processes whose counters move (the custom arm).
 POLL_S = 2.0
 
-_state: dict[str, Any] = {"target": None, "last": None, "pid": None}
+_state: dict[str, Any] = {"target": None, "last": None, "pid": None, "parallel": None}
 _lock = threading.Lock()
 
 
@@ -35,6 +39,32 @@ class _Holder:
 
 
 _HOLDER = _Holder()
+
+
+def parallel_rank() -> dict[str, Any]:
+    """Which rank this process is, where it has joined a process group (vLLM's workers do before loading the
+    model); every field None otherwise. Read from ``sys.modules``: nothing is imported or initialised here."""
+    out: dict[str, Any] = {"rank": None, "world_size": None, "tp_rank": None, "tp_size": None,
+                           "cuda_device": None, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    try:
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            out["rank"], out["world_size"] = dist.get_rank(), dist.get_world_size()
+        tp = getattr(sys.modules.get("vllm.distributed.parallel_state"), "_TP", None)
+        if tp is not None:
+            out["tp_rank"], out["tp_size"] = int(tp.rank_in_group), int(tp.world_size)
+        cuda = sys.modules.get("torch.cuda")
+        if cuda is not None and cuda.is_initialized():
+            out["cuda_device"] = cuda.current_device()
+    except Exception:  # a group being torn down: the dump says what it could read
+        pass
+    # vLLM's workers destroy their process group on shutdown, before the exit dump: a rank, once seen, is kept
+    # (a process never changes rank).
+    if out["rank"] is None and out["tp_rank"] is None and _state["parallel"] is not None:
+        return _state["parallel"]
+    if out["rank"] is not None or out["tp_rank"] is not None:
+        _state["parallel"] = out
+    return out
 
 
 def snapshot() -> dict[str, Any]:
@@ -53,6 +83,7 @@ def snapshot() -> dict[str, Any]:
         "call_counts": calls,
         "kernel_counts": kernels,
         "routing": dict(getattr(mod, "ROUTING", {}) or {}) if mod else {},
+        "parallel": parallel_rank(),
     }
 
 
@@ -72,7 +103,9 @@ def _dump_if_changed(force: bool = False) -> None:
         return
     try:
         snap = snapshot()
-        key = (snap["custom_kernels_imported"], tuple(sorted(snap["call_counts"].items())))
+        # A worker joins its process group after importing the package: its rank is news worth a dump too.
+        key = (snap["custom_kernels_imported"], tuple(sorted(snap["call_counts"].items())),
+               tuple(sorted(snap["parallel"].items())))
         with _lock:
             if not force and key == _state["last"] and _state["pid"] == os.getpid():
                 return
@@ -110,6 +143,7 @@ def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()  # the parent's poll thread may have held it at fork time: never inherit that
     _state["last"] = None
+    _state["parallel"] = None  # a child is not its parent's rank
     # The environment at fork time names the child's file: a parent that starts engines for two arms sets
     # each arm's target before forking its engine.
     _state["target"] = os.environ.get(ENV) or _state["target"]

@@ -12,6 +12,12 @@ File format (JSON, written by ``custom_kernels.tune``)::
 Keys: shape "NxK", bucket = the M it was tuned at (powers of two 1..8192). A call with M uses the
 smallest tuned bucket >= M (the largest one beyond it). No entry, or cuBLAS won: cuBLAS (F.linear).
 
+Tensor parallelism needs nothing of its own here: a rank's linear is an ordinary GEMM of its shard's
+shape (Llama-3-8B's gate_up_proj is "28672x4096" at TP=1, "14336x4096" on each of two ranks), so the
+entries of every TP size sit side by side under "shapes", and a shape two configs share (at any TP) is
+one entry. ``coverage`` ({"<tp>": [model, ...]}) records which models' shapes were tuned at which TP;
+``meta`` is the last tune's.
+
 One file per GPU: ``tables/<gpu slug>.json`` (``nvidia-h200.json``), so a retune on one card is a diff of
 that card's file only. ``CUSTOM_KERNELS_TABLE`` names one file instead (it may hold several GPUs).
 """
@@ -84,11 +90,41 @@ class DispatchTable:
         return self.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k), {}).get(str(bucket))
 
     def set_entries(self, gpu: str, dtype: str, shapes: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
-        """Merge newly tuned shapes in (other GPUs, dtypes and shapes are kept)."""
+        """Merge newly tuned shapes in (other GPUs, dtypes and shapes are kept); the models and TP size
+        ``meta`` names join the slot's coverage."""
         slot = self.gpus.setdefault(gpu, {}).setdefault(dtype, {"meta": {}, "shapes": {}})
+        coverage = self.coverage(gpu, dtype)
+        if meta.get("models"):
+            tp = str(meta.get("tp", 1))
+            coverage[tp] = sorted({*coverage.get(tp, []), *meta["models"]})
         slot["meta"] = meta
+        if coverage:
+            slot["coverage"] = coverage
         for key, buckets in shapes.items():
             slot["shapes"].setdefault(key, {}).update(buckets)
+
+    def merge(self, other: DispatchTable) -> None:
+        """Take in another table's entries and coverage (e.g. tunes run side by side, one per GPU of a host)."""
+        for gpu, per_dtype in other.gpus.items():
+            for dtype, slot in per_dtype.items():
+                mine = self.gpus.setdefault(gpu, {}).setdefault(dtype, {"meta": {}, "shapes": {}})
+                coverage = self.coverage(gpu, dtype)
+                for tp, models in other.coverage(gpu, dtype).items():
+                    coverage[tp] = sorted({*coverage.get(tp, []), *models})
+                if coverage:
+                    mine["coverage"] = coverage
+                mine["meta"] = slot.get("meta") or mine["meta"]
+                for key, buckets in slot.get("shapes", {}).items():
+                    mine["shapes"].setdefault(key, {}).update(buckets)
+
+    def coverage(self, gpu: str, dtype: str) -> dict[str, list[str]]:
+        """TP size ("1", "2", ...) -> the models whose shapes were tuned at it. A table from before coverage
+        was recorded says it through its last tune's meta (its models at its TP)."""
+        slot = self.gpus.get(gpu, {}).get(dtype, {})
+        if "coverage" in slot:
+            return {tp: list(models) for tp, models in slot["coverage"].items()}
+        meta = slot.get("meta") or {}
+        return {str(meta.get("tp", 1)): sorted(meta["models"])} if meta.get("models") else {}
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "gpus": self.gpus}

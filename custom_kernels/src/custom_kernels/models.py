@@ -57,14 +57,15 @@ class ModelDims:
 
     def vocab_rows_per_rank(self, tp: int = 1) -> int:
         """Rows of embed_tokens / lm_head on one rank: the vocabulary padded to 64, then split
-        (VocabParallelEmbedding's num_embeddings_per_partition)."""
-        return -(-padded_vocab(self.vocab_size) // tp)
+        (VocabParallelEmbedding's num_embeddings_per_partition; ``tp_problem`` refuses a TP that leaves a rest)."""
+        return padded_vocab(self.vocab_size) // tp
 
     def tp_problem(self, tp: int) -> str | None:
         """Why vLLM refuses tensor-parallel size ``tp`` for this model, or None when it builds.
 
-        QKVParallelLinear splits the KV heads evenly or replicates them evenly; the attention heads and
-        MergedColumnParallelLinear's intermediate size must divide (linear.py ``divide`` asserts)."""
+        QKVParallelLinear splits the KV heads evenly or replicates them evenly; the attention heads,
+        MergedColumnParallelLinear's intermediate size and VocabParallelEmbedding's padded vocabulary must
+        divide (linear.py and vocab_parallel_embedding.py ``divide`` assert)."""
         kv = self.num_kv_heads
         if tp < 1:
             return f"{tp} is below 1"
@@ -74,6 +75,8 @@ class ModelDims:
             return f"{tp} does not divide the {self.num_heads} attention heads"
         if self.intermediate_size % tp:
             return f"{tp} does not divide the intermediate size {self.intermediate_size}"
+        if padded_vocab(self.vocab_size) % tp:
+            return f"{tp} does not divide the padded vocabulary {padded_vocab(self.vocab_size)}"
         return None
 
     def tp_choices(self, up_to: int = 16) -> list[int]:

@@ -7,6 +7,11 @@ row per sequence — and price each with the table's own timings for this GPU an
 serves that M: cuBLAS's time, and the winner's time where the layer routes (the vLLM plugin's rule: a shape
 routes when some bucket has a non-cuBLAS winner; lm_head is not a LinearBase layer and never routes there).
 
+Tensor parallelism (``--tp``): every rank runs its shard's GEMMs at the same M at the same time, so one
+rank's GEMM time is the step's; the shapes are the rank's (models.py), priced from the table's entries for
+those shapes (tune them with ``--tp``), and the all-reduce/all-gather around them is not priced (it is the
+same in both arms). A TP-split shape the table lacks is listed in ``untimed_shapes``.
+
 The prediction is an upper bound on what the kernels can give: it prices the op's own overhead at zero and
 assumes the table's standalone timings hold inside the engine. Put beside the measured A/B it says whether a
 result is the kernels' (it moved by about what they save) or something else's.
@@ -100,11 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    name, cfg = load_config(args.model)
-    dtype = args.dtype or str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
-    table = read_table(table_path(args.gpu))
-    result = predict(model_dims(cfg, name), table, args.gpu, dtype, args.mode, args.batch_size,
-                     args.num_prompts, args.input_len, args.output_len, args.tp)
+    try:
+        name, cfg = load_config(args.model)
+        dtype = args.dtype or str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+        table = read_table(table_path(args.gpu))
+        result = predict(model_dims(cfg, name), table, args.gpu, dtype, args.mode, args.batch_size,
+                         args.num_prompts, args.input_len, args.output_len, args.tp)
+    except (FileNotFoundError, ValueError) as err:  # a bad name or a TP size vLLM can't split the model into
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,14 @@
 """Build the dispatch table: time every candidate config against cuBLAS per shape and M bucket.
 
     python -m custom_kernels.tune --model llama-3-8b --tp 1 --dtype bfloat16
+    python -m custom_kernels.tune --tp 2          # every shipped config's TP=2 shapes (one rank's GEMMs)
+    python -m custom_kernels.tune --tp 4,8 --model llama-3-70b
+    python -m custom_kernels.tune --merge A.json B.json [--table T]   # tunes run side by side, one per GPU
+
+Tensor parallelism: ``--tp N`` tunes the GEMMs one rank runs at TP=N (models.py splits them as vLLM does), on
+one GPU: a rank's GEMM does not involve the other ranks (the all-reduce / all-gather around it is NCCL's).
+A list (``--tp 1,2,4,8``) tunes each size; the shapes merge into one table, keyed by shape. Without
+``--model``, the shipped configs that vLLM can't split TP ways are left out of that size (and say so).
 
 For each linear shape of the model(s) (models.py) and each M bucket, cuBLAS (F.linear) and every
 config of every candidate are checked for correctness, then timed in the same process with the
@@ -26,7 +34,7 @@ import torch
 from .dispatch import BUCKETS, DTYPE_NAMES, gpu_name, read_table, shape_key, table_path, write_table
 from .gemm.candidates import CANDIDATES
 from .gemm.reference import check_close, make_operands, reference_and_error
-from .models import available_models, linear_shapes
+from .models import available_models, config_name, linear_shapes, load_config, model_dims, resolve_config
 
 DEFAULT_KERNELS = ("triton_splitk", "triton_tma", "cublaslt")
 DTYPES = {v: k for k, v in DTYPE_NAMES.items() if k != torch.float32}
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m custom_kernels.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help=f"model config (name or path; repeatable); default all of "
                         f"{available_models()}")
-    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size the shapes are split for")
+    parser.add_argument("--tp", default="1", help="tensor-parallel size(s) the shapes are split for, e.g. 2 or 1,2,4,8")
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="GEMM dtype")
     parser.add_argument("--buckets", default=",".join(map(str, BUCKETS)), help="comma-separated M buckets")
     parser.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"candidates among {list(CANDIDATES)}")
@@ -189,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", help="table file to merge the results into (default: this GPU's shipped table, "
                         "tables/<gpu slug>.json)")
     parser.add_argument("--raw", help="also write every measurement to this JSON file")
+    parser.add_argument("--merge", nargs="+", metavar="TABLE", help="merge these tables' entries into --table "
+                        "(default: the shipped table of the one GPU they hold) and stop; needs no GPU")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_main(args.merge, args.table)
     if not torch.cuda.is_available():
         print("error: tune needs a CUDA GPU (run it in the dev container on the GPU host)", file=sys.stderr)
         return 2
@@ -198,28 +210,100 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown kernels {unknown}; choose among {list(CANDIDATES)}", file=sys.stderr)
         return 2
     try:
-        models = args.model or available_models()
-        for model in models:
-            linear_shapes(model, tp=args.tp)  # fail fast on a bad name or TP size, before any GPU work
+        gpu_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        plan = tp_plan(args.model, args.tp, gpu_bytes)  # a bad name or TP size fails before any GPU work
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for tp, _, skipped in plan:
+        for note in skipped:
+            print(f"TP={tp}: skipping {note}")
     env = environment()
-    meta = {**env, "models": models, "tp": args.tp, "margin": args.margin}
     args.table = args.table or str(table_path(env["torch"]["device"]))
+    raws = []
+    for tp, models, _ in plan:
+        meta = {**env, "models": [config_name(resolve_config(m)) for m in models], "tp": tp, "margin": args.margin}
 
-    def save(shapes: dict[str, dict[str, Any]]) -> Path:  # merged into the file after every shape
-        table = read_table(args.table)
-        table.set_entries(env["torch"]["device"], args.dtype, shapes, meta)
-        return write_table(table, args.table)
+        def save(shapes: dict[str, dict[str, Any]], meta: dict[str, Any] = meta) -> Path:  # after every shape
+            table = read_table(args.table)
+            table.set_entries(env["torch"]["device"], args.dtype, shapes, meta)
+            return write_table(table, args.table)
 
-    shapes, raw = tune(models, args.dtype, args.tp, [int(b) for b in args.buckets.split(",")],
-                       args.kernels.split(","), args.margin, args.reps, on_shape=save)
-    path = save(shapes)
-    print(f"wrote {path} ({len(shapes)} shapes for {env['torch']['device']}, {args.dtype})")
+        shapes, raw = tune(models, args.dtype, tp, [int(b) for b in args.buckets.split(",")],
+                           args.kernels.split(","), args.margin, args.reps, on_shape=save)
+        path = save(shapes)
+        raws.append({"tp": tp, "measurements": raw})
+        print(f"wrote {path} ({len(shapes)} shapes at TP={tp} for {env['torch']['device']}, {args.dtype})")
     if args.raw:
-        Path(args.raw).write_text(json.dumps({"env": env, "measurements": raw}, indent=1))
+        Path(args.raw).write_text(json.dumps({"env": env, "runs": raws}, indent=1))
     return 0
+
+
+def merge_main(sources: list[str], table: str | None) -> int:
+    """--merge: the sources' entries and coverage into ``table`` (one line and exit 2 when that can't be done)."""
+    try:
+        parts = [read_table(p) for p in sources]
+        missing = [p for p in sources if not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"no table at {', '.join(missing)}: pass the files the tunes wrote (--table)")
+        gpus = sorted({g for part in parts for g in part.gpus})
+        if table is None and len(gpus) != 1:
+            raise ValueError(f"the tables hold {len(gpus)} GPUs ({', '.join(gpus)}): name the target with --table")
+        target = Path(table) if table else table_path(gpus[0])
+        merged = read_table(target)
+    except (ValueError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for part in parts:
+        merged.merge(part)
+    write_table(merged, target)
+    print(f"merged {len(sources)} table(s) into {target}")
+    return 0
+
+
+def rank_gemm_bytes(model: str, tp: int, dtype_bytes: int = 2) -> int:
+    """Bytes of the GEMM weights one rank holds at ``tp`` (every decoder layer's linears and lm_head): a floor
+    of what the rank's GPU must hold for vLLM to run the model at that size at all."""
+    name, cfg = load_config(model)
+    layers = model_dims(cfg, name).num_layers
+    return dtype_bytes * sum(s.n * s.k * (1 if s.layer == "lm_head" else layers) for s in linear_shapes(model, tp))
+
+
+# vLLM's default gpu_memory_utilization: the share of a GPU an engine may use, weights included.
+VLLM_MEMORY_SHARE = 0.9
+
+
+def tp_plan(models: list[str] | None, tp: str, gpu_bytes: int | None = None) -> list[tuple[int, list[str], list[str]]]:
+    """(TP size, models to tune at it, "model: why not" for the shipped ones left out) per size of ``tp``
+    ("2" or "1,2,4,8"). A model named explicitly that can't be split is an error (ValueError); the shipped
+    set, taken by default, leaves out of a size the models vLLM can't split that way (Qwen2.5-0.5B's 14 heads
+    refuse TP=4) and, given ``gpu_bytes``, those whose rank weights alone exceed vLLM's default share of such a
+    GPU (Llama-3-70B at TP=1): shapes no deployment on this GPU runs are not worth the tuning time."""
+    try:
+        sizes = [int(t) for t in str(tp).split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--tp {tp!r} is not a number or a comma-separated list of numbers: "
+                         "e.g. 2 or 1,2,4,8") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--tp {tp!r}: give sizes >= 1, e.g. 2 or 1,2,4,8")
+    plan = []
+    for size in dict.fromkeys(sizes):
+        chosen, skipped = [], []
+        for model in models or available_models():
+            name, cfg = load_config(model)
+            problem = model_dims(cfg, name).tp_problem(size)
+            if problem and models:
+                linear_shapes(model, tp=size)  # raises with the sizes this model accepts
+            if problem:
+                skipped.append(f"{name}: tensor-parallel size {problem}")
+            elif not models and gpu_bytes and rank_gemm_bytes(model, size) > VLLM_MEMORY_SHARE * gpu_bytes:
+                skipped.append(f"{name}: one rank's weights ({rank_gemm_bytes(model, size) / 2**30:.1f} GiB) exceed "
+                               f"{VLLM_MEMORY_SHARE:.0%} of this GPU's {gpu_bytes / 2**30:.1f} GiB at TP={size}; "
+                               "name it with --model to tune it anyway")
+            else:
+                chosen.append(model)
+        plan.append((size, chosen, skipped))
+    return plan
 
 
 if __name__ == "__main__":

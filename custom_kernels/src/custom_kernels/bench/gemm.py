@@ -28,7 +28,7 @@ from ..dispatch import BUCKETS, active_table, bucket_for, gpu_name, gpu_slug
 from ..gemm.candidates import CANDIDATES, DECODE_MAX_M
 from ..gemm.reference import check_close, reference_and_error
 from ..models import available_models, linear_shapes
-from ..tune import DTYPES, environment, operand_copies
+from ..tune import DTYPES, environment, operand_copies, tp_plan
 from .timing import Timing, time_calls
 
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "bench" / "results"  # the project's bench/results
@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        models = args.model or available_models()
+        # The shipped set (no --model): those vLLM can split --tp ways and whose rank fits this GPU (tune's rule).
+        gpu_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        ((_, models, skipped),) = tp_plan(args.model, str(args.tp), gpu_bytes)
+        for note in skipped:
+            print(f"TP={args.tp}: skipping {note}")
         shapes: dict[tuple[int, int], list] = {}
         for model in models:
             for s in linear_shapes(model, tp=args.tp):
