@@ -25,6 +25,9 @@ ARMS = ("baseline", "custom")
 CONTROL = "control"
 PAIRED_ARMS = ("baseline", CONTROL, "custom")
 MODES = ("latency", "throughput")
+# `vllm serve` + `vllm bench serve` at several load points (workbench/bench/serve.py): not part of "both", since
+# a run is a server's whole life, not one `vllm bench` process.
+SERVE = "serve"
 GEMM_SWITCH = "VLLM_USE_CUSTOM_GEMM"
 LAYERS_ENV = "VLLM_CUSTOM_GEMM_LAYERS"
 COUNTS_ENV = "CUSTOM_KERNELS_COUNTS_FILE"
@@ -74,6 +77,12 @@ class BenchSpec:
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
     # seeded checkpoint at the model's init scale, written once); "auto": dummy for a bare config.
     weights: str = "auto"
+    # serve: the load points, either request rates ("1", "4", "inf") or max-concurrencies; neither: the
+    # default concurrencies (workbench/bench/serve.py). port 0: a free one where the server runs.
+    request_rates: tuple[str, ...] = ()
+    concurrencies: tuple[int, ...] = ()
+    port: int = 0
+    server_timeout_s: float = 600.0  # a server not healthy by then is an error (load + compile of a big model)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -91,13 +100,21 @@ def parse_extra(extra: str | None) -> tuple[str, ...]:
 # Flags the planner sets itself; passing them in --extra would make the two arms disagree with the plan.
 _OWNED_FLAGS = {"--model", "--seed", "--output-json", "--input-len", "--output-len", "--batch-size",
                 "--num-prompts", "--tensor-parallel-size", "-tp", "--dataset-name", "--random-input-len",
-                "--random-output-len", "--num-iters", "--num-iters-warmup", "--load-format", "--tokenizer"}
+                "--random-output-len", "--num-iters", "--num-iters-warmup", "--load-format", "--tokenizer",
+                "--host", "--port"}
 
 
 def validate_spec(spec: BenchSpec) -> BenchSpec:
     """Check the request; raise WorkbenchError (one line with the fix) on bad input."""
-    if spec.mode not in (*MODES, "both"):
-        raise WorkbenchError(f"--mode {spec.mode!r} is not one of latency, throughput, both")
+    if spec.mode not in (*MODES, "both", SERVE):
+        raise WorkbenchError(f"--mode {spec.mode!r} is not one of latency, throughput, both, serve")
+    if spec.mode == SERVE:
+        from workbench.bench.serve import validate_serve
+
+        validate_serve(spec)
+    elif spec.request_rates or spec.concurrencies:
+        raise WorkbenchError("--request-rates and --concurrencies are load points of `vllm bench serve`: add "
+                             "--mode serve")
     for name in ("input_len", "output_len", "num_prompts", "batch_size", "repeats", "tp", "iters", "gate_prompts",
                  "gate_tokens"):
         if getattr(spec, name) < 1:
