@@ -109,9 +109,7 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
     if spec.mode not in (*MODES, "both", SERVE):
         raise WorkbenchError(f"--mode {spec.mode!r} is not one of latency, throughput, both, serve")
     if spec.mode == SERVE:
-        from workbench.bench.serve import validate_serve
-
-        validate_serve(spec)
+        _validate_serve(spec)
     elif spec.request_rates or spec.concurrencies:
         raise WorkbenchError("--request-rates and --concurrencies are load points of `vllm bench serve`: add "
                              "--mode serve")
@@ -137,6 +135,23 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
         if flag in _OWNED_FLAGS:
             raise WorkbenchError(f"--extra must not set {flag}: use the task's own flag for it")
     return spec
+
+
+def _validate_serve(spec: BenchSpec) -> None:
+    """What serve mode refuses (workbench/bench/serve.py plans it), each in one line with the fix."""
+    if spec.request_rates and spec.concurrencies:
+        raise WorkbenchError("--request-rates and --concurrencies both given: a session sweeps one of them (rates: "
+                             "Poisson arrivals, no cap; concurrencies: all at once, at most N in flight)")
+    if spec.driver != "cli":
+        raise WorkbenchError("--driver paired times offline engines in one process; serve mode runs `vllm serve`: "
+                             "drop --driver (serve runs each arm's server in ABBA order)")
+    given = spec.request_rates or spec.concurrencies
+    if len(set(given)) != len(given):
+        raise WorkbenchError(f"load points {', '.join(map(str, given))} repeat one: give each once")
+    if not 0 <= spec.port <= 65535:
+        raise WorkbenchError(f"--port {spec.port} is not a TCP port: 1-65535, or 0 for a free one")
+    if spec.server_timeout_s <= 0:
+        raise WorkbenchError(f"--server-timeout must be > 0 seconds, got {spec.server_timeout_s:g}")
 
 
 def model_slug(model: str) -> str:

@@ -102,23 +102,6 @@ def points(spec: BenchSpec) -> list[ServePoint]:
     return [ServePoint("concurrency", str(c)) for c in spec.concurrencies or DEFAULT_CONCURRENCIES]
 
 
-def validate_serve(spec: BenchSpec) -> None:
-    """What serve mode refuses, each in one line with the fix."""
-    if spec.request_rates and spec.concurrencies:
-        raise WorkbenchError("--request-rates and --concurrencies both given: a session sweeps one of them (rates: "
-                             "Poisson arrivals, no cap; concurrencies: all at once, at most N in flight)")
-    if spec.driver != "cli":
-        raise WorkbenchError("--driver paired times offline engines in one process; serve mode runs `vllm serve`: "
-                             "drop --driver (serve runs each arm's server in ABBA order)")
-    labels = [p.label for p in points(spec)]
-    if len(set(labels)) != len(labels):
-        raise WorkbenchError(f"load points {', '.join(labels)} repeat one: give each once")
-    if not 0 <= spec.port <= 65535:
-        raise WorkbenchError(f"--port {spec.port} is not a TCP port: 1-65535, or 0 for a free one")
-    if spec.server_timeout_s <= 0:
-        raise WorkbenchError(f"--server-timeout must be > 0 seconds, got {spec.server_timeout_s:g}")
-
-
 def server_argv(spec: BenchSpec, model: ModelArgs, python: str) -> list[str]:
     """`vllm serve MODEL` on loopback at the port the guest fills in; --extra goes here (engine flags)."""
     argv = [python, *VLLM_CLI, "serve", model.model, "--host", HOST, "--port", PORT, "--seed", str(spec.seed),
