@@ -141,6 +141,30 @@ def test_an_aa_serve_session_records_a_floor_per_load_point(tmp_path):
     assert summary["serve"]["points"] == ["c=1", "c=8"]
     assert summary["serve"]["medians"]["custom"]["c=1"]["tpot_p50_ms"] == pytest.approx(9.515)
     assert index.mode_verdicts(summary, ["serve"]) == {"serve c=1": "custom faster", "serve c=8": "custom faster"}
+    # bench.compare of two serve sessions: their custom arms, point by point, from the saved records.
+    for name, recs in (("AA", aa), ("AB", ab)):
+        for r in recs:
+            results.save_record(tmp_path / name, replace(r, run_id=f"{r.run_id}-{id(r)}"))
+    rows, _, _ = session.compare_sessions(tmp_path / "AA", tmp_path / "AB")
+    assert [m for m, c in rows if c.metric == "tpot_p50_ms"] == ["serve c=1", "serve c=8"]
+
+
+def test_without_matplotlib_the_plot_is_skipped_with_one_line(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from workbench.bench import report
+    from workbench.tasks import bench as bench_task
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets where it is not installed
+    records = [_point_record(arm, "c=1", r, 10.0 + r, 3 if arm == "custom" else 0) for r in range(2)
+               for arm in plan.ARMS]
+    (tmp_path / "S" / "runs").mkdir(parents=True)
+    outcome = session.summarize_session(tmp_path / "S", records, {"spec": {"model": "tiny", "mode": "serve"}})
+    assert outcome.chart_path is None and json.loads(outcome.summary_path.read_text())["serve"]["plot"] is None
+    console = Console(record=True, width=200)
+    bench_task._report(console, outcome, False, report)
+    text = console.export_text()
+    assert text.count(report.PLOT_MISSING) == 1 and "TPOT p50" in text and "serve c=1" in text
 
 
 # --- real processes ----------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ PLOT_MISSING = "plot skipped: matplotlib is not installed (pip install -e '.[plo
 
 
 def have_matplotlib() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def render_table(rows: Sequence[tuple[str, Comparison]], labels: tuple[str, str] = ("baseline", "custom")):
