@@ -99,6 +99,9 @@ def test_planned_serve_commands_parse_in_each_release(version):
     assert {"host", "port"} <= _frontend_fields(vllm_source_tree(version))
     cli_args = "".join(p.read_text() for p in (vllm_source_tree(version) / "vllm" / "entrypoints").rglob("cli_args.py"))
     assert '"model_tag"' in cli_args
+    # The route serve_run.py waits on.
+    routes = (vllm_source_tree(version) / "vllm" / "entrypoints" / "serve" / "instrumentator" / "health.py").read_text()
+    assert '@router.get("/health"' in routes
     i = server.index("--host")
     engine = ["--model", server[4], *server[5:i], *server[i + 4:]]  # drop --host H --port P
     assert server[i:i + 4] == ["--host", serve.HOST, "--port", serve.PORT]
