@@ -7,6 +7,14 @@ are real (CPU matmuls), and the --output-json file is written by vLLM 0.13.0's o
 (tests/support/vllm_bench_json.py). STANDIN_PLUGIN selects a failure mode to detect:
 ``honors`` (default), ``missing`` (custom_kernels never imported), ``ignores_switch`` (always routes),
 ``rank0_only`` (at tensor_parallel_size > 1 only the first rank's worker routes).
+
+`vllm serve` is a real HTTP server on --host/--port (/health, /v1/models, streaming /v1/completions) whose
+engine core, a child process, runs one batched step at a time over every running request (new prompts'
+tokens plus one row per decoding request, through custom_kernels as above), so latency grows with load.
+STANDIN_SERVE: ``never_healthy`` (it listens, /health answers 503), ``exit_early`` (exits 1 while loading);
+STANDIN_SERVE_LOAD_S: its loading time. `vllm bench serve` sends the random dataset's requests over HTTP (all
+at once under --max-concurrency, or Poisson at --request-rate), times TTFT and every inter-token gap, and
+saves the result through `vllm bench serve`'s own code of the release in STANDIN_VLLM_TREE.
 """
 
 from __future__ import annotations
@@ -246,7 +254,277 @@ def site(folder: Path) -> Path:
     return folder
 
 
+# --- `vllm serve` --------------------------------------------------------------------------------------
+
+def _serve_engine(conn) -> None:
+    """The server's engine core: per message one step of ``m`` rows through four GEMMs (routed like the offline
+    engine), answered when done."""
+    import torch
+
+    plugin = os.environ.get("STANDIN_PLUGIN", "honors")
+    routed = plugin == "ignores_switch" or (plugin == "honors" and os.environ.get("VLLM_USE_CUSTOM_GEMM") == "1")
+    gemm = None
+    if plugin != "missing":
+        import custom_kernels
+
+        gemm = custom_kernels.unquantized_gemm if routed else None
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(128, 128) for _ in range(4)]
+    for i, layer in enumerate(layers):
+        layer.prefix = f"model.layers.{i}.mlp.down_proj"
+    while (m := conn.recv()) is not None:
+        x = torch.randn(m, 128)
+        with torch.no_grad():
+            for layer in layers:
+                x = gemm(layer, x, layer.weight, layer.bias) if gemm else torch.nn.functional.linear(
+                    x, layer.weight, layer.bias)
+        conn.send(m)
+    conn.close()
+
+
+class _Request:
+    def __init__(self, prompt_len: int, max_tokens: int):
+        import queue
+
+        self.prompt_len, self.max_tokens, self.made = prompt_len, max_tokens, 0
+        self.tokens: queue.Queue = queue.Queue()
+
+    def emit(self) -> None:
+        self.made += 1
+        self.tokens.put(self.made)
+        if self.made >= self.max_tokens:
+            self.tokens.put(None)
+
+
+class _Scheduler:
+    """Continuous batching in miniature: each step takes the prompts that arrived (all their tokens) and one row
+    per running request; every request in the step gets one token."""
+
+    def __init__(self, conn):
+        import threading
+
+        self.conn, self.cond = conn, threading.Condition()
+        self.waiting: list[_Request] = []
+        self.running: list[_Request] = []
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def submit(self, prompt_len: int, max_tokens: int) -> _Request:
+        req = _Request(prompt_len, max_tokens)
+        with self.cond:
+            self.waiting.append(req)
+            self.cond.notify()
+        return req
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.waiting and not self.running:
+                    self.cond.wait()
+                new, self.waiting = self.waiting, []
+            step = new + self.running
+            self.conn.send(sum(r.prompt_len for r in new) + len(self.running))
+            self.conn.recv()
+            for r in step:
+                r.emit()
+            self.running = [r for r in step if r.made < r.max_tokens]
+
+
+def serve_main(argv: list[str]) -> int:
+    """`vllm serve MODEL --host H --port P`: loads (STANDIN_SERVE_LOAD_S), then serves until SIGTERM/SIGINT."""
+    import json
+    import signal
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=8000)
+    args, _ = parser.parse_known_args(argv)
+    print(f"INFO: stand-in vllm serve {args.model} (pid {os.getpid()})", flush=True)
+    behaviour = os.environ.get("STANDIN_SERVE", "")
+    ready = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # one token per write, sent at once (as uvicorn streams)
+
+        def log_message(self, fmt, *a) -> None:
+            print(f"INFO: {self.address_string()} - {fmt % a}", flush=True)
+
+        def _json(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._json(200 if ready.is_set() else 503, {})
+            elif self.path == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": args.model, "object": "model"}]})
+            else:
+                self._json(404, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            if self.path != "/v1/completions" or not ready.is_set():
+                self._json(404 if ready.is_set() else 503, {"error": "not found"})
+                return
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            prompt = body.get("prompt", "")
+            prompt_len = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+            req = scheduler.submit(max(1, prompt_len), int(body.get("max_tokens") or 16))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            while (token := req.tokens.get()) is not None:
+                chunk = {"object": "text_completion", "model": args.model,
+                         "choices": [{"index": 0, "text": f" t{token}", "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            usage = {"prompt_tokens": prompt_len, "completion_tokens": req.made}
+            end = {"object": "text_completion", "choices": [{"index": 0, "text": "", "finish_reason": "length"}],
+                   "usage": usage}
+            self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+            self.wfile.flush()
+
+    try:
+        httpd = ThreadingHTTPServer((args.host or "0.0.0.0", args.port), Handler)
+    except OSError as err:
+        print(f"ERROR: [Errno {err.errno}] error while attempting to bind on address ({args.host!r}, {args.port}): "
+              f"{err.strerror.lower()}", flush=True)
+        return 1
+    httpd.daemon_threads = True
+    ctx = mp.get_context("fork")
+    conn, child = ctx.Pipe()
+    engine = ctx.Process(target=_serve_engine, args=(child,))
+    engine.start()
+    scheduler = _Scheduler(conn)
+
+    def stop(signum, frame) -> None:
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    time.sleep(float(os.environ.get("STANDIN_SERVE_LOAD_S", "0.3")))
+    if behaviour == "exit_early":
+        print("RuntimeError: Engine core initialization failed. See root cause above.", flush=True)
+        conn.send(None)
+        engine.join()
+        return 1
+    if behaviour != "never_healthy":
+        ready.set()
+        print(f"INFO: Application startup complete; listening on {args.host}:{args.port}", flush=True)
+    httpd.serve_forever(poll_interval=0.1)
+    httpd.server_close()
+    conn.send(None)  # the engine core ends (its counters dumped at exit), as vLLM's shuts down on SIGTERM
+    engine.join(timeout=30)
+    print("INFO: Shutting down", flush=True)
+    return 0
+
+
+# --- `vllm bench serve` --------------------------------------------------------------------------------
+
+def _one_request(host: str, port: int, prompt: list[int], max_tokens: int, model: str) -> dict:
+    """One streaming completion, timed as vLLM's client times it: TTFT, then every inter-token gap."""
+    import http.client
+    import json
+
+    out = {"success": False, "output_tokens": 0, "prompt_len": len(prompt), "latency": 0.0, "ttft": 0.0,
+           "itl": [], "start_time": time.perf_counter(), "error": "", "generated_text": ""}
+    st = last = out["start_time"]
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=120)
+        conn.request("POST", "/v1/completions", json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                                                            "stream": True, "ignore_eos": True, "temperature": 0}),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise OSError(f"HTTP {resp.status}")
+        text = []
+        while line := resp.readline():
+            line = line.strip()
+            if not line.startswith(b"data: "):
+                continue
+            if line == b"data: [DONE]":
+                out["success"] = True
+                break
+            choice = json.loads(line[6:])["choices"][0]
+            if choice.get("text"):
+                now = time.perf_counter()
+                if not text:
+                    out["ttft"] = now - st
+                else:
+                    out["itl"].append(now - last)
+                last = now
+                text.append(choice["text"])
+        out["generated_text"], out["output_tokens"] = "".join(text), len(text)
+        out["latency"] = time.perf_counter() - st
+        conn.close()
+    except (OSError, ValueError) as err:
+        out["success"], out["error"] = False, str(err)
+    return out
+
+
+def bench_serve_main(argv: list[str]) -> int:
+    """`vllm bench serve` against a running server, the result saved through the release's own code."""
+    import random
+    import threading
+    from types import SimpleNamespace
+
+    from tests.support.vllm_bench_json import write_serve_json
+
+    parser = argparse.ArgumentParser()
+    for flag, kind, default in (("--model", str, None), ("--tokenizer", str, None), ("--host", str, "127.0.0.1"),
+                                ("--port", int, 8000), ("--dataset-name", str, None), ("--random-input-len", int, 1024),
+                                ("--random-output-len", int, 128), ("--random-range-ratio", str, "0.0"),
+                                ("--num-prompts", int, 1000), ("--temperature", float, None), ("--seed", int, 0),
+                                ("--num-warmups", int, 0), ("--percentile-metrics", str, "ttft,tpot,itl"),
+                                ("--metric-percentiles", str, "99"), ("--max-concurrency", int, None),
+                                ("--request-rate", float, float("inf")), ("--result-filename", str, None),
+                                ("--result-dir", str, None), ("--label", str, None), ("--backend", str, "openai")):
+        parser.add_argument(flag, type=kind, default=default)
+    for flag in ("--ignore-eos", "--disable-tqdm", "--save-result"):
+        parser.add_argument(flag, action="store_true")
+    args, _ = parser.parse_known_args(argv)
+    rng = random.Random(args.seed)
+    prompts = [[rng.randrange(100) for _ in range(args.random_input_len)] for _ in range(args.num_prompts)]
+    for prompt in prompts[:args.num_warmups]:
+        _one_request(args.host, args.port, prompt, args.random_output_len, args.model)
+    limit = threading.Semaphore(args.max_concurrency or len(prompts) or 1)
+    outputs: list[dict] = [{} for _ in prompts]
+
+    def send(i: int) -> None:
+        with limit:
+            outputs[i] = _one_request(args.host, args.port, prompts[i], args.random_output_len, args.model)
+
+    threads = []
+    start = time.perf_counter()
+    for i in range(len(prompts)):
+        if i and args.request_rate != float("inf"):
+            time.sleep(rng.expovariate(args.request_rate))  # Poisson arrivals (vLLM: gamma, burstiness 1)
+        threads.append(threading.Thread(target=send, args=(i,)))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    duration = time.perf_counter() - start
+    failed = [o["error"] for o in outputs if not o["success"]]
+    for i, err in enumerate(failed[:10]):
+        print(f"Error {i}: {err}")
+    ns = SimpleNamespace(**vars(args), metadata=None, burstiness=1.0, ramp_up_strategy=None, plot_timeline=False,
+                         plot_dataset_stats=False, save_detailed=False, append_result=False)
+    doc = write_serve_json(Path(os.environ["STANDIN_VLLM_TREE"]), outputs, duration, ns, args.tokenizer or args.model)
+    print(f"stand-in vllm bench serve: {doc['completed']} completed, {doc['failed']} failed in {duration:.2f} s, "
+          f"output {doc['output_throughput']:.1f} tok/s")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["serve"]:
+        return serve_main(sys.argv[2:])
+    if sys.argv[1:3] == ["bench", "serve"]:
+        return bench_serve_main(sys.argv[3:])
     if sys.argv[1:3] == ["bench", "latency"] or sys.argv[1:3] == ["bench", "throughput"]:
         mode = sys.argv[2]
     else:

@@ -13,8 +13,8 @@ from workbench.bench.results import METRICS, RunResult, load_records
 from workbench.errors import WorkbenchError
 
 CSV_NAME = "runs.csv"  # beside the session's records by default
-# repeat: the run's repeat (cli driver) or its round (paired driver).
-FIXED = ("run_id", "mode", "arm", "repeat", "index", "returncode", "error", "started_utc", "seconds",
+# repeat: the run's repeat (cli driver) or its round (paired driver); point: serve's load point (empty otherwise).
+FIXED = ("run_id", "mode", "arm", "point", "repeat", "index", "returncode", "error", "started_utc", "seconds",
          "n_samples", "custom_calls", "processes", "processes_with_custom_kernels")
 
 
@@ -38,8 +38,8 @@ def columns(records: Sequence[RunResult]) -> list[str]:
 def row(record: RunResult) -> dict[str, Any]:
     """One record as a CSV row (missing values stay empty: no dump, a failed run's metrics)."""
     counts = record.counts or {}
-    return {"run_id": record.run_id, "mode": record.mode, "arm": record.arm, "repeat": record.repeat,
-            "index": record.index, "returncode": record.returncode, "error": record.error,
+    return {"run_id": record.run_id, "mode": record.mode, "arm": record.arm, "point": record.point,
+            "repeat": record.repeat, "index": record.index, "returncode": record.returncode, "error": record.error,
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started)),
             "seconds": record.seconds, "n_samples": len(record.samples), "custom_calls": counts.get("total_calls"),
             "processes": counts.get("processes"),

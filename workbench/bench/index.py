@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from workbench.bench.plan import MODES
 from workbench.bench.results import METRICS
 from workbench.errors import WorkbenchError
 from workbench.filelock import exclusive
@@ -30,8 +31,9 @@ def route(env: dict[str, Any]) -> str:
 
 
 def mode_verdicts(summary: dict[str, Any], modes: Iterable[str]) -> dict[str, str]:
-    """Per mode, the session's verdict: INVALID for an invalid session, the paired driver's verdict, else the
-    verdict on the mode's first metric (latency: p50_s, throughput: tokens_per_second)."""
+    """Per mode (serve: per load point, "serve c=8"), the session's verdict: INVALID for an invalid session, the
+    paired driver's verdict, else the verdict on the mode's first metric (latency: p50_s, throughput:
+    tokens_per_second, serve: tpot_p50_ms)."""
     if not summary.get("valid"):
         return {mode: "INVALID" for mode in modes}
     paired = summary.get("paired") or {}
@@ -41,8 +43,9 @@ def mode_verdicts(summary: dict[str, Any], modes: Iterable[str]) -> dict[str, st
             out[mode] = paired[mode].get("verdict", "?")
             continue
         first = METRICS[mode][0].key
-        found = [c["verdict"] for c in summary.get("comparisons", []) if c["mode"] == mode and c["metric"] == first]
-        out[mode] = found[0] if found else "no comparison"
+        found = {c["mode"]: c["verdict"] for c in summary.get("comparisons", [])
+                 if (c["mode"] == mode or c["mode"].startswith(f"{mode} ")) and c["metric"] == first}
+        out.update(found or {mode: "no comparison"})
     return out
 
 
@@ -54,7 +57,7 @@ def entry(session: str, summary: dict[str, Any], now: float | None = None) -> di
     fork = vllm.get("fork") if isinstance(vllm.get("fork"), dict) else {}
     gpus = env.get("gpus") if isinstance(env.get("gpus"), list) else []
     mode = spec.get("mode", "latency")
-    modes = list(METRICS) if mode == "both" else [mode]
+    modes = list(MODES) if mode == "both" else [mode]
     return {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "session": session,
             "gpu": summary.get("gpu"), "nvidia_driver": gpus[0].get("driver_version") if gpus else None,
             "fork_commit": fork.get("commit"), "vllm_version": vllm.get("dist_version"), "model": spec.get("model"),

@@ -25,6 +25,9 @@ ARMS = ("baseline", "custom")
 CONTROL = "control"
 PAIRED_ARMS = ("baseline", CONTROL, "custom")
 MODES = ("latency", "throughput")
+# `vllm serve` + `vllm bench serve` at several load points (workbench/bench/serve.py): not part of "both", since
+# a run is a server's whole life, not one `vllm bench` process.
+SERVE = "serve"
 GEMM_SWITCH = "VLLM_USE_CUSTOM_GEMM"
 LAYERS_ENV = "VLLM_CUSTOM_GEMM_LAYERS"
 COUNTS_ENV = "CUSTOM_KERNELS_COUNTS_FILE"
@@ -74,6 +77,12 @@ class BenchSpec:
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
     # seeded checkpoint at the model's init scale, written once); "auto": dummy for a bare config.
     weights: str = "auto"
+    # serve: the load points, either request rates ("1", "4", "inf") or max-concurrencies; neither: the
+    # default concurrencies (workbench/bench/serve.py). port 0: a free one where the server runs.
+    request_rates: tuple[str, ...] = ()
+    concurrencies: tuple[int, ...] = ()
+    port: int = 0
+    server_timeout_s: float = 600.0  # a server not healthy by then is an error (load + compile of a big model)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -91,13 +100,19 @@ def parse_extra(extra: str | None) -> tuple[str, ...]:
 # Flags the planner sets itself; passing them in --extra would make the two arms disagree with the plan.
 _OWNED_FLAGS = {"--model", "--seed", "--output-json", "--input-len", "--output-len", "--batch-size",
                 "--num-prompts", "--tensor-parallel-size", "-tp", "--dataset-name", "--random-input-len",
-                "--random-output-len", "--num-iters", "--num-iters-warmup", "--load-format", "--tokenizer"}
+                "--random-output-len", "--num-iters", "--num-iters-warmup", "--load-format", "--tokenizer",
+                "--host", "--port"}
 
 
 def validate_spec(spec: BenchSpec) -> BenchSpec:
     """Check the request; raise WorkbenchError (one line with the fix) on bad input."""
-    if spec.mode not in (*MODES, "both"):
-        raise WorkbenchError(f"--mode {spec.mode!r} is not one of latency, throughput, both")
+    if spec.mode not in (*MODES, "both", SERVE):
+        raise WorkbenchError(f"--mode {spec.mode!r} is not one of latency, throughput, both, serve")
+    if spec.mode == SERVE:
+        _validate_serve(spec)
+    elif spec.request_rates or spec.concurrencies:
+        raise WorkbenchError("--request-rates and --concurrencies are load points of `vllm bench serve`: add "
+                             "--mode serve")
     for name in ("input_len", "output_len", "num_prompts", "batch_size", "repeats", "tp", "iters", "gate_prompts",
                  "gate_tokens"):
         if getattr(spec, name) < 1:
@@ -120,6 +135,23 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
         if flag in _OWNED_FLAGS:
             raise WorkbenchError(f"--extra must not set {flag}: use the task's own flag for it")
     return spec
+
+
+def _validate_serve(spec: BenchSpec) -> None:
+    """What serve mode refuses (workbench/bench/serve.py plans it), each in one line with the fix."""
+    if spec.request_rates and spec.concurrencies:
+        raise WorkbenchError("--request-rates and --concurrencies both given: a session sweeps one of them (rates: "
+                             "Poisson arrivals, no cap; concurrencies: all at once, at most N in flight)")
+    if spec.driver != "cli":
+        raise WorkbenchError("--driver paired times offline engines in one process; serve mode runs `vllm serve`: "
+                             "drop --driver (serve runs each arm's server in ABBA order)")
+    given = spec.request_rates or spec.concurrencies
+    if len(set(given)) != len(given):
+        raise WorkbenchError(f"load points {', '.join(map(str, given))} repeat one: give each once")
+    if not 0 <= spec.port <= 65535:
+        raise WorkbenchError(f"--port {spec.port} is not a TCP port: 1-65535, or 0 for a free one")
+    if spec.server_timeout_s <= 0:
+        raise WorkbenchError(f"--server-timeout must be > 0 seconds, got {spec.server_timeout_s:g}")
 
 
 def model_slug(model: str) -> str:

@@ -1,12 +1,24 @@
-"""How a session reads: a rich table of the comparison and a PNG of every run per metric."""
+"""How a session reads: a rich table of the comparison, a PNG of every run per metric, and for serve mode a table
+of each arm's medians per load point and its latency-throughput plot."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from workbench.bench.results import METRICS, RunResult
+from workbench.bench.results import METRICS, RunResult, group
 from workbench.bench.stats import Comparison, median
+
+PLOT_MISSING = "plot skipped: matplotlib is not installed (pip install -e '.[plot]')"
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def render_table(rows: Sequence[tuple[str, Comparison]], labels: tuple[str, str] = ("baseline", "custom")):
@@ -50,11 +62,15 @@ def plot_chart(records_a: Sequence[RunResult], path: Path, records_b: Sequence[R
     second = records_a if records_b is None else records_b
     panels = []
     for mode, metrics in METRICS.items():
-        for m in metrics:
-            a = [r.metrics[m.key] for r in records_a if r.mode == mode and r.arm == arms[0] and r.metrics]
-            b = [r.metrics[m.key] for r in second if r.mode == mode and r.arm == arms[1] and r.metrics]
-            if a and b:
-                panels.append((mode, m, a, b))
+        # serve: one panel per load point, its first metric only (serve.png draws the rest)
+        for point in dict.fromkeys(r.point for r in records_a if r.mode == mode):
+            for m in metrics[:1] if point else metrics:
+                a = [r.metrics[m.key] for r in records_a
+                     if r.mode == mode and r.point == point and r.arm == arms[0] and r.metrics]
+                b = [r.metrics[m.key] for r in second
+                     if r.mode == mode and r.point == point and r.arm == arms[1] and r.metrics]
+                if a and b:
+                    panels.append((group(mode, point), m, a, b))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
@@ -78,3 +94,73 @@ def plot_chart(records_a: Sequence[RunResult], path: Path, records_b: Sequence[R
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+SERVE_COLUMNS = (("TTFT p50", "ttft_p50_ms"), ("TTFT p99", "ttft_p99_ms"), ("TPOT p50", "tpot_p50_ms"),
+                 ("TPOT p99", "tpot_p99_ms"), ("ITL p50", "itl_p50_ms"), ("ITL p99", "itl_p99_ms"),
+                 ("out tok/s", "output_throughput_tok_s"))
+
+
+def render_serve_table(medians: dict[str, dict[str, dict[str, float]]], labels: dict[str, str]):
+    """A rich Table: per load point and arm, the median over runs of TTFT/TPOT/ITL p50 and p99 (ms) and the
+    output throughput."""
+    from rich.table import Table
+
+    table = Table(title="serve: median over runs per load point (latencies in ms)")
+    table.add_column("point")
+    table.add_column("arm")
+    for title, _ in SERVE_COLUMNS:
+        table.add_column(title, justify="right")
+    points = list(dict.fromkeys(p for by_point in medians.values() for p in by_point))
+    for point in points:
+        for arm, by_point in medians.items():
+            if point in by_point:
+                table.add_row(point, labels.get(arm, arm), *(_fmt(by_point[point][k]) for _, k in SERVE_COLUMNS))
+    return table
+
+
+def plot_serve(records: Sequence[RunResult], path: Path, labels: dict[str, str], title: str = "") -> Path | None:
+    """PNG: latency against output throughput, one curve per arm through its load points (the median of its runs,
+    every run a faint dot), TTFT p50 and TPOT p50 side by side. None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    runs = [r for r in records if r.mode == "serve" and r.metrics]
+    if not runs:
+        return None
+    colors = {"baseline": "tab:gray", "custom": "tab:blue"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
+    for ax, key, name in ((axes[0][0], "ttft_p50_ms", "TTFT p50"), (axes[0][1], "tpot_p50_ms", "TPOT p50")):
+        for arm in dict.fromkeys(r.arm for r in runs):
+            mine = [r for r in runs if r.arm == arm]
+            color = colors.get(arm, "tab:orange")
+            ax.scatter([r.metrics["output_throughput_tok_s"] for r in mine], [r.metrics[key] for r in mine],
+                       color=color, alpha=0.3, s=12)
+            curve: list[tuple[float, float, str]] = []
+            for point in dict.fromkeys(r.point for r in mine):
+                at = [r.metrics for r in mine if r.point == point]
+                curve.append((median([m["output_throughput_tok_s"] for m in at]), median([m[key] for m in at]), point))
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", color=color, label=labels.get(arm, arm))
+            for x, y, point in curve:
+                ax.annotate(point, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+        ax.set_xlabel("output throughput (tok/s)", fontsize=8)
+        ax.set_ylabel(f"{name} (ms, lower is better)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def serve_section(medians: dict[str, Any], plot: Path | None) -> dict[str, Any]:
+    """summary.json's "serve": each arm's medians per load point, and the plot's file name (None: not drawn)."""
+    return {"points": list(dict.fromkeys(p for by_point in medians.values() for p in by_point)),
+            "medians": medians, "plot": plot.name if plot else None}

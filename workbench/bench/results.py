@@ -26,7 +26,19 @@ METRICS: dict[str, tuple[MetricDef, ...]] = {
                 MetricDef("avg_latency_s", "s", False)),
     "throughput": (MetricDef("tokens_per_second", "tok/s", True), MetricDef("requests_per_second", "req/s", True),
                    MetricDef("elapsed_time_s", "s", False)),
+    # One record per load point of a server's run (RunResult.point). TPOT first: the decode step's time per token,
+    # where a GEMM kernel for decode shows (the index's verdict for the point).
+    "serve": (MetricDef("tpot_p50_ms", "ms", False), MetricDef("tpot_p99_ms", "ms", False),
+              MetricDef("ttft_p50_ms", "ms", False), MetricDef("ttft_p99_ms", "ms", False),
+              MetricDef("itl_p50_ms", "ms", False), MetricDef("itl_p99_ms", "ms", False),
+              MetricDef("output_throughput_tok_s", "tok/s", True)),
 }
+
+
+def group(mode: str, point: str = "") -> str:
+    """What a comparison row, a floor and a verdict are keyed by: the mode, and for serve its load point
+    ("serve c=8"), since the noise and the effect depend on the load."""
+    return f"{mode} {point}" if point else mode
 
 
 def parse_run_json(mode: str, data: dict[str, Any]) -> dict[str, float]:
@@ -119,6 +131,11 @@ class RunResult:
     error: str = ""
     samples: list[float] = field(default_factory=list)  # latency: every timed iteration, in order
     gpu: dict[str, Any] = field(default_factory=dict)  # NVML readings while the run ran (clocks, load)
+    point: str = ""  # serve: the load point ("c=8", "rate=4") this record measured
+
+    @property
+    def group(self) -> str:
+        return group(self.mode, self.point)
 
 
 def collect_run(to_host: Callable[[str], Path], run: PlannedRun, returncode: int, started: float,

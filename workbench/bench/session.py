@@ -7,6 +7,7 @@ everything read back goes through its ``to_host``. Tests drive it with the host 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import models
-from workbench.bench import gate, index, paired, plan, report, verdict
+from workbench.bench import gate, index, paired, plan, report, serve, verdict
 from workbench.bench.gpu_sampler import sampling
 from workbench.bench.kernels import kernel_env, tp_problem
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
@@ -29,6 +30,7 @@ from workbench.runtime import Runtime, discard, posix
 StartFn = Callable[[plan.PlannedRun, int, int], None]
 # Called after each run: (finished run, its result, runs done, runs total).
 DoneFn = Callable[[plan.PlannedRun, RunResult, int, int], None]
+SERVE_PLOT = "serve.png"  # serve mode: latency against output throughput, one curve per arm
 PREDICTION = "prediction-{mode}.json"  # custom_kernels.predict's output per mode, in the session folder
 UNKNOWN_GPU = "unknown GPU"
 MODELS = ".models"  # results/.models/<name>-<weights>: model folders made from configs
@@ -126,7 +128,8 @@ def installed_throughput_flags(env_json: Path) -> frozenset[str]:
     return plan.throughput_flags_for(version)
 
 
-def write_plan(session_dir: Path, spec: plan.BenchSpec, runs: Sequence[plan.PlannedRun], runtime: str) -> Path:
+def write_plan(session_dir: Path, spec: plan.BenchSpec, runs: Sequence[plan.PlannedRun | serve.PlannedServeRun],
+               runtime: str) -> Path:
     """results/<session>/plan.json: the spec and every command line, before anything runs."""
     session_dir.mkdir(parents=True, exist_ok=True)
     path = session_dir / "plan.json"
@@ -150,11 +153,17 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
     rc = runtime.run(plan.env_capture_command(places, session, runtime.python), cwd=places.results, **sink)
     if rc != 0:
         (session_dir / "env.json").write_text(json.dumps({"error": f"bench_env.py exited {rc}"}))
-    runs = plan.plan_runs(spec, session, places, setup.args, runtime.python, kernels_digest(root),
-                          installed_throughput_flags(session_dir / "env.json"))
-    write_plan(session_dir, spec, runs, runtime.describe())
+    if spec.mode == plan.SERVE:
+        served = serve.plan_runs(spec, session, places, setup.args, runtime.python, kernels_digest(root))
+        write_plan(session_dir, spec, served, runtime.describe())
+    else:
+        runs = plan.plan_runs(spec, session, places, setup.args, runtime.python, kernels_digest(root),
+                              installed_throughput_flags(session_dir / "env.json"))
+        write_plan(session_dir, spec, runs, runtime.describe())
     prepare_model(runtime, setup, spec.seed)
-    if spec.driver == "paired":
+    if spec.mode == plan.SERVE:
+        records = run_serve(runtime, session_dir, served, sink, on_start, on_done, sample_gpu)
+    elif spec.driver == "paired":
         records = run_paired(runtime, root, session_dir, spec, setup, sink, on_done, sample_gpu)
     else:
         records = run_cli(runtime, session_dir, runs, sink, on_start, on_done, sample_gpu)
@@ -187,6 +196,42 @@ def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun]
             on_done(run, result, i + 1, len(runs))
         if len(records) >= 2 and all(r.error for r in records):
             break  # both arms fail from the start (bad model, out of memory, no GPU): don't repeat it N times
+    return records
+
+
+def run_serve(runtime: Runtime, session_dir: Path, runs: Sequence[serve.PlannedServeRun], sink: dict,
+              on_start: StartFn | None, on_done: DoneFn | None, sample_gpu: bool) -> list[RunResult]:
+    """Every planned server run in order (arms ABBA), one record per load point. The guest (serve_run.py) owns the
+    server; after Ctrl-C or any other exception here it is also stopped from outside, since a docker exec does not
+    pass the signal on. A server that could not serve (port taken, exited, never healthy) stops the session with
+    one line naming its log."""
+    places = runtime.places
+    records: list[RunResult] = []
+    total = sum(len(r.points) for r in runs)
+    for i, run in enumerate(runs):
+        if on_start:
+            on_start(run, i, len(runs))
+        serve.write_run_file(runtime.to_host, run)
+        try:
+            with sampling(sample_gpu) as gpu:
+                rc = runtime.run(run.command(runtime.python, places), dict(run.env), cwd=places.results, **sink)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first failure is the one to report
+                runtime.run(run.stop_command(runtime.python, places), cwd=places.results, out=discard, err=discard)
+            raise
+        status = serve.read_status(runtime.to_host(run.status))
+        error = serve.server_error(status, rc, runtime.to_host(run.server_log), runtime.describe())
+        if error is not None:
+            raise error
+        mine = serve.collect(runtime.to_host, run, status, first_index=len(records))
+        for point, result in zip(run.points, mine, strict=True):
+            result.gpu = gpu
+            save_record(session_dir, result)
+            records.append(result)
+            if on_done:
+                on_done(point, result, len(records), total)
+        if i >= 1 and all(r.error for r in records):
+            break  # both arms' servers fail at every point (bad model, a client error): don't repeat it N times
     return records
 
 
@@ -232,7 +277,7 @@ def run_prediction(runtime: Runtime, session_dir: Path, spec: plan.BenchSpec, se
     if setup.folder is None or gpu == UNKNOWN_GPU:
         return
     places = runtime.places
-    for mode in spec.modes:
+    for mode in (m for m in spec.modes if m in plan.MODES):  # the table predicts offline generate calls only
         cmd = [runtime.python, "-m", "custom_kernels.predict", "--model", posix(setup.folder, "config.json"),
                "--gpu", gpu, "--mode", mode, "--batch-size", str(spec.batch_size), "--num-prompts",
                str(spec.num_prompts), "--input-len", str(spec.input_len), "--output-len", str(spec.output_len),
@@ -316,8 +361,8 @@ def _read_env(session_dir: Path) -> dict[str, Any]:
 
 def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dict[str, Any] | None = None,
                       results_root: Path | None = None, aa: bool = False) -> SessionOutcome:
-    """Validity, floors and comparison of one session's records; writes summary.json and chart.png
-    (an A/A session also records its floors in results/floors.json)."""
+    """Validity, floors and comparison of one session's records; writes summary.json and chart.png (serve mode:
+    serve.png) (an A/A session also records its floors in results/floors.json)."""
     meta = {"session": session_dir.name, **(meta or {})}
     env = meta["env"] = _read_env(session_dir)
     aa = aa or bool(meta.get("spec", {}).get("aa"))
@@ -333,9 +378,9 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     floors = verdict.load_floors(results_root)
     used: dict[str, float] = {}
     sources: dict[str, str] = {}
-    for mode, metrics in verdict.METRICS.items():
+    for _, _, key, metrics in verdict.groups(records):
         for m in metrics:
-            used[f"{mode}/{m.key}"], sources[mode] = verdict.floor_for(floors, gpu, model, mode, m.key)
+            used[f"{key}/{m.key}"], sources[key] = verdict.floor_for(floors, gpu, model, key, m.key)
     if aa:
         used = {}  # an A/A session measures the floor; judging it against one would be circular
     rows = verdict.compare_arms(records, floors=used)
@@ -351,11 +396,15 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     summary.update({"gpu": gpu, "aa": aa, "floor_sources": {} if aa else sources,
                     "spread": verdict.spread(records), "gate": gate_result, "paired": paired_stats,
                     "prediction": prediction_beside(session_dir, records, meta.get("spec", {}))})
-    summary_path = session_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=1, default=str))
     labels = ("A", "A again") if aa else ("baseline", "custom")
     title = f"{session_dir.name}: {'A/A ' if aa else ''}{'VALID' if validity.valid else 'INVALID'}"
-    chart = report.plot_chart(records, session_dir / "chart.png", labels=labels, title=title)
+    if any(r.mode == plan.SERVE for r in records):
+        chart = report.plot_serve(records, session_dir / SERVE_PLOT, dict(zip(plan.ARMS, labels, strict=True)), title)
+        summary["serve"] = report.serve_section(serve.per_arm_medians(records), chart)
+    else:
+        chart = report.plot_chart(records, session_dir / "chart.png", labels=labels, title=title)
+    summary_path = session_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=1, default=str))
     return SessionOutcome(session_dir, list(records), rows, validity, summary_path, chart, floors_path)
 
 

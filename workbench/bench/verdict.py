@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.bench.plan import CONTROL, GEMM_SWITCH
-from workbench.bench.results import METRICS, RunResult
+from workbench.bench.results import METRICS, MetricDef, RunResult, group
 from workbench.bench.stats import MIN_EFFECT_PCT, Comparison, compare, min_repeats_for
 
 FLOORS_FILE = "floors.json"  # in the results root: the floors your own A/A sessions measured
@@ -175,23 +175,33 @@ def record_floors(results_root: Path, gpu: str, model: str, session: str,
 
 # --- comparison -----------------------------------------------------------------------------------
 
+def groups(records: Sequence[RunResult]) -> list[tuple[str, str, str, tuple[MetricDef, ...]]]:
+    """(mode, point, group key, metrics) of every group the records hold, modes in METRICS order, points in the
+    order they ran (latency and throughput have one group each; serve one per load point)."""
+    out = []
+    for mode, metrics in METRICS.items():
+        for point in dict.fromkeys(r.point for r in records if r.mode == mode):
+            out.append((mode, point, group(mode, point), metrics))
+    return out
+
+
 def compare_arms(records_a: Sequence[RunResult], records_b: Sequence[RunResult] | None = None,
                  arm_a: str = "baseline", arm_b: str = "custom",
                  floors: dict[str, float] | None = None) -> list[tuple[str, Comparison]]:
-    """(mode, Comparison) per metric. One session: baseline vs custom. Two sessions (compare): the
-    ``arm_a`` runs of the first vs the ``arm_b`` runs of the second. ``floors``: metric -> % per mode
-    key "mode/metric" (the smallest delta that counts)."""
+    """(group, Comparison) per metric: the group is the mode, or "serve <point>" for each load point. One
+    session: baseline vs custom. Two sessions (compare): the ``arm_a`` runs of the first vs the ``arm_b`` runs
+    of the second. ``floors``: % per key "group/metric" (the smallest delta that counts)."""
     second = records_a if records_b is None else records_b
     rows: list[tuple[str, Comparison]] = []
-    for mode, metrics in METRICS.items():
-        a_runs = [r for r in records_a if r.mode == mode and r.arm == arm_a and r.metrics]
-        b_runs = [r for r in second if r.mode == mode and r.arm == arm_b and r.metrics]
+    for mode, point, key, metrics in groups(records_a):
+        a_runs = [r for r in records_a if r.mode == mode and r.point == point and r.arm == arm_a and r.metrics]
+        b_runs = [r for r in second if r.mode == mode and r.point == point and r.arm == arm_b and r.metrics]
         if not a_runs or not b_runs:
             continue
         for m in metrics:
-            floor = (floors or {}).get(f"{mode}/{m.key}", MIN_EFFECT_PCT)
-            rows.append((mode, compare(m.key, [r.metrics[m.key] for r in a_runs], [r.metrics[m.key] for r in b_runs],
-                                       unit=m.unit, higher_is_better=m.higher_is_better, min_effect_pct=floor)))
+            floor = (floors or {}).get(f"{key}/{m.key}", MIN_EFFECT_PCT)
+            rows.append((key, compare(m.key, [r.metrics[m.key] for r in a_runs], [r.metrics[m.key] for r in b_runs],
+                                      unit=m.unit, higher_is_better=m.higher_is_better, min_effect_pct=floor)))
     return rows
 
 
@@ -208,11 +218,11 @@ def spread(records: Sequence[RunResult]) -> dict[str, Any]:
     run (CV of a latency run's iterations). A between-run spread far above the within-run one points at
     process start, compilation or placement, not at the timed work."""
     out: dict[str, Any] = {}
-    for mode, metrics in METRICS.items():
+    for mode, point, name, metrics in groups(records):
         key = metrics[0].key
         per_mode: dict[str, Any] = {}
         for arm in ("baseline", "custom"):
-            runs = [r for r in records if r.mode == mode and r.arm == arm and r.metrics]
+            runs = [r for r in records if r.mode == mode and r.point == point and r.arm == arm and r.metrics]
             if not runs:
                 continue
             values = [r.metrics[key] for r in runs]
@@ -228,7 +238,7 @@ def spread(records: Sequence[RunResult]) -> dict[str, Any]:
             per_mode["pooled_between_runs_cv_pct"] = pooled
             per_mode["runs_per_arm_for_2pct"] = runs_needed(pooled)
         if per_mode:
-            out[mode] = per_mode
+            out[name] = per_mode
     return out
 
 

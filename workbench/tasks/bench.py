@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from workbench import flags, ui
 from workbench.bench import plan as benchplan
+from workbench.bench import serve
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError
 from workbench.tasks.runtimes import plan_places
@@ -23,16 +24,23 @@ AB_HELP = {
     "custom_gemm": "the A/B of the custom GEMM (what bench.ab does; accepted for the old `invoke bench --custom-gemm`)",
     "model": "HF id or checkpoint as vLLM takes it, or a model config (shipped name like qwen2.5-0.5b, or a "
              "config.json): a config runs with a generated tokenizer and --weights; default Qwen/Qwen2.5-0.5B",
-    "mode": "latency (p50/p90/p99 of one batch), throughput (tokens/s), or both",
+    "mode": "latency (p50/p90/p99 of one batch), throughput (tokens/s), both, or serve (`vllm serve` per arm, "
+            "`vllm bench serve` at each load point: TTFT/TPOT/ITL and output tokens/s)",
     "input_len": "prompt tokens per request (default 128)",
     "output_len": "generated tokens per request (default 128)",
-    "num_prompts": "requests per throughput run (default 200)",
+    "num_prompts": "requests per throughput run, and per load point in serve mode (default 200)",
     "batch_size": "requests per latency batch (default 8)",
     "repeats": "runs per arm (default 5; >= 4 for the significance test to be able to pass)",
     "iters": "latency: timed iterations per run (default 30)",
-    "warmup_iters": "latency: warm-up iterations per run, not timed (default 5)",
+    "warmup_iters": "latency: warm-up iterations per run, not timed; serve: warm-up requests per load point "
+                    "(default 5)",
     "tp": "tensor-parallel size (default 1)",
-    "extra": "more `vllm bench` arguments, same for both arms, e.g. \"--enforce-eager --max-model-len 2048\"",
+    "extra": "more `vllm bench` arguments (serve: `vllm serve` arguments), same for both arms, e.g. "
+             "\"--enforce-eager --max-model-len 2048\"",
+    "request_rates": "serve: the load points as request rates per second, Poisson arrivals, e.g. 1,4,inf",
+    "concurrencies": "serve: the load points as max concurrencies, all requests sent at once (default 1,8,32)",
+    "port": "serve: the server's port (default: a free one); a port in use is an error",
+    "server_timeout": "serve: seconds to wait for the server's /health before giving up (default 600)",
     "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
                      "vLLM's cache key tells the arms apart) or off (VLLM_DISABLE_COMPILE_CACHE=1, every run compiles)",
     "gate": "the output gate (default on; --no-gate skips it): after the timed runs both arms generate greedily "
@@ -60,8 +68,8 @@ def _int(flag: str, value, default: int, minimum: int) -> int:
 @task(help=AB_HELP, auto_shortflags=False, default=True)
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
-       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, runtime=None,
-       verbose=False, dry_run=False):
+       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, request_rates=None,
+       concurrencies=None, port=None, server_timeout=None, runtime=None, verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -73,7 +81,10 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         warmup_iters=_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=_int("--tp", tp, d.tp, 1),
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
         weights=weights, gate=gate, driver=driver,
-        budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0))
+        budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0,
+        request_rates=serve.parse_rates(request_rates), concurrencies=serve.parse_concurrencies(concurrencies),
+        port=_int("--port", port, d.port, 0),
+        server_timeout_s=flags.real("--server-timeout", server_timeout, above=0, example="900") or d.server_timeout_s))
     settings = settings_from_context(c)
     console = ui.console
     session = benchplan.session_name(spec.model, aa=spec.aa)
@@ -88,6 +99,9 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
 
     places, python, where = plan_places(settings, runtime)
     setup = bench_session.model_setup(settings.root, settings.results_path, places.results, spec)
+    if spec.mode == benchplan.SERVE:
+        _print_serve_plan(console, settings, spec, session, places, python, where, setup)
+        return
     runs = benchplan.plan_runs(spec, session, places, setup.args, python,
                                bench_session.kernels_digest(settings.root))
     shape = (f"{len(spec.modes)} paired run(s) of {spec.repeats} rounds, three engines each" if spec.driver == "paired"
@@ -111,6 +125,13 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
         env = " ".join(f"{k}={v}" for k, v in r.env.items())
         console.print(f"  {r.index:>2} {r.mode:10} {r.arm:8} {env}\n      {shlex.join(r.argv)}", soft_wrap=True,
                       markup=False)
+    _print_gate(console, settings, spec, session, places, python, setup)
+
+
+def _print_gate(console: Console, settings, spec: benchplan.BenchSpec, session: str, places, python: str,
+                setup) -> None:
+    from workbench.bench import session as bench_session
+
     if spec.gate:
         gate_model = bench_session.model_setup(settings.root, settings.results_path, places.results,
                                                replace(spec, weights="random")).args if setup.config else \
@@ -118,6 +139,32 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
         for arm, cmd, env in benchplan.gate_runs(spec, session, places, gate_model, python):
             console.print(f"  gate {arm:8} {benchplan.GEMM_SWITCH}={env[benchplan.GEMM_SWITCH]}: {cmd[-1]}",
                           soft_wrap=True, markup=False)
+
+
+def _print_serve_plan(console: Console, settings, spec: benchplan.BenchSpec, session: str, places, python: str,
+                      where: str, setup) -> None:
+    """--dry-run of serve mode: every server run (arm, env, `vllm serve`) and its `vllm bench serve` per point."""
+    from workbench.bench import session as bench_session
+
+    runs = serve.plan_runs(spec, session, places, setup.args, python, bench_session.kernels_digest(settings.root))
+    labels = ", ".join(p.label for p in serve.points(spec))
+    port = f"port {spec.port}" if spec.port else "a free port"
+    console.print(f"[bold]plan[/] {benchplan.session_dir(places, session)} on {where} ({len(runs)} server runs, "
+                  f"ABBA order, each through the load points {labels} on {port}"
+                  f"{', A/A: both arms the baseline' if spec.aa else ''})", soft_wrap=True)
+    if setup.folder:
+        console.print(f"  model folder: {setup.folder} ({setup.weights} weights, tokenizer made for the config)",
+                      soft_wrap=True)
+    console.print(f"  env capture: {shlex.join(benchplan.env_capture_command(places, session, python))}",
+                  soft_wrap=True, markup=False)
+    for r in runs:
+        env = " ".join(f"{k}={v}" for k, v in r.env.items())
+        console.print(f"  {r.index:>2} serve      {r.arm:8} {env}\n      {shlex.join(r.server_argv)}\n"
+                      f"      (until /health answers, at most {spec.server_timeout_s:g} s; log {r.server_log})",
+                      soft_wrap=True, markup=False)
+        for point in r.points:
+            console.print(f"      {point.label:>9}: {shlex.join(point.argv)}", soft_wrap=True, markup=False)
+    _print_gate(console, settings, spec, session, places, python, setup)
 
 
 def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, runtime_flag: str | None,
@@ -135,7 +182,8 @@ def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, ru
         console.print(f"A/B on {rt.describe()}: results in {results_root / session}", soft_wrap=True)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            bar = progress.add_task("A/B", total=len(spec.modes) * 2 * spec.repeats)
+            per_run = len(serve.points(spec)) if spec.mode == benchplan.SERVE else 1
+            bar = progress.add_task("A/B", total=len(spec.modes) * 2 * spec.repeats * per_run)
 
             def on_start(run, i, n):
                 progress.update(bar, description=f"{run.mode} {run.arm} #{run.repeat + 1}")
@@ -168,12 +216,15 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
     from workbench.bench import verdict
 
     labels = ("A", "A again") if aa else ("baseline", "custom")
+    summary = json.loads(outcome.summary_path.read_text())
+    if summary.get("serve"):
+        console.print(report.render_serve_table(summary["serve"]["medians"], dict(zip(("baseline", "custom"), labels,
+                                                                                      strict=True))))
     if outcome.rows:
         console.print(report.render_table(outcome.rows, labels=labels))
     note = verdict.noise_note(outcome.rows)
     if note:
         console.print(f"[yellow]{note}[/]")
-    summary = json.loads(outcome.summary_path.read_text())
     for mode, p in (summary.get("paired") or {}).items():
         console.print(f"{mode} (paired): time custom/baseline {p['time_ratio']:.4f} [{p['ci95'][0]:.4f}–"
                       f"{p['ci95'][1]:.4f}] over {p['rounds']} rounds, per round {p['round_ratios']}, floor "
@@ -206,7 +257,10 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
             console.print(f"  fix: {escape(fix)}")
     if outcome.floors_path:
         console.print(f"A/A floors recorded in {outcome.floors_path} (used by later verdicts on this GPU and model)")
-    console.print(f"results: {outcome.session_dir}" + (f"  chart: {outcome.chart_path}" if outcome.chart_path else ""),
+    if summary.get("serve") is not None and outcome.chart_path is None and not report.have_matplotlib():
+        console.print(report.PLOT_MISSING, markup=False)
+    what = "plot" if summary.get("serve") is not None else "chart"
+    console.print(f"results: {outcome.session_dir}" + (f"  {what}: {outcome.chart_path}" if outcome.chart_path else ""),
                   soft_wrap=True)
 
 
