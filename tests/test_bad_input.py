@@ -104,7 +104,7 @@ NUMBERS = {
     "tune-buckets-text": Case(("kernels.tune", "--buckets", "abc", "--dry-run"),
                               "--buckets 'abc': 'abc' is not a whole number"),
     "tune-buckets-zero": Case(("kernels.tune", "--buckets", "1,0,16", "--dry-run"), "--buckets '1,0,16': 0 is below 1"),
-    "tune-tp-text": Case(("kernels.tune", "--tp", "two", "--dry-run"), "--tp 'two' is not a whole number"),
+    "tune-tp-text": Case(("kernels.tune", "--tp", "two", "--dry-run"), "--tp 'two': 'two' is not a whole number"),
     "trace-max-tokens-text": Case(("trace.layers", "--max-tokens", "lots", "--dry-run"),
                                   "--max-tokens 'lots' is not a whole number"),
     "trace-top-zero": Case(("trace.layers", "--top", "0", "--dry-run"), "--top '0' must be at least 1"),

@@ -18,8 +18,11 @@ mkdir -p "$d"
 # A daemon killed earlier can leave its pid file and the default netns mounted.
 if [ -f "$d/pid" ] && ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then rm -f "$d/pid"; fi
 if mountpoint -q "$d/exec/netns/default" 2>/dev/null; then umount "$d/exec/netns/default" || true; fi
+# Networks (Compose makes one per project) come from a pool of 256 /24s of our own: the default pools are 31
+# networks wide, and the bridges of a daemon killed with another data root keep theirs taken ("could not find
+# an available, non-overlapping IPv4 address pool").
 nohup dockerd --host "unix://$d/docker.sock" --data-root "$d/data" --exec-root "$d/exec" \
-  --pidfile "$d/pid" >"$d/dockerd.log" 2>&1 &
+  --pidfile "$d/pid" --default-address-pool base=10.213.0.0/16,size=24 >"$d/dockerd.log" 2>&1 &
 for _ in $(seq 1 100); do
   if reachable "unix://$d/docker.sock"; then echo "unix://$d/docker.sock"; exit 0; fi
   sleep 0.2

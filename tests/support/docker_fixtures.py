@@ -77,6 +77,9 @@ def project(tmp_path, docker_client, dev_tag, grantable_ulimits):
                 docker_client.images.remove(t, force=True)
     for v in docker_client.volumes.list(filters={"name": proj.name}):
         v.remove(force=True)
+    # Compose's project network, where a test ran docker-compose up itself.
+    for n in docker_client.networks.list(filters={"label": f"com.docker.compose.project={proj.name}"}):
+        n.remove()
 
 
 def steps_from_cache(lines: list[str], buildkit: bool) -> bool:

@@ -76,7 +76,8 @@ def spec_from_session(session_dir: Path) -> benchplan.BenchSpec:
                              "`invoke bench` wrote (or drop --session and give --model)")
     data = json.loads(path.read_text()).get("spec", {})
     known = {f.name for f in fields(benchplan.BenchSpec)}
-    values = {k: (tuple(v) if k == "extra" else v) for k, v in data.items() if k in known}
+    # JSON has no tuples: every list field of the spec (extra, the serve load points) comes back as a list.
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
     return benchplan.BenchSpec(**values)
 
 
