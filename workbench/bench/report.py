@@ -87,6 +87,18 @@ def plot_chart(records_a: Sequence[RunResult], path: Path, records_b: Sequence[R
         pad = (hi - lo) * 0.5 or abs(hi) * 0.05 or 1.0
         ax.set_ylim(max(0.0, lo - pad), hi + pad)  # zoomed: differences of a few % stay visible
         ax.tick_params(labelsize=7)
+    return _save(fig, path, title)
+
+
+SERVE_COLUMNS = (("TTFT p50", "ttft_p50_ms"), ("TTFT p99", "ttft_p99_ms"), ("TPOT p50", "tpot_p50_ms"),
+                 ("TPOT p99", "tpot_p99_ms"), ("ITL p50", "itl_p50_ms"), ("ITL p99", "itl_p99_ms"),
+                 ("out tok/s", "output_throughput_tok_s"))
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    """Title, layout and the PNG (110 dpi) every bench chart shares; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -94,11 +106,6 @@ def plot_chart(records_a: Sequence[RunResult], path: Path, records_b: Sequence[R
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-SERVE_COLUMNS = (("TTFT p50", "ttft_p50_ms"), ("TTFT p99", "ttft_p99_ms"), ("TPOT p50", "tpot_p50_ms"),
-                 ("TPOT p99", "tpot_p99_ms"), ("ITL p50", "itl_p50_ms"), ("ITL p99", "itl_p99_ms"),
-                 ("out tok/s", "output_throughput_tok_s"))
 
 
 def render_serve_table(medians: dict[str, dict[str, dict[str, float]]], labels: dict[str, str]):
@@ -151,13 +158,7 @@ def plot_serve(records: Sequence[RunResult], path: Path, labels: dict[str, str],
         ax.set_ylabel(f"{name} (ms, lower is better)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def serve_section(medians: dict[str, Any], plot: Path | None) -> dict[str, Any]:

@@ -65,6 +65,15 @@ def _int(flag: str, value, default: int, minimum: int) -> int:
     return default if number is None else number
 
 
+def _print_setup(console, setup, places, session: str, python: str) -> None:
+    """The plan's lines every mode shares: the model folder made for it, and the environment capture."""
+    if setup.folder:
+        console.print(f"  model folder: {setup.folder} ({setup.weights} weights, tokenizer made for the config)",
+                      soft_wrap=True)
+    console.print(f"  env capture: {shlex.join(benchplan.env_capture_command(places, session, python))}",
+                  soft_wrap=True, markup=False)
+
+
 @task(help=AB_HELP, auto_shortflags=False, default=True)
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
@@ -108,11 +117,7 @@ def _print_plan(console: Console, settings, spec: benchplan.BenchSpec, session: 
              else f"{len(runs)} runs, ABBA order")
     console.print(f"[bold]plan[/] {benchplan.session_dir(places, session)} on {where} ({shape}"
                   f"{', A/A: both arms the baseline' if spec.aa else ''})", soft_wrap=True)
-    if setup.folder:
-        console.print(f"  model folder: {setup.folder} ({setup.weights} weights, tokenizer made for the config)",
-                      soft_wrap=True)
-    console.print(f"  env capture: {shlex.join(benchplan.env_capture_command(places, session, python))}",
-                  soft_wrap=True, markup=False)
+    _print_setup(console, setup, places, session, python)
     if spec.driver == "paired":
         from workbench.bench import paired
 
@@ -152,11 +157,7 @@ def _print_serve_plan(console: Console, settings, spec: benchplan.BenchSpec, ses
     console.print(f"[bold]plan[/] {benchplan.session_dir(places, session)} on {where} ({len(runs)} server runs, "
                   f"ABBA order, each through the load points {labels} on {port}"
                   f"{', A/A: both arms the baseline' if spec.aa else ''})", soft_wrap=True)
-    if setup.folder:
-        console.print(f"  model folder: {setup.folder} ({setup.weights} weights, tokenizer made for the config)",
-                      soft_wrap=True)
-    console.print(f"  env capture: {shlex.join(benchplan.env_capture_command(places, session, python))}",
-                  soft_wrap=True, markup=False)
+    _print_setup(console, setup, places, session, python)
     for r in runs:
         env = " ".join(f"{k}={v}" for k, v in r.env.items())
         console.print(f"  {r.index:>2} serve      {r.arm:8} {env}\n      {shlex.join(r.server_argv)}\n"
