@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.test_session import host, tiny, tree  # noqa: F401  (fixtures: the stand-in runtime, a tiny config)
+from bench.test_session import host, tree  # noqa: F401  (fixtures: the stand-in runtime and its vLLM tree)
 from workbench.bench import export, index, plan, results, session
 
 ROOT = Path(__file__).resolve().parents[2]

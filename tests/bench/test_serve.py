@@ -29,10 +29,6 @@ KERNELS = ROOT / "custom_kernels" / "src"
 GUEST = ROOT / "workbench" / "guest" / serve.GUEST_SCRIPT
 PLACES = Places(fork="/w/vllm", kernels="/w/ck", patches="/w/patches", results="/w/results", wheels="/w/wheels",
                 guest="/w/guest", state="/opt/workbench", hf_cache="/cache/hf", ccache="/cache/ccache")
-TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
-        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
 
 
 # --- the plan ----------------------------------------------------------------------------------------------
@@ -169,11 +165,6 @@ def test_without_matplotlib_the_plot_is_skipped_with_one_line(tmp_path, monkeypa
 
 # --- real processes ----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def tiny(tmp_path) -> str:
-    (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "config.json").write_text(json.dumps(TINY))
-    return str(tmp_path / "tiny" / "config.json")
 
 
 @pytest.fixture
@@ -254,6 +245,19 @@ def test_serve_session_end_to_end(tmp_path, tiny, standin):
 
     csv_path, n = export.export_csv(out)
     assert n == 8 and "point" in csv_path.read_text().splitlines()[0].split(",")
+
+
+@pytest.mark.vllm_source
+def test_a_budgeted_serve_session_starts_no_server_past_it(tmp_path, tiny, standin):
+    settings = Settings.from_mapping(ROOT, {"results": str(tmp_path / "results"), "runtime": "host",
+                                            "python": sys.executable})
+    spec = plan.validate_spec(plan.BenchSpec(model=tiny, mode="serve", repeats=2, concurrencies=(1,), num_prompts=2,
+                                             input_len=8, output_len=2, warmup_iters=0, gate=False, budget_min=1e-4))
+    outcome = session.run_session(HostRuntime(settings), ROOT, "SB", spec, sample_gpu=False)
+    # The first server's run took longer than the whole budget: no other server started, none is left running.
+    assert [(r.arm, r.point) for r in outcome.records] == [("baseline", "c=1")] and not _servers(tmp_path)
+    assert not (tmp_path / "results" / "SB" / "runs" / "serve-custom-r0.status.json").exists()
+    assert json.loads(outcome.summary_path.read_text())["budget"] == {"minutes": 1e-4, "runs_not_started": 3}
 
 
 def _invoke(args: list[str], tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from support import standin_vllm
+from support.model_configs import TINY_QWEN2
 from workbench.bench import gate, plan, results, session, verdict
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
@@ -179,18 +180,8 @@ def test_floors_are_recorded_by_aa_and_used_by_later_verdicts(tmp_path):
 
 # --- a whole session through the host runtime -------------------------------------------------------
 
-TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
-        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
 
 
-@pytest.fixture
-def tiny(tmp_path) -> str:
-    """A model config the session completes into folders (tokenizer; seeded weights for the gate)."""
-    (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "config.json").write_text(json.dumps(TINY))
-    return str(tmp_path / "tiny" / "config.json")
 
 
 @pytest.fixture
@@ -340,11 +331,11 @@ def test_model_folder_gets_a_tokenizer_that_round_trips_every_id(tmp_path):
     from transformers import AutoTokenizer
 
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text(json.dumps(TINY))
+    (tmp_path / "m" / "config.json").write_text(json.dumps(TINY_QWEN2))
     done = _make_model(tmp_path / "m")
     assert done.returncode == 0, done.stderr
     tok = AutoTokenizer.from_pretrained(tmp_path / "m" / "tokenizer")
-    assert tok.vocab_size == TINY["vocab_size"] and tok.eos_token_id == 299
+    assert tok.vocab_size == TINY_QWEN2["vocab_size"] and tok.eos_token_id == 299
     ids = [7, 0, 299, 150, 42, 42]
     # vLLM's random dataset decodes sampled ids and encodes the text again: the lengths must hold.
     assert tok.encode(tok.decode(ids), add_special_tokens=False) == ids
@@ -357,7 +348,7 @@ def test_random_weights_are_seeded_at_the_models_init_scale(tmp_path):
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text(json.dumps(TINY))
+        (tmp_path / name / "config.json").write_text(json.dumps(TINY_QWEN2))
         done = _make_model(tmp_path / name, "--weights", "random", "--seed", "5", "--device", "cpu")
         assert done.returncode == 0, done.stderr
     a = load_file(next((tmp_path / "a").glob("*.safetensors")))
@@ -467,6 +458,60 @@ def test_paired_session_under_a_time_budget_keeps_its_whole_rounds(host, tiny):
     assert sorted(r.run_id for r in outcome.records) == [f"latency-{a}-r0" for a in ("baseline", "control", "custom")]
     assert outcome.validity.valid, outcome.validity.reasons
     assert json.loads(outcome.summary_path.read_text())["paired"]["latency"]["rounds"] == 1
+
+
+def test_a_budget_judges_the_next_run_by_the_last_run_of_its_arm():
+    from workbench.bench.budget import Budget
+
+    now = [0.0]
+    budget = Budget(1.0, clock=lambda: now[0])
+    assert budget.allows("baseline", 4)  # nothing measured yet: the first run always starts
+    budget.done("baseline", 40.0)
+    now[0] = 40.0
+    assert not budget.allows("custom", 3) and budget.skipped == 3  # 40 s gone + 40 s (the only run so far) > 60 s
+    now[0] = 0.0
+    budget = Budget(2.0, clock=lambda: now[0])
+    budget.done("baseline", 40.0)
+    budget.done("custom", 70.0)  # the custom arm's first run compiled its graph
+    now[0] = 75.0
+    assert budget.allows("baseline", 2) and budget.skipped == 0  # 75 + 40 <= 120: baseline's own last run
+    assert not budget.allows("custom", 1) and budget.skipped == 1  # 75 + 70 > 120
+    assert Budget(0).allows("custom", 1)  # 0: no limit
+
+
+@pytest.mark.vllm_source
+def test_a_budgeted_cli_session_keeps_its_finished_runs_and_says_what_it_skipped(host, tiny):
+    spec = plan.BenchSpec(model=tiny, repeats=2, iters=2, gate=False, budget_min=1e-4)
+    outcome = session.run_session(host, ROOT, "B", spec, sample_gpu=False)
+    assert [r.run_id for r in outcome.records] == ["latency-baseline-r0"]
+    assert json.loads(outcome.summary_path.read_text())["budget"] == {"minutes": 1e-4, "runs_not_started": 3}
+
+
+@pytest.mark.vllm_source
+def test_bench_summary_judges_a_session_cut_short_again(host, tiny, tmp_path):
+    results_root = tmp_path / "results"
+    session.run_session(host, ROOT, "S", plan.BenchSpec(model=tiny, repeats=2, iters=2, gate=False), sample_gpu=False)
+    out = results_root / "S"
+    # What a job killed by its time limit leaves: three of four runs, no summary, not in the index.
+    (out / "runs" / "latency-baseline-r1.record.json").unlink()
+    (out / "summary.json").unlink()
+    (results_root / "index.jsonl").unlink()
+    env = {"INVOKE_WORKBENCH_RESULTS": str(results_root)}
+    done = _invoke("bench.summary", "S", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "unfinished session: 3 of 4 planned results saved" in done.stdout and "p50_s" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["valid"] and summary["unfinished"] == {"planned_records": 4, "saved_records": 3}
+    assert {c["n_baseline"] for c in summary["comparisons"]} == {1}
+    assert [line["session"] for line in map(json.loads, (results_root / "index.jsonl").read_text().splitlines())] \
+        == ["S"]
+    again = _invoke("bench.summary", str(out), env=env)  # judged again: the index keeps one line
+    assert again.returncode == 0 and len((results_root / "index.jsonl").read_text().splitlines()) == 1
+    (tmp_path / "not-a-session" / "runs").mkdir(parents=True)
+    for given, message in (("nosuch", "no such session folder"), (str(tmp_path / "not-a-session"), "no plan.json")):
+        bad = _invoke("bench.summary", given, env=env)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and message in bad.stderr, bad.stderr
 
 
 def test_a_budgeted_session_judges_the_next_round_by_warm_engine_starts():

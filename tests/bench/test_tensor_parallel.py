@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from support.model_configs import TINY_QWEN2
 from workbench.bench import plan, results, session, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,10 +114,6 @@ def test_tp_run_whose_dumps_name_no_rank_is_invalid():
 
 # --- a paired session at TP=2 through the stand-in engine ------------------------------------------------
 
-TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 301,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
-        "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
 
 
 def paired_tp2(tmp_path: Path, monkeypatch, plugin: str, aa: bool = False):
@@ -131,7 +128,7 @@ def paired_tp2(tmp_path: Path, monkeypatch, plugin: str, aa: bool = False):
     monkeypatch.setenv("STANDIN_PLUGIN", plugin)
     monkeypatch.setenv("WORKBENCH_MODEL_DEVICE", "cpu")
     (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "config.json").write_text(json.dumps(TINY))
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps({**TINY_QWEN2, "vocab_size": 301}))
     settings = Settings.from_mapping(ROOT, {"results": str(tmp_path / "results"), "runtime": "host",
                                             "python": sys.executable})
     spec = plan.BenchSpec(model=str(tmp_path / "tiny" / "config.json"), driver="paired", repeats=1, iters=2,

@@ -98,12 +98,20 @@ def test_custom_arm_selects_the_ops_nvtx_range_in_eager_mode():
     assert "--enforce-eager" in bench and "--profile" in bench
     assert json.loads(bench[bench.index("--profiler-config") + 1]) == {"profiler": "cuda"}
     assert bench[bench.index("--output-len") + 1] == "8" and bench[bench.index("--num-iters") + 1] == "1"
+    # vLLM takes 0.3 of the GPU, so ncu saves and restores device memory on the device, not in host memory.
+    assert bench[bench.index("--gpu-memory-utilization") + 1] == ncu.GPU_MEMORY_UTILIZATION
     assert p.env["VLLM_USE_CUSTOM_GEMM"] == "1" and p.env["CUSTOM_KERNELS_NVTX"] == "1"
     assert p.env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     assert p.env["VLLM_CACHE_ROOT"].startswith("/w/results/.vllm-cache/custom")
     assert p.report == "/w/results/S/profile/ncu/ncu-custom.ncu-rep"
     assert argv[argv.index("--export") + 1] + ".ncu-rep" == p.report
     assert list(p.export_argv) == ["ncu", "--import", p.report, "--csv", "--page", "raw", "--print-units", "base"]
+
+
+def test_a_memory_share_in_the_sessions_flags_wins():
+    spec = benchplan.BenchSpec(model="qwen2.5-0.5b", extra=("--gpu-memory-utilization", "0.5"))
+    argv = list(ncu.plan(_work("custom", spec), "custom_kernels.linear").argv)
+    assert argv.count("--gpu-memory-utilization") == 1 and argv[argv.index("--gpu-memory-utilization") + 1] == "0.5"
 
 
 def test_baseline_arm_selects_cublas_gemms_by_name():

@@ -8,6 +8,12 @@ from pathlib import Path
 
 BASE = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 100, "max_position_embeddings": 128, "tie_word_embeddings": False}
+# The tiny Qwen2 the bench sessions run through the stand-in engine (vocabulary 300: the generated tokenizer's
+# ids 298/299 are its bos/eos).
+TINY_QWEN2 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+              "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
+              "tie_word_embeddings": True, "eos_token_id": 299, "bos_token_id": 298, "torch_dtype": "float32"}
 # name -> (config.json, whether transformers' model has vLLM's linears)
 SHAPE_CONFIGS = {
     # The config two rules once disagreed on: qwen2.py builds q/k/v with bias=True and never reads the flag.

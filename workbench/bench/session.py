@@ -19,6 +19,7 @@ from typing import Any
 
 from workbench import models
 from workbench.bench import gate, index, paired, plan, report, serve, verdict
+from workbench.bench.budget import Budget
 from workbench.bench.gpu_sampler import sampling
 from workbench.bench.kernels import kernel_env, tp_problem
 from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
@@ -161,17 +162,20 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
                               installed_throughput_flags(session_dir / "env.json"))
         write_plan(session_dir, spec, runs, runtime.describe())
     prepare_model(runtime, setup, spec.seed)
+    budget = Budget(spec.budget_min)
     if spec.mode == plan.SERVE:
-        records = run_serve(runtime, session_dir, served, sink, on_start, on_done, sample_gpu)
+        records = run_serve(runtime, session_dir, served, sink, on_start, on_done, sample_gpu, budget)
     elif spec.driver == "paired":
         records = run_paired(runtime, root, session_dir, spec, setup, sink, on_done, sample_gpu)
     else:
-        records = run_cli(runtime, session_dir, runs, sink, on_start, on_done, sample_gpu)
+        records = run_cli(runtime, session_dir, runs, sink, on_start, on_done, sample_gpu, budget)
     if not all(r.error for r in records):
         run_prediction(runtime, session_dir, spec, setup, sink)
     if spec.gate and not all(r.error for r in records):
         run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
     meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
+    if budget.skipped:
+        meta["budget"] = {"minutes": spec.budget_min, "runs_not_started": budget.skipped}
     outcome = summarize_session(session_dir, records, meta, results_root=results_root, aa=spec.aa)
     # Only a session that ran ends up in the index: summarize_session alone also re-reads saved ones.
     index.append(results_root, index.entry(session, json.loads(outcome.summary_path.read_text())))
@@ -179,10 +183,14 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
 
 
 def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun], sink: dict,
-            on_start: StartFn | None, on_done: DoneFn | None, sample_gpu: bool) -> list[RunResult]:
-    """Every planned `vllm bench` run in order, each one's record saved; stops early when both arms fail."""
+            on_start: StartFn | None, on_done: DoneFn | None, sample_gpu: bool,
+            budget: Budget | None = None) -> list[RunResult]:
+    """Every planned `vllm bench` run in order, each one's record saved; stops early when both arms fail, or
+    before a run the budget has no time for."""
     records: list[RunResult] = []
     for i, run in enumerate(runs):
+        if budget is not None and not budget.allows(run.arm, len(runs) - i):
+            break
         if on_start:
             on_start(run, i, len(runs))
         started = time.time()
@@ -192,6 +200,8 @@ def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun]
         result.gpu = gpu
         save_record(session_dir, result)
         records.append(result)
+        if budget is not None:
+            budget.done(run.arm, result.seconds)
         if on_done:
             on_done(run, result, i + 1, len(runs))
         if len(records) >= 2 and all(r.error for r in records):
@@ -200,7 +210,8 @@ def run_cli(runtime: Runtime, session_dir: Path, runs: Sequence[plan.PlannedRun]
 
 
 def run_serve(runtime: Runtime, session_dir: Path, runs: Sequence[serve.PlannedServeRun], sink: dict,
-              on_start: StartFn | None, on_done: DoneFn | None, sample_gpu: bool) -> list[RunResult]:
+              on_start: StartFn | None, on_done: DoneFn | None, sample_gpu: bool,
+              budget: Budget | None = None) -> list[RunResult]:
     """Every planned server run in order (arms ABBA), one record per load point. The guest (serve_run.py) owns the
     server; after Ctrl-C or any other exception here it is also stopped from outside, since a docker exec does not
     pass the signal on. A server that could not serve (port taken, exited, never healthy) stops the session with
@@ -209,9 +220,12 @@ def run_serve(runtime: Runtime, session_dir: Path, runs: Sequence[serve.PlannedS
     records: list[RunResult] = []
     total = sum(len(r.points) for r in runs)
     for i, run in enumerate(runs):
+        if budget is not None and not budget.allows(run.arm, len(runs) - i):
+            break
         if on_start:
             on_start(run, i, len(runs))
         serve.write_run_file(runtime.to_host, run)
+        started = time.monotonic()
         try:
             with sampling(sample_gpu) as gpu:
                 rc = runtime.run(run.command(runtime.python, places), dict(run.env), cwd=places.results, **sink)
@@ -223,6 +237,8 @@ def run_serve(runtime: Runtime, session_dir: Path, runs: Sequence[serve.PlannedS
         error = serve.server_error(status, rc, runtime.to_host(run.server_log), runtime.describe())
         if error is not None:
             raise error
+        if budget is not None:
+            budget.done(run.arm, time.monotonic() - started)  # the server's start and every load point
         mine = serve.collect(runtime.to_host, run, status, first_index=len(records))
         for point, result in zip(run.points, mine, strict=True):
             result.gpu = gpu

@@ -36,6 +36,12 @@ METRICS = ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.
            "smsp__sass_thread_inst_executed_op_hadd_pred_on.sum", "smsp__sass_thread_inst_executed_op_hmul_pred_on.sum",
            r"regex:sm__ops_path_tensor_src_(bf16|fp16)_dst_fp32(_sparsity_off)?\.sum$",
            "device__attribute_display_name")
+# The share of the GPU vLLM may take while ncu profiles it. Before each replay pass ncu saves, and after it
+# restores, the device memory a kernel can write; what does not fit beside it on the GPU goes to host memory
+# ("Backing up device memory in system memory"), and with vLLM's default 0.9 on an H200 one Llama-3-8B launch
+# then took minutes. 0.3 (42 GiB of 141) holds an 8B model's weights and a profiled batch's KV cache, and leaves
+# the save on the device. A --gpu-memory-utilization in the session's extra flags wins.
+GPU_MEMORY_UTILIZATION = "0.3"
 IDENTITY = ("ID", "Process ID", "Process Name", "Host Name", "Kernel Name", "Context", "Stream", "Block Size",
             "Grid Size", "Device", "CC")
 _TIME_NS = {"nsecond": 1.0, "ns": 1.0, "usecond": 1e3, "us": 1e3, "msecond": 1e6, "ms": 1e6, "second": 1e9, "s": 1e9}
@@ -83,7 +89,10 @@ def plan(work: Workload, nvtx_range: str, launch_count: int = 200, launch_skip: 
     else:
         argv += ["-k", CUBLAS_GEMM_REGEX]
         selection = "cuBLAS/cuBLASLt GEMM kernels by name"
-    argv += ["--export", report, "--force-overwrite", *work.argv]
+    bench = list(work.argv)
+    if not any(a == "--gpu-memory-utilization" or a.startswith("--gpu-memory-utilization=") for a in bench):
+        bench += ["--gpu-memory-utilization", GPU_MEMORY_UTILIZATION]
+    argv += ["--export", report, "--force-overwrite", *bench]
     export = (ncu, "--import", f"{report}.ncu-rep", "--csv", "--page", "raw", "--print-units", "base")
     return NcuPlan(arm=work.arm, argv=tuple(argv), env=dict(work.env), report=f"{report}.ncu-rep",
                    log=f"{work.folder}/ncu-{work.arm}.log", export_argv=export, csv=f"{report}.csv",

@@ -3,6 +3,7 @@ sessions; bench.export: a session as CSV; bench.proxy: the model-level decode pr
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -50,8 +51,8 @@ AB_HELP = {
     "driver": "cli (default: each run a `vllm bench` process, arms in ABBA order) or paired (one process holds "
               "the engines of both arms and a control (the baseline again) and interleaves their iterations; "
               "--repeats rounds of fresh engines)",
-    "budget_min": "paired: start no round that would end past this many minutes; the finished rounds are judged "
-                  "(for jobs under a time limit; default no limit)",
+    "budget_min": "start no run (paired: no round; serve: no server) that would end past this many minutes; the "
+                  "finished ones are judged (for jobs under a time limit; default no limit)",
     "weights": "auto (default: real for an HF id, dummy for a config), dummy (vLLM --load-format dummy), random "
                "(a seeded checkpoint at the model's init scale, written once from the config), real",
     "runtime": "docker (the dev container) or host (this machine's workbench.python); default workbench.runtime",
@@ -212,8 +213,6 @@ def _run(console: Console, settings, spec: benchplan.BenchSpec, session: str, ru
 
 
 def _report(console: Console, outcome, aa: bool, report) -> None:
-    import json
-
     from workbench.bench import verdict
 
     labels = ("A", "A again") if aa else ("baseline", "custom")
@@ -248,6 +247,10 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
             console.print(f"{mode}: runs vary by {cv:.1f}% (CV between runs)"
                           + (f", iterations within a run by {max(within):.1f}%" if within else "")
                           + f": a 2% effect needs ~{need} runs per arm")
+    budget = summary.get("budget")
+    if budget:
+        console.print(f"[yellow]--budget-min {budget['minutes']:g}: {budget['runs_not_started']} planned run(s) not "
+                      "started (they would have ended past it); judged on the finished ones[/]")
     v = outcome.validity
     if v.valid:
         what = "no run" if aa else f"custom runs made {list(v.custom_calls)} custom-kernel calls, baseline runs"
@@ -302,6 +305,26 @@ def compare(c, a, b, arm="custom", model=None, gpu=None):
     return rows
 
 
+@task(help={"session": "the saved session: results/<timestamp>-<model>, or its name under the results folder"})
+def summary(c, session):
+    """Judge a saved session again from its runs: summary.json and chart, as at the end of `invoke bench` (a session
+    cut short by a time limit or Ctrl-C keeps every finished run; or after new A/A floors)."""
+    from workbench.bench import report, results, saved
+
+    settings = settings_from_context(c)
+    path = results.session_path(settings.results_path, session)
+    if not path.is_dir():
+        raise WorkbenchError(f"{session}: no such session folder: pass results/<timestamp>-<model> or its name")
+    outcome = saved.resummarize(path, settings.results_path)
+    summary_data = json.loads(outcome.summary_path.read_text())
+    unfinished = summary_data.get("unfinished")
+    if unfinished:
+        ui.console.print(f"[yellow]unfinished session: {unfinished['saved_records']} of "
+                         f"{unfinished['planned_records']} planned results saved; judged on those[/]")
+    _report(ui.console, outcome, bool(summary_data.get("aa")), report)
+    return outcome
+
+
 @task(help={"session": "the saved session: results/<timestamp>-<model>, or its name under the results folder",
             "out": "CSV path (default <session>/runs.csv)"})
 def export(c, session, out=None):
@@ -338,4 +361,5 @@ ns = Collection("bench")
 ns.add_task(ab, default=True)
 ns.add_task(compare)
 ns.add_task(export)
+ns.add_task(summary)
 ns.add_task(proxy)
