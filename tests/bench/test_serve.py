@@ -304,6 +304,18 @@ def test_a_server_that_cannot_serve_is_one_line_with_its_log(tmp_path, tiny, sta
     assert status["server_stop"] == ("stopped (SIGTERM)" if behaviour == "never_healthy" else "exited before the stop")
 
 
+def test_a_point_past_its_timeout_stops_the_run_as_a_hung_server(tmp_path, tiny, standin):
+    done = _invoke(["--model", tiny, "--concurrencies", "1", "--num-prompts", "2", "--point-timeout", "4"], tmp_path,
+                   {**standin, "STANDIN_SERVE": "hang"})
+    line = _one_error_line(done)
+    assert line.startswith("error: vllm serve stopped answering: load point c=1 did not finish within 4 s"), line
+    assert "raise --point-timeout" in line and "bench.summary" in line
+    (status_file,) = (tmp_path / "results").glob("*/runs/serve-baseline-r0.status.json")
+    status = json.loads(status_file.read_text())
+    assert status["points"][0]["timed_out"] and status["server_stop"] == "stopped (SIGTERM)"
+    assert not _servers(tmp_path)  # the hung server and its waiting client are both gone
+
+
 def _wait_for(predicate, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

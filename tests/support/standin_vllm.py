@@ -11,7 +11,8 @@ are real (CPU matmuls), and the --output-json file is written by vLLM 0.13.0's o
 `vllm serve` is a real HTTP server on --host/--port (/health, /v1/models, streaming /v1/completions) whose
 engine core, a child process, runs one batched step at a time over every running request (new prompts'
 tokens plus one row per decoding request, through custom_kernels as above), so latency grows with load.
-STANDIN_SERVE: ``never_healthy`` (it listens, /health answers 503), ``exit_early`` (exits 1 while loading);
+STANDIN_SERVE: ``never_healthy`` (it listens, /health answers 503), ``exit_early`` (exits 1 while loading),
+``hang`` (healthy, but a completion request never gets an answer);
 STANDIN_SERVE_LOAD_S: its loading time. `vllm bench serve` sends the random dataset's requests over HTTP (all
 at once under --max-concurrency, or Poisson at --request-rate), times TTFT and every inter-token gap, and
 saves the result through `vllm bench serve`'s own code of the release in STANDIN_VLLM_TREE.
@@ -372,6 +373,8 @@ def serve_main(argv: list[str]) -> int:
                 self._json(404 if ready.is_set() else 503, {"error": "not found"})
                 return
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if behaviour == "hang":
+                time.sleep(3600)  # a server that stopped answering: the request stays open
             prompt = body.get("prompt", "")
             prompt_len = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
             req = scheduler.submit(max(1, prompt_len), int(body.get("max_tokens") or 16))

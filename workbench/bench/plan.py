@@ -83,6 +83,7 @@ class BenchSpec:
     concurrencies: tuple[int, ...] = ()
     port: int = 0
     server_timeout_s: float = 600.0  # a server not healthy by then is an error (load + compile of a big model)
+    point_timeout_s: float = 1800.0  # a load point still running by then: the server is taken to hang
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -152,6 +153,8 @@ def _validate_serve(spec: BenchSpec) -> None:
         raise WorkbenchError(f"--port {spec.port} is not a TCP port: 1-65535, or 0 for a free one")
     if spec.server_timeout_s <= 0:
         raise WorkbenchError(f"--server-timeout must be > 0 seconds, got {spec.server_timeout_s:g}")
+    if spec.point_timeout_s <= 0:
+        raise WorkbenchError(f"--point-timeout must be > 0 seconds, got {spec.point_timeout_s:g}")
 
 
 def model_slug(model: str) -> str:

@@ -161,13 +161,14 @@ class PlannedServeRun:
     hook_dir: str
     port: int
     server_timeout_s: float
+    point_timeout_s: float
     mode: str = SERVE
 
     def guest_doc(self) -> dict[str, Any]:
         """What serve_run.py reads from ``run_file``."""
         return {"server": list(self.server_argv), "host": HOST, "port": self.port, "port_placeholder": PORT,
                 "health_timeout_s": self.server_timeout_s, "server_log": self.server_log, "status": self.status,
-                "pid_file": self.pid_file, "hook": self.hook_dir,
+                "pid_file": self.pid_file, "hook": self.hook_dir, "point_timeout_s": self.point_timeout_s,
                 "points": [{"label": p.label, "argv": list(p.argv), "result": p.result, "log": p.log}
                            for p in self.points]}
 
@@ -202,7 +203,7 @@ def plan_runs(spec: BenchSpec, session: str, places: Places, model: ModelArgs, p
             server_log=posix(runs_dir, f"{run_id}.server.log"), status=posix(runs_dir, f"{run_id}.status.json"),
             pid_file=posix(runs_dir, f"{run_id}.pid.json"), run_file=posix(runs_dir, f"{run_id}.run.json"),
             counts_pattern=counts, hook_dir=posix(places.guest, HOOK), port=spec.port,
-            server_timeout_s=spec.server_timeout_s))
+            server_timeout_s=spec.server_timeout_s, point_timeout_s=spec.point_timeout_s))
     return out
 
 
@@ -287,6 +288,12 @@ def server_error(status: dict[str, Any], returncode: int, server_log: Path, wher
                               f"{f' ({detail})' if detail else ''}", f"read its log {server_log}")
     if kind == "server_died":
         return WorkbenchError(f"vllm serve died during the run ({detail})", f"read its log {server_log}")
+    if kind == "point_timeout":
+        point_log = (error or {}).get("log")
+        return WorkbenchError(f"vllm serve stopped answering: {detail}",
+                              f"read its log {server_log} and the point's {point_log}; raise --point-timeout if a "
+                              f"point is only slow; the finished runs are kept: invoke bench.summary "
+                              f"{Path(server_log).parent.parent.name}")
     if kind == "never_healthy":
         return WorkbenchError(f"vllm serve was not healthy within {float(status.get('health_timeout_s', 0)):g} s",
                               f"raise --server-timeout if the model loads slowly, or read its log {server_log}")

@@ -204,7 +204,20 @@ def run(doc: dict) -> int:
                 break
             t0, wall = time.monotonic(), time.time()
             client = spawn(fill(point["argv"]), env, Path(point["log"]))
-            rc = client.wait()
+            limit = float(doc.get("point_timeout_s") or 0) or None
+            try:
+                rc = client.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                # A server that stopped answering would keep the client waiting for hours (its own request
+                # timeout): the run ends here, the server is stopped below like after any other error.
+                stop_group(client, grace_s=5.0)
+                client = None
+                status["points"].append({"label": point["label"], "returncode": None, "started": wall,
+                                         "seconds": round(time.monotonic() - t0, 3), "timed_out": True})
+                status["error"] = {"kind": "point_timeout", "log": point["log"],
+                                   "detail": f"load point {point['label']} did not finish within {limit:g} s"}
+                code = EXIT_SERVER
+                break
             client = None
             status["points"].append({"label": point["label"], "returncode": rc, "started": wall,
                                      "seconds": round(time.monotonic() - t0, 3)})

@@ -42,6 +42,8 @@ AB_HELP = {
     "concurrencies": "serve: the load points as max concurrencies, all requests sent at once (default 1,8,32)",
     "port": "serve: the server's port (default: a free one); a port in use is an error",
     "server_timeout": "serve: seconds to wait for the server's /health before giving up (default 600)",
+    "point_timeout": "serve: seconds one load point may run before the server is taken to hang and the run stops "
+                     "(default 1800)",
     "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
                      "vLLM's cache key tells the arms apart) or off (VLLM_DISABLE_COMPILE_CACHE=1, every run compiles)",
     "gate": "the output gate (default on; --no-gate skips it): after the timed runs both arms generate greedily "
@@ -79,7 +81,8 @@ def _print_setup(console, setup, places, session: str, python: str) -> None:
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
        gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, request_rates=None,
-       concurrencies=None, port=None, server_timeout=None, runtime=None, verbose=False, dry_run=False):
+       concurrencies=None, port=None, server_timeout=None, point_timeout=None, runtime=None, verbose=False,
+       dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -94,7 +97,8 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0,
         request_rates=serve.parse_rates(request_rates), concurrencies=serve.parse_concurrencies(concurrencies),
         port=_int("--port", port, d.port, 0),
-        server_timeout_s=flags.real("--server-timeout", server_timeout, above=0, example="900") or d.server_timeout_s))
+        server_timeout_s=flags.real("--server-timeout", server_timeout, above=0, example="900") or d.server_timeout_s,
+        point_timeout_s=flags.real("--point-timeout", point_timeout, above=0, example="3600") or d.point_timeout_s))
     settings = settings_from_context(c)
     console = ui.console
     session = benchplan.session_name(spec.model, aa=spec.aa)
