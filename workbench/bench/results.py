@@ -168,6 +168,24 @@ def save_record(session_dir: Path, result: RunResult) -> Path:
     return path
 
 
+def read_env(session_dir: Path) -> dict[str, Any]:
+    """The session's env capture (env.json); {} when there is none, an "error" entry when it is unreadable."""
+    env_file = session_dir / "env.json"
+    if not env_file.is_file():
+        return {}
+    try:
+        env = json.loads(env_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"error": "env.json unreadable"}
+    return env if isinstance(env, dict) else {"error": "env.json is not an object"}
+
+
+def vllm_version(env: dict[str, Any]) -> str | None:
+    """The vLLM release the env capture found installed (its dist version), None when it found none."""
+    vllm = env.get("vllm") if isinstance(env.get("vllm"), dict) else {}
+    return vllm.get("dist_version") or vllm.get("version")
+
+
 def session_path(results_root: Path, given: str | Path) -> Path:
     """A session as the user names it: a folder path, or a session name under the results root."""
     p = Path(given)

@@ -22,7 +22,15 @@ from workbench.bench import gate, index, paired, plan, report, serve, verdict
 from workbench.bench.budget import Budget
 from workbench.bench.gpu_sampler import sampling
 from workbench.bench.kernels import kernel_env, tp_problem
-from workbench.bench.results import RunResult, collect_run, load_records, read_counts, save_record
+from workbench.bench.results import (
+    RunResult,
+    collect_run,
+    load_records,
+    read_counts,
+    read_env,
+    save_record,
+    vllm_version,
+)
 from workbench.bench.stats import median
 from workbench.errors import WorkbenchError
 from workbench.models import KERNELS_PACKAGE
@@ -116,17 +124,13 @@ def kernels_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def installed_throughput_flags(env_json: Path) -> frozenset[str]:
+def installed_throughput_flags(session_dir: Path) -> frozenset[str]:
     """The throughput flags the env capture found in the installed vLLM; unknown: the fork's release decides."""
-    try:
-        env = json.loads(env_json.read_text())
-    except (OSError, json.JSONDecodeError):
-        env = {}
+    env = read_env(session_dir)
     flags = env.get("vllm_bench_flags")
     if isinstance(flags, dict) and isinstance(flags.get("throughput"), list):
         return frozenset(flags["throughput"])
-    version = (env.get("vllm") or {}).get("dist_version") if isinstance(env.get("vllm"), dict) else None
-    return plan.throughput_flags_for(version)
+    return plan.throughput_flags_for(vllm_version(env))
 
 
 def write_plan(session_dir: Path, spec: plan.BenchSpec, runs: Sequence[plan.PlannedRun | serve.PlannedServeRun],
@@ -159,7 +163,7 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
         write_plan(session_dir, spec, served, runtime.describe())
     else:
         runs = plan.plan_runs(spec, session, places, setup.args, runtime.python, kernels_digest(root),
-                              installed_throughput_flags(session_dir / "env.json"))
+                              installed_throughput_flags(session_dir))
         write_plan(session_dir, spec, runs, runtime.describe())
     prepare_model(runtime, setup, spec.seed)
     budget = Budget(spec.budget_min)
@@ -288,7 +292,7 @@ def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.Bench
 def run_prediction(runtime: Runtime, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup, sink: dict) -> None:
     """What the dispatch table predicts each mode gains (custom_kernels.predict), to judge the measurement by;
     none for a model without a config folder or on a GPU the environment capture did not name."""
-    env = _read_env(session_dir)
+    env = read_env(session_dir)
     gpu = _gpu_name(env)
     if setup.folder is None or gpu == UNKNOWN_GPU:
         return
@@ -365,22 +369,12 @@ def _gpu_name(env: dict[str, Any]) -> str:
     return str(torch_info.get("device") or UNKNOWN_GPU)
 
 
-def _read_env(session_dir: Path) -> dict[str, Any]:
-    env_file = session_dir / "env.json"
-    if not env_file.is_file():
-        return {}
-    try:
-        return json.loads(env_file.read_text())
-    except json.JSONDecodeError:
-        return {"error": "env.json unreadable"}
-
-
 def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dict[str, Any] | None = None,
                       results_root: Path | None = None, aa: bool = False) -> SessionOutcome:
     """Validity, floors and comparison of one session's records; writes summary.json and chart.png (serve mode:
     serve.png) (an A/A session also records its floors in results/floors.json)."""
     meta = {"session": session_dir.name, **(meta or {})}
-    env = meta["env"] = _read_env(session_dir)
+    env = meta["env"] = read_env(session_dir)
     aa = aa or bool(meta.get("spec", {}).get("aa"))
     gate_file = session_dir / plan.GATE / "result.json"
     gate_result = json.loads(gate_file.read_text()) if gate_file.is_file() else None

@@ -12,6 +12,7 @@ from invoke import Collection, task
 
 from workbench import flags, ui
 from workbench.bench import plan as benchplan
+from workbench.bench.results import read_env, vllm_version
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError
 from workbench.runtime import posix
@@ -40,17 +41,6 @@ def _session_dir(settings, session: str) -> Path:
         raise WorkbenchError(f"unknown session {session!r} (no plan.json under {path}): name a folder that "
                              "`invoke bench` wrote under results/, e.g. results/20261130-053508-llama-3-8b")
     return path
-
-
-def _vllm_version(session_dir: Path | None) -> str | None:
-    if session_dir is None:
-        return None
-    try:
-        env = json.loads((session_dir / "env.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    vllm = env.get("vllm") if isinstance(env.get("vllm"), dict) else {}
-    return vllm.get("dist_version") or vllm.get("version")
 
 
 def _visible(settings, runtime, host: Path) -> str:
@@ -84,7 +74,7 @@ def _workload(settings, runtime, arm, session, model, batch_size, output_len, ea
         folder = posix(places.results, "profile", f"{stamp}-{benchplan.model_slug(spec.model)}")
     work = capture.workload(spec, arm, places, folder, setup.args, python, settings.root, eager=eager,
                             from_start=from_start, kernels_digest=bench_session.kernels_digest(settings.root),
-                            vllm_version=_vllm_version(session_dir))
+                            vllm_version=vllm_version(read_env(session_dir)) if session_dir else None)
     return work, where, setup, spec
 
 
