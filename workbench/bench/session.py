@@ -147,6 +147,7 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
                 on_start: StartFn | None = None, on_done: DoneFn | None = None, quiet: bool = True,
                 sample_gpu: bool = True) -> SessionOutcome:
     """Run every planned run in order, save each run's record, then judge and summarize the session."""
+    budget = Budget(spec.budget_min)  # the job's clock: the env capture and the model folder count too
     places = runtime.places
     results_root = runtime.to_host(places.results)
     session_dir = results_root / session
@@ -166,7 +167,6 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
                               installed_throughput_flags(session_dir))
         write_plan(session_dir, spec, runs, runtime.describe())
     prepare_model(runtime, setup, spec.seed)
-    budget = Budget(spec.budget_min)
     if spec.mode == plan.SERVE:
         records = run_serve(runtime, session_dir, served, sink, on_start, on_done, sample_gpu, budget)
     elif spec.driver == "paired":
