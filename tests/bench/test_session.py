@@ -524,6 +524,49 @@ def test_a_budgeted_session_judges_the_next_round_by_warm_engine_starts():
     assert next_round_s(80.0, {}) == 80.0
 
 
+def _affinity_of_a_child(queue) -> None:
+    queue.put(sorted(os.sched_getaffinity(0)))
+
+
+def test_pinned_cpus_are_what_an_engine_started_meanwhile_keeps():
+    import multiprocessing
+
+    from workbench.guest.engine_ab import cpu_sets, pinned
+
+    sets = cpu_sets(["baseline", "control", "custom"], set(range(16)))
+    assert sets == {"front": [0, 1, 2, 3], "baseline": [4, 5, 6, 7], "control": [8, 9, 10, 11],
+                    "custom": [12, 13, 14, 15]}
+    assert cpu_sets(["baseline", "control", "custom"], {0, 1, 2}) is None  # fewer CPUs than shares
+    # A real child started inside the block (as vLLM starts an engine core) runs on the block's CPUs for life;
+    # this process gets its own back.
+    before = os.sched_getaffinity(0)
+    last = max(before)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    with pinned([last]):
+        child = ctx.Process(target=_affinity_of_a_child, args=(queue,))
+        child.start()
+    assert queue.get(timeout=60) == [last]
+    child.join(timeout=60)
+    assert os.sched_getaffinity(0) == before
+
+
+def test_pin_cpus_with_too_few_cpus_is_one_line(monkeypatch, tmp_path, capsys):
+    from workbench.guest import engine_ab
+
+    monkeypatch.setattr(engine_ab.os, "sched_getaffinity", lambda pid: {0, 1})
+    arms = json.dumps({"baseline": {}, "control": {}, "custom": {}})
+    rc = engine_ab.main(["--model", str(tmp_path), "--mode", "latency", "--arms", arms, "--pin-cpus",
+                         "--out", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("error: --pin-cpus needs 4 CPUs") and "may use 2" in err[0]
+    with pytest.raises(WorkbenchError, match="add --driver paired"):
+        plan.validate_spec(plan.BenchSpec(pin_cpus=True))
+    done = _invoke("bench", "--runtime", "host", "--driver", "paired", "--pin-cpus", "--dry-run")
+    assert done.returncode == 0 and " --pin-cpus " in done.stdout, done.stderr  # the flag reaches the driver
+
+
 def test_a_custom_run_whose_layers_all_fell_back_says_so():
     from workbench.bench import verdict
     from workbench.bench.results import RunResult

@@ -54,7 +54,8 @@ def command(spec: BenchSpec, mode: str, session: str, places: Places, model: Mod
             "--iters", str(spec.iters), "--warmup", str(spec.warmup_iters), "--batch-size", str(spec.batch_size),
             "--num-prompts", str(spec.num_prompts), "--input-len", str(spec.input_len),
             "--output-len", str(spec.output_len), "--seed", str(spec.seed), "--tp", str(spec.tp),
-            *(["--stop-after-s", f"{spec.budget_min * 60:g}"] if spec.budget_min else []), "--out", out]
+            *(["--stop-after-s", f"{spec.budget_min * 60:g}"] if spec.budget_min else []),
+            *(["--pin-cpus"] if spec.pin_cpus else []), "--out", out]
     env = {COUNTS_ENV: posix(runs, f"paired-{mode}.frontend.counts-{{pid}}.json")}
     return hooked_command(argv, posix(places.guest, HOOK), log), env, out, log
 

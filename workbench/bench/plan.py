@@ -72,6 +72,7 @@ class BenchSpec:
     # paired: start no round that would end past this many minutes of the driver (0: no limit), so a job
     # under a time limit (a Slurm allocation, a timed call) keeps whole rounds instead of losing them all.
     budget_min: float = 0.0
+    pin_cpus: bool = False  # paired: each arm's engine on CPUs of its own (workbench/guest/engine_ab.py)
     gate_prompts: int = 16
     gate_tokens: int = 32
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
@@ -128,6 +129,8 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
         raise WorkbenchError(f"--weights {spec.weights!r} is not one of {', '.join(WEIGHTS)}")
     if spec.driver not in DRIVERS:
         raise WorkbenchError(f"--driver {spec.driver!r} is not one of {', '.join(DRIVERS)}")
+    if spec.pin_cpus and spec.driver != "paired":
+        raise WorkbenchError("--pin-cpus places the paired driver's engines on CPUs of their own: add --driver paired")
     if spec.driver == "paired" and spec.extra:
         raise WorkbenchError("--extra passes `vllm bench` flags, which the paired driver does not run: drop it, or "
                              "use --driver cli")

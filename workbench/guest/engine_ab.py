@@ -22,6 +22,7 @@ The output file is rewritten after every round, so a run stopped by a time limit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -55,6 +56,32 @@ def start_engine(args: argparse.Namespace, env: dict[str, str], extra: dict | No
     if args.load_format:
         kwargs["load_format"] = args.load_format
     return LLM(**kwargs, **(extra or {}))
+
+
+def cpu_sets(names: list[str], available: set[int]) -> dict[str, list[int]] | None:
+    """Disjoint CPU sets: the first share for this front end, one share per arm's engine; None when there are fewer
+    CPUs than that. Engines that share cores (with each other, or with the front end busy-waiting for outputs)
+    take each other's time slices; a CPU-bound engine runs as fast as the cores it gets."""
+    cpus = sorted(available)
+    share = len(cpus) // (len(names) + 1)
+    if share < 1:
+        return None
+    return {"front": cpus[:share], **{n: cpus[(i + 1) * share:(i + 2) * share] for i, n in enumerate(names)}}
+
+
+@contextlib.contextmanager
+def pinned(cpus: list[int] | None):
+    """This process on ``cpus`` while the block runs: processes it starts meanwhile (an engine core, its workers)
+    keep that affinity for life. None: no change."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def stop_engine(engine) -> None:
@@ -150,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-after-s", type=float, default=0.0,
                         help="start no round that would end past this many seconds (judged by the last round with "
                              "every engine starting as fast as its fastest one, +10%%)")
+    parser.add_argument("--pin-cpus", action="store_true",
+                        help="each arm's engine (engine core and workers) on CPUs of its own, this process on others")
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile-dir", help="after the timed rounds, one profiled generate per arm (torch "
                                               "profiler traces in DIR/<arm>/, engine_profile.py)")
@@ -160,10 +189,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tp {args.tp} needs {args.tp} GPUs, this process sees {gpus}: lower --tp, or widen "
               "CUDA_VISIBLE_DEVICES / run on a host with that many GPUs", file=sys.stderr)
         return 2
-    from vllm import SamplingParams
-
     arms: dict[str, dict[str, str]] = json.loads(args.arms)
     names = list(arms)
+    sets = cpu_sets(names, os.sched_getaffinity(0)) if args.pin_cpus else None
+    if args.pin_cpus and sets is None:
+        print(f"error: --pin-cpus needs {len(names) + 1} CPUs (one share per engine and one for this process), this "
+              f"process may use {len(os.sched_getaffinity(0))}: drop --pin-cpus, or run where more CPUs are free",
+              file=sys.stderr)
+        return 2
+    if sets is not None:
+        os.sched_setaffinity(0, sets["front"])
+        print(f"CPU sets: {sets}", flush=True)
+    from vllm import SamplingParams
+
     if args.gpu_memory_utilization is None:
         args.gpu_memory_utilization = round(0.84 / len(names), 3)
     with open(os.path.join(args.model, "config.json")) as fh:
@@ -172,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = prompts(count, args.input_len, min(vocab, 10000), args.seed)
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=args.output_len)
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
-              "input_len": args.input_len, "output_len": args.output_len, "rounds": []}
+              "input_len": args.input_len, "output_len": args.output_len, "cpu_sets": sets, "rounds": []}
     began, upcoming = time.perf_counter(), 0.0
     free_at_start = free_gpu_bytes(args.tp)
     slack = 2 << 30  # what other processes may take meanwhile (per GPU)
@@ -188,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         engines, started = {}, {}
         for name in order:
             t0 = time.perf_counter()
-            engines[name] = start_engine(args, {k.replace("{round}", str(r)): v.replace("{round}", str(r))
-                                                for k, v in arms[name].items()})
+            with pinned(sets[name] if sets else None):
+                engines[name] = start_engine(args, {k.replace("{round}", str(r)): v.replace("{round}", str(r))
+                                                    for k, v in arms[name].items()})
             started[name] = round(time.perf_counter() - t0, 1)
             print(f"round {r}: {name} engine up in {started[name]} s", flush=True)
         for _ in range(args.warmup):

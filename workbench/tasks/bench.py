@@ -42,6 +42,8 @@ AB_HELP = {
     "concurrencies": "serve: the load points as max concurrencies, all requests sent at once (default 1,8,32)",
     "port": "serve: the server's port (default: a free one); a port in use is an error",
     "server_timeout": "serve: seconds to wait for the server's /health before giving up (default 600)",
+    "pin_cpus": "paired: each arm's engine (engine core and workers) on CPUs of its own, the driver on others "
+                "(needs arms + 1 shares of the CPUs it may use)",
     "point_timeout": "serve: seconds one load point may run before the server is taken to hang and the run stops "
                      "(default 1800)",
     "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
@@ -80,9 +82,9 @@ def _print_setup(console, setup, places, session: str, python: str) -> None:
 @task(help=AB_HELP, auto_shortflags=False, default=True)
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
-       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, request_rates=None,
-       concurrencies=None, port=None, server_timeout=None, point_timeout=None, runtime=None, verbose=False,
-       dry_run=False):
+       gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, pin_cpus=False,
+       request_rates=None, concurrencies=None, port=None, server_timeout=None, point_timeout=None, runtime=None,
+       verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -94,7 +96,7 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         warmup_iters=_int("--warmup-iters", warmup_iters, d.warmup_iters, 0), tp=_int("--tp", tp, d.tp, 1),
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
         weights=weights, gate=gate, driver=driver,
-        budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0,
+        budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0, pin_cpus=bool(pin_cpus),
         request_rates=serve.parse_rates(request_rates), concurrencies=serve.parse_concurrencies(concurrencies),
         port=_int("--port", port, d.port, 0),
         server_timeout_s=flags.real("--server-timeout", server_timeout, above=0, example="900") or d.server_timeout_s,

@@ -84,6 +84,8 @@ def snapshot() -> dict[str, Any]:
         "kernel_counts": kernels,
         "routing": dict(getattr(mod, "ROUTING", {}) or {}) if mod else {},
         "parallel": parallel_rank(),
+        # Which CPUs the process may run on (the paired driver's --pin-cpus gives each engine its own).
+        "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
 
 
