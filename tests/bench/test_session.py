@@ -492,9 +492,9 @@ def test_bench_summary_judges_a_session_cut_short_again(host, tiny, tmp_path):
     results_root = tmp_path / "results"
     session.run_session(host, ROOT, "S", plan.BenchSpec(model=tiny, repeats=2, iters=2, gate=False), sample_gpu=False)
     out = results_root / "S"
-    # What a job killed by its time limit leaves: three of four runs, no summary, not in the index.
+    # What a job killed by its time limit leaves: three of four runs, a cut-off summary, not in the index.
     (out / "runs" / "latency-baseline-r1.record.json").unlink()
-    (out / "summary.json").unlink()
+    (out / "summary.json").write_text('{"valid": tr')  # a summary the kill cut off mid-write
     (results_root / "index.jsonl").unlink()
     env = {"INVOKE_WORKBENCH_RESULTS": str(results_root)}
     done = _invoke("bench.summary", "S", env=env)

@@ -26,8 +26,11 @@ def resummarize(session_dir: Path, results_root: Path) -> SessionOutcome:
     records = load_records(session_dir)
     if not records:
         raise WorkbenchError(f"{session_dir.name} has no finished run in runs/: nothing to judge")
-    old_summary = session_dir / "summary.json"
-    old = json.loads(old_summary.read_text()) if old_summary.is_file() else {}
+    try:  # an earlier summary only lends the weights it recorded; a damaged one is rewritten below
+        old = json.loads((session_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    old = old if isinstance(old, dict) else {}
     spec = saved.get("spec") or {}
     meta = {"spec": spec, "runtime": saved.get("runtime"), "model_weights": old.get("model_weights")}
     planned = sum(len(r.get("points") or [None]) for r in saved.get("runs") or [])
