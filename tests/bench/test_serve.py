@@ -84,6 +84,8 @@ def test_server_and_client_argv():
     (plan.BenchSpec(mode="serve", port=70000), "--port 70000"),
     (plan.BenchSpec(mode="latency", concurrencies=(8,)), "add --mode serve"),
     (plan.BenchSpec(mode="serve", extra=("--port", "9")), "must not set --port"),
+    (plan.BenchSpec(admission="whole"), "add --driver paired"),
+    (plan.BenchSpec(driver="paired", admission="all"), "--admission 'all' is not one of whole, stream"),
 ])
 def test_bad_serve_requests_are_refused(spec, message):
     with pytest.raises(WorkbenchError, match=message):

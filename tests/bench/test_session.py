@@ -426,10 +426,15 @@ def test_proxy_dry_run_prints_the_command():
 # --- the paired driver ------------------------------------------------------------------------------
 
 @pytest.mark.vllm_source
-def test_paired_session_interleaves_every_arms_engines(host, tiny, tmp_path):
+def test_paired_session_interleaves_every_arms_engines(host, tiny, tmp_path, monkeypatch):
+    steps = tmp_path / "first-steps.log"
+    monkeypatch.setenv("STANDIN_STEP_LOG", str(steps))
     spec = plan.BenchSpec(model=tiny, driver="paired", repeats=2, iters=4, warmup_iters=1, mode="both",
-                          num_prompts=3, batch_size=2, input_len=4, output_len=3, gate=False)
+                          num_prompts=3, batch_size=2, input_len=4, output_len=3, gate=False, admission="whole")
     outcome = session.run_session(host, ROOT, "P", spec, sample_gpu=False)
+    # Every generate, warm-up and timed, of every arm reached the engine as one batch (the scheduler held back
+    # until all of it was added): 2 per latency step, 3 per throughput step, never a part.
+    assert sorted(set(steps.read_text().split())) == ["2", "3"]
     assert outcome.validity.valid, outcome.validity.reasons
     # One record per round and arm, each with its own engine's counters: the custom engines routed, the
     # baseline and control engines did not.
@@ -447,6 +452,25 @@ def test_paired_session_interleaves_every_arms_engines(host, tiny, tmp_path):
     data = json.loads((tmp_path / "results" / "P" / "runs" / "paired-latency.json").read_text())
     assert [r["start_order"] for r in data["rounds"]] == [["baseline", "control", "custom"],
                                                           ["custom", "control", "baseline"]]
+    assert lat["admission"] == "whole" and "admission_refused" not in lat
+
+
+@pytest.mark.vllm_source
+def test_an_engine_that_cannot_hold_a_batch_back_streams_every_arm_and_says_so(host, tiny, tmp_path, monkeypatch):
+    """A release whose engine core has no pause_scheduler: LLM.generate's request-by-request arrival for every
+    arm (never whole batches for one arm and streamed ones for another), and the summary says why."""
+    steps = tmp_path / "first-steps.log"
+    monkeypatch.setenv("STANDIN_STEP_LOG", str(steps))
+    monkeypatch.setenv("STANDIN_NO_PAUSE", "1")
+    spec = plan.BenchSpec(model=tiny, driver="paired", repeats=1, iters=2, warmup_iters=0, batch_size=3,
+                          input_len=4, output_len=2, gate=False, admission="whole")
+    outcome = session.run_session(host, ROOT, "S", spec, sample_gpu=False)
+    assert outcome.validity.valid, outcome.validity.reasons
+    assert steps.read_text().split() == ["1"] * (3 * 3 * 2)  # 3 requests x 3 arms x 2 iterations, one by one
+    lat = json.loads(outcome.summary_path.read_text())["paired"]["latency"]
+    assert lat["admission"] == "stream"
+    assert lat["admission_refused"].startswith("baseline: its engine core cannot pause the scheduler (Call to "
+                                               "pause_scheduler method failed")
 
 
 @pytest.mark.vllm_source
@@ -457,7 +481,8 @@ def test_paired_session_under_a_time_budget_keeps_its_whole_rounds(host, tiny):
     # The budget ran out after the first round: that round of every arm is kept and judged, no more started.
     assert sorted(r.run_id for r in outcome.records) == [f"latency-{a}-r0" for a in ("baseline", "control", "custom")]
     assert outcome.validity.valid, outcome.validity.reasons
-    assert json.loads(outcome.summary_path.read_text())["paired"]["latency"]["rounds"] == 1
+    latency = json.loads(outcome.summary_path.read_text())["paired"]["latency"]
+    assert latency["rounds"] == 1 and latency["admission"] == "stream"  # the default: as `vllm bench` has it
 
 
 def test_a_budget_judges_the_next_run_by_the_last_run_of_its_arm():

@@ -191,10 +191,29 @@ def _tp_worker(rank: int, tp: int, init: str, conn, model: str, seed: int) -> No
 
 
 class _EngineCoreClient:
-    """What vLLM 0.24's LLMEngine holds as ``engine_core``: the only owner of a shutdown()."""
+    """What vLLM 0.24's LLMEngine holds as ``engine_core``: the only owner of a shutdown(), and the utilities
+    the paired driver calls (pause_scheduler "keep" / resume_scheduler). STANDIN_NO_PAUSE=1: an engine core
+    without them, which answers as vLLM's client raises for an unknown utility."""
 
     def __init__(self, conn, proc, share: float):
         self._conn, self._proc, self.share = conn, proc, share
+        self.paused = False
+        self.on_resume = None  # the front end's flush of what was enqueued while paused
+
+    def call_utility(self, method: str, *args):
+        if method in ("pause_scheduler", "resume_scheduler") and os.environ.get("STANDIN_NO_PAUSE") == "1":
+            raise Exception(f"Call to {method} method failed: 'EngineCoreProc' object has no attribute '{method}'")
+        if method == "pause_scheduler":
+            if args[:1] != ("keep",):
+                raise ValueError(f"stand-in: pause mode {args[:1]} would abort or drain; the driver asks for keep")
+            self.paused = True
+            return None
+        if method == "resume_scheduler":
+            self.paused = False
+            if self.on_resume:
+                self.on_resume()
+            return None
+        raise Exception(f"Call to {method} method failed: unknown in the stand-in")
 
     def shutdown(self) -> None:
         if self._proc.is_alive():
@@ -225,18 +244,46 @@ class LLM:
         from types import SimpleNamespace
 
         self.llm_engine = SimpleNamespace(engine_core=client)  # no LLMEngine.shutdown(), as in vLLM 0.24
+        self._client, self._queued, self._sent = client, [], 0
+        client.on_resume = self._flush
         import atexit
 
         atexit.register(client.shutdown)  # like vLLM: the engine process ends with its owner, counters dumped
 
     def generate(self, prompts, params, use_tqdm=False):
+        # Like LLM.generate, requests reach the engine one by one and its first step takes those that arrived:
+        # in the stand-in, every request its own step group.
+        for prompt in prompts:
+            self.enqueue([prompt], params)
+        return self.wait_for_completion()
+
+    def enqueue(self, prompts, params, use_tqdm=False):
+        """LLM.enqueue: add requests without waiting; while the scheduler is paused they queue, and resuming
+        sends them to the engine as one step group."""
+        self._queued.append(([p["prompt_token_ids"] for p in prompts], params.max_tokens, max(1, params.logprobs)))
+        if not self._client.paused:
+            self._flush()
+
+    def _flush(self):
+        if not self._queued:
+            return
+        prompts = [p for job in self._queued for p in job[0]]
+        self._conn.send((prompts, self._queued[0][1], self._queued[0][2]))
+        self._sent += 1
+        if log := os.environ.get("STANDIN_STEP_LOG"):  # how many requests each first step held
+            with open(log, "a") as fh:
+                fh.write(f"{len(prompts)}\n")
+        self._queued = []
+
+    def wait_for_completion(self, use_tqdm=False):
         from types import SimpleNamespace
 
-        self._conn.send(([p["prompt_token_ids"] for p in prompts], params.max_tokens, max(1, params.logprobs)))
         results = []
-        for tokens, lps in self._conn.recv():
-            positions = [{t: SimpleNamespace(logprob=v) for t, v in pos.items()} for pos in lps]
-            results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=positions)]))
+        for _ in range(self._sent):
+            for tokens, lps in self._conn.recv():
+                positions = [{t: SimpleNamespace(logprob=v) for t, v in pos.items()} for pos in lps]
+                results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=positions)]))
+        self._sent = 0
         return results
 
 

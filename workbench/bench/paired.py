@@ -55,7 +55,7 @@ def command(spec: BenchSpec, mode: str, session: str, places: Places, model: Mod
             "--num-prompts", str(spec.num_prompts), "--input-len", str(spec.input_len),
             "--output-len", str(spec.output_len), "--seed", str(spec.seed), "--tp", str(spec.tp),
             *(["--stop-after-s", f"{spec.budget_min * 60:g}"] if spec.budget_min else []),
-            *(["--pin-cpus"] if spec.pin_cpus else []), "--out", out]
+            *(["--pin-cpus"] if spec.pin_cpus else []), "--admission", spec.admission, "--out", out]
     env = {COUNTS_ENV: posix(runs, f"paired-{mode}.frontend.counts-{{pid}}.json")}
     return hooked_command(argv, posix(places.guest, HOOK), log), env, out, log
 
@@ -90,6 +90,19 @@ def records(data: dict[str, Any], mode: str, to_host: Callable[[str], Path], cou
                 returncode=returncode, started=started, seconds=float(rnd.get("engine_start_s", {}).get(arm, 0.0)),
                 argv=argv, env=env, metrics=metrics, counts=read_counts(files) if files else None, samples=times))
     return out
+
+
+def admission(runs: Path, mode: str) -> dict[str, str]:
+    """How the paired run of ``mode`` handed its batches to the engines (engine_ab.py --admission): what it
+    asked for became ``admission``, unless an engine could not (``admission_refused``, why). A run from before the
+    option streamed, as LLM.generate does."""
+    path = runs / f"paired-{mode}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(data.get(k, "stream" if k == "admission" else "")) for k in ("admission", "admission_refused")
+            if k == "admission" or data.get(k)}
 
 
 def ratio_interval(rounds: Sequence[tuple[Sequence[float], Sequence[float]]], resamples: int = 2000,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
+from workbench.guest.engine_ab import ADMISSIONS
 from workbench.runtime import Places, posix
 
 ARMS = ("baseline", "custom")
@@ -73,6 +74,10 @@ class BenchSpec:
     # under a time limit (a Slurm allocation, a timed call) keeps whole rounds instead of losing them all.
     budget_min: float = 0.0
     pin_cpus: bool = False  # paired: each arm's engine on CPUs of its own (workbench/guest/engine_ab.py)
+    # paired: "stream" hands each timed generate's batch to the engine as LLM.generate and `vllm bench` do, "whole"
+    # to the scheduler at once (workbench/guest/engine_ab.py whole_batch_refusal says why). Stream stays the default
+    # until an A/A on the GPU shows what whole does to the spread.
+    admission: str = "stream"
     gate_prompts: int = 16
     gate_tokens: int = 32
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
@@ -131,6 +136,11 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
         raise WorkbenchError(f"--driver {spec.driver!r} is not one of {', '.join(DRIVERS)}")
     if spec.pin_cpus and spec.driver != "paired":
         raise WorkbenchError("--pin-cpus places the paired driver's engines on CPUs of their own: add --driver paired")
+    if spec.admission not in ADMISSIONS:
+        raise WorkbenchError(f"--admission {spec.admission!r} is not one of {', '.join(ADMISSIONS)}")
+    if spec.admission != BenchSpec.admission and spec.driver != "paired":
+        raise WorkbenchError("--admission sets how the paired driver hands a batch to the engine (`vllm bench` "
+                             "streams it): add --driver paired, or drop --admission")
     if spec.driver == "paired" and spec.extra:
         raise WorkbenchError("--extra passes `vllm bench` flags, which the paired driver does not run: drop it, or "
                              "use --driver cli")

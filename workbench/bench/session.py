@@ -399,6 +399,8 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
         paired_floors = {mode: 0.0 if aa else verdict.floor_for(floors, gpu, model, mode, "paired")[0]
                          for mode in plan.MODES}
         paired_stats = paired.analyse(records, paired_floors)
+        for mode, row in paired_stats.items():
+            row.update(paired.admission(session_dir / "runs", mode))
     floors_path = None
     if aa and validity.valid and rows and results_root is not None:
         floors_path = verdict.record_floors(results_root, gpu, model, session_dir.name, rows, paired_stats)

@@ -84,6 +84,53 @@ def pinned(cpus: list[int] | None):
         os.sched_setaffinity(0, before)
 
 
+ADMISSIONS = ("whole", "stream")
+
+
+def whole_batch_refusal(engine) -> str | None:
+    """Why this engine cannot take a batch whole (None: it can). Whole: the engine core's scheduler is paused
+    ("keep": requests added meanwhile wait, no step runs) while ``LLM.enqueue`` adds the batch, then resumed, so
+    its first step schedules every request. ``LLM.generate`` (what `vllm bench` calls) adds the requests one by
+    one while the engine core already steps: the first step takes whichever requests have arrived. On the H200
+    two profiled Llama-3-8B generates of the same batch of 8 prefilled 6 then 2 requests, and 4 then 4; which
+    split an iteration gets depends on CPU timing, and every later step differs with it."""
+    llm_engine = getattr(engine, "llm_engine", None)
+    core = getattr(llm_engine, "engine_core", None)
+    if not all(callable(getattr(owner, name, None)) for owner, name in
+               ((core, "call_utility"), (engine, "enqueue"), (engine, "wait_for_completion"))):
+        return "this vLLM's LLM has no enqueue/wait_for_completion or engine-core call_utility"
+    try:
+        core.call_utility("pause_scheduler", "keep", False)
+        core.call_utility("resume_scheduler")
+    except Exception as exc:  # the engine core answers an unknown utility with an error, raised here
+        return f"its engine core cannot pause the scheduler ({str(exc).splitlines()[0][:160]})"
+    return None
+
+
+def generate_whole(engine, batch: list, params) -> list:
+    """One generate of ``batch`` whose first engine step sees every request (``whole_batch_refusal``)."""
+    core = engine.llm_engine.engine_core
+    core.call_utility("pause_scheduler", "keep", False)
+    try:
+        engine.enqueue(batch, params, use_tqdm=False)
+    finally:
+        core.call_utility("resume_scheduler")
+    return engine.wait_for_completion(use_tqdm=False)
+
+
+def generator(engine, admission: str):
+    """The timed call for this engine: ``(generate, admission actually used, why not whole)``."""
+    def stream(batch, params):
+        return engine.generate(batch, params, use_tqdm=False)
+
+    if admission != "whole":
+        return stream, "stream", None
+    refusal = whole_batch_refusal(engine)
+    if refusal is not None:
+        return stream, "stream", refusal
+    return (lambda batch, params: generate_whole(engine, batch, params)), "whole", None
+
+
 def stop_engine(engine) -> None:
     """End an engine's engine-core process now (vLLM 0.24's LLMEngine has no shutdown(); its client has)."""
     llm_engine = getattr(engine, "llm_engine", None)
@@ -179,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                              "every engine starting as fast as its fastest one, +10%%)")
     parser.add_argument("--pin-cpus", action="store_true",
                         help="each arm's engine (engine core and workers) on CPUs of its own, this process on others")
+    parser.add_argument("--admission", choices=ADMISSIONS, default="stream",
+                        help="stream (default): LLM.generate's request-by-request arrival, as `vllm bench` has it "
+                             "(the first step takes whichever requests have arrived); whole: each timed generate's "
+                             "batch reaches the scheduler at once, so every iteration steps the same batches")
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile-dir", help="after the timed rounds, one profiled generate per arm (torch "
                                               "profiler traces in DIR/<arm>/, engine_profile.py)")
@@ -210,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = prompts(count, args.input_len, min(vocab, 10000), args.seed)
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=args.output_len)
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
-              "input_len": args.input_len, "output_len": args.output_len, "cpu_sets": sets, "rounds": []}
+              "input_len": args.input_len, "output_len": args.output_len, "cpu_sets": sets,
+              "admission": args.admission, "rounds": []}
     began, upcoming = time.perf_counter(), 0.0
     free_at_start = free_gpu_bytes(args.tp)
     slack = 2 << 30  # what other processes may take meanwhile (per GPU)
@@ -231,14 +283,22 @@ def main(argv: list[str] | None = None) -> int:
                                                     for k, v in arms[name].items()})
             started[name] = round(time.perf_counter() - t0, 1)
             print(f"round {r}: {name} engine up in {started[name]} s", flush=True)
+        # Every arm is timed the same way: one engine that cannot take a batch whole makes every arm stream.
+        chosen = {name: generator(engines[name], result["admission"]) for name in names}
+        refused = {name: why for name, (_, _, why) in chosen.items() if why}
+        if refused:
+            result["admission"] = "stream"
+            result["admission_refused"] = "; ".join(f"{n}: {why}" for n, why in refused.items())
+            print(f"round {r}: batches arrive request by request: {result['admission_refused']}", flush=True)
+        generate = {name: chosen[name][0] if not refused else generator(engines[name], "stream")[0] for name in names}
         for _ in range(args.warmup):
             for name in names:
-                engines[name].generate(batch, params, use_tqdm=False)
+                generate[name](batch, params)
         times: dict[str, list[float]] = {n: [] for n in names}
         for i in range(args.iters):
             for name in (names if i % 2 == 0 else list(reversed(names))):  # ABBA across iterations
                 t0 = time.perf_counter()
-                engines[name].generate(batch, params, use_tqdm=False)
+                generate[name](batch, params)
                 times[name].append(time.perf_counter() - t0)
         summary = {n: round(sorted(v)[len(v) // 2], 5) for n, v in times.items()}
         print(f"round {r}: median seconds per iteration {summary}", flush=True)
@@ -258,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine_profile import profile_arms
 
         profile_arms(args, arms, batch, params, args.profile_dir, start_engine, stop_engine,
+                     lambda engine: generator(engine, result["admission"])[0],
                      lambda: wait_for_memory(None if free_at_start is None else free_at_start - slack))
     return 0
 

@@ -26,10 +26,12 @@ def profiler_config(trace_dir: str) -> dict:
 
 
 def profile_arms(args, arms: dict[str, dict[str, str]], batch: list, params, out_dir: str,
-                 start_engine, stop_engine, settle=None) -> dict[str, dict]:
+                 start_engine, stop_engine, generator=None, settle=None) -> dict[str, dict]:
     """Profile one generate of each arm with ``start_engine(args, env, extra_kwargs)``; returns per arm the
-    trace folder and the seconds the profiled generate took (profiled: not a timing). ``settle()`` waits after
-    each engine stops until its GPU memory is back, before the next engine asks for its share."""
+    trace folder and the seconds the profiled generate took (profiled: not a timing). ``generator(engine)``
+    gives the generate call the timed rounds used (the same batch admission); default ``LLM.generate``.
+    ``settle()`` waits after each engine stops until its GPU memory is back, before the next engine asks for
+    its share."""
     done: dict[str, dict] = {}
     for arm in (a for a in ARMS if a in arms):
         trace_dir = os.path.abspath(os.path.join(out_dir, arm))
@@ -37,10 +39,12 @@ def profile_arms(args, arms: dict[str, dict[str, str]], batch: list, params, out
         env = {k.replace("{round}", "profile"): v.replace("{round}", "profile") for k, v in arms[arm].items()}
         engine = start_engine(args, env, {"profiler_config": profiler_config(trace_dir)})
         try:
-            engine.generate(batch, params, use_tqdm=False)  # warm-up: first-call costs stay out of the trace
+            generate = generator(engine) if generator else (
+                lambda b, p, e=engine: e.generate(b, p, use_tqdm=False))
+            generate(batch, params)  # warm-up: first-call costs stay out of the trace
             engine.start_profile()
             t0 = time.perf_counter()
-            engine.generate(batch, params, use_tqdm=False)
+            generate(batch, params)
             seconds = time.perf_counter() - t0
             engine.stop_profile()
         finally:

@@ -44,6 +44,8 @@ AB_HELP = {
     "server_timeout": "serve: seconds to wait for the server's /health before giving up (default 600)",
     "pin_cpus": "paired: each arm's engine (engine core and workers) on CPUs of its own, the driver on others "
                 "(needs arms + 1 shares of the CPUs it may use)",
+    "admission": "paired: stream (default: request by request, as `vllm bench` and LLM.generate) or whole (each "
+                 "timed batch reaches the scheduler at once, so every iteration steps the same batches)",
     "point_timeout": "serve: seconds one load point may run before the server is taken to hang and the run stops "
                      "(default 1800)",
     "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
@@ -83,8 +85,8 @@ def _print_setup(console, setup, places, session: str, python: str) -> None:
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
        gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, pin_cpus=False,
-       request_rates=None, concurrencies=None, port=None, server_timeout=None, point_timeout=None, runtime=None,
-       verbose=False, dry_run=False):
+       admission="stream", request_rates=None, concurrencies=None, port=None, server_timeout=None, point_timeout=None,
+       runtime=None, verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -97,7 +99,8 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
         weights=weights, gate=gate, driver=driver,
         budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0, pin_cpus=bool(pin_cpus),
-        request_rates=serve.parse_rates(request_rates), concurrencies=serve.parse_concurrencies(concurrencies),
+        admission=admission, request_rates=serve.parse_rates(request_rates),
+        concurrencies=serve.parse_concurrencies(concurrencies),
         port=_int("--port", port, d.port, 0),
         server_timeout_s=flags.real("--server-timeout", server_timeout, above=0, example="900") or d.server_timeout_s,
         point_timeout_s=flags.real("--point-timeout", point_timeout, above=0, example="3600") or d.point_timeout_s))
@@ -234,7 +237,10 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
     for mode, p in (summary.get("paired") or {}).items():
         console.print(f"{mode} (paired): time custom/baseline {p['time_ratio']:.4f} [{p['ci95'][0]:.4f}–"
                       f"{p['ci95'][1]:.4f}] over {p['rounds']} rounds, per round {p['round_ratios']}, floor "
-                      f"{p['floor_pct']:.1f}%: {p['verdict']}")
+                      f"{p['floor_pct']:.1f}%: {p['verdict']} (batches {p.get('admission', 'stream')})")
+        if p.get("admission_refused"):
+            console.print(f"[yellow]{mode} (paired): asked for whole batches, got request-by-request arrival: "
+                          f"{p['admission_refused']}[/]")
         c = p.get("control")
         if c:
             console.print(f"{mode} (paired): A/A in the same rounds, control/baseline {c['time_ratio']:.4f} "
