@@ -156,3 +156,33 @@ def test_cuda_kernels_are_attributed_to_the_op_that_launched_them(tmp_path):
 def test_no_traces_is_one_line():
     with pytest.raises(WorkbenchError, match="no trace files for the custom arm"):
         attribution.arm_profile("custom", [], None, "cuda")
+
+
+def _rank_trace(path: Path, gemm_us: float, allreduce_us: float) -> Path:
+    """One rank's decode step at TP=2: a GEMM, vLLM's custom all-reduce and an NCCL all-reduce (graph replays)."""
+    gpu = {"ph": "X", "pid": 0, "tid": 7, "cat": "kernel"}
+    events = [{**gpu, "name": "nvjet_sm90_tst_64x8_64x16_2x1_v_bz_TNT", "ts": 0, "dur": gemm_us},
+              {**gpu, "name": "void vllm::cross_device_reduce_1stage<__nv_bfloat16, 2>(vllm::RankData*, "
+                              "vllm::RankSignals, vllm::Signal*, __nv_bfloat16*, int, int)", "ts": 50,
+               "dur": allreduce_us / 2},
+              {**gpu, "name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)",
+               "ts": 100, "dur": allreduce_us / 2}]
+    path.write_text(json.dumps({"traceEvents": events}))
+    return path
+
+
+def test_collectives_are_shown_but_not_summed_and_ranks_share_the_delta(tmp_path):
+    """A collective's kernel waits for the slowest rank: its time is the other ranks' lateness. Here the baseline's
+    ranks waited 90 µs longer in their all-reduces while their GEMMs took what the custom arm's took plus 1 µs each:
+    the summed delta is the GEMMs' -2 µs over two ranks, -1 µs of one rank's 100 µs step."""
+    index = build_index(None, custom=ROOT / KERNELS_PACKAGE)
+    arms = {arm: attribution.arm_profile(arm, [_rank_trace(tmp_path / f"{arm}-rank{r}.pt.trace.json", gemm, wait)
+                                               for r in (0, 1)], index, "cuda")
+            for arm, gemm, wait in (("baseline", 11.0, 60.0), ("custom", 10.0, 15.0))}
+    assert arms["baseline"].ranks == 2 and arms["baseline"].gpu_time_us["communication"] == 120.0
+    result = attribution.attribute(arms["baseline"], arms["custom"], {"baseline_s": 100e-6, "delta_pct": 1.0})
+    assert [r.category for r in result.rows] == ["GEMM cuBLAS", "communication"]
+    assert result.not_summed == {"communication": -90.0}
+    assert result.kernel_delta_us == -2.0 and result.kernel_delta_pct == pytest.approx(-2.0 / 22.0 * 100)
+    assert result.measured["kernel_delta_pct_of_e2e"] == pytest.approx(-1.0)
+    assert result.baseline_gpu_time_us == 142.0  # the table's totals still hold every kernel

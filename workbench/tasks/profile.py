@@ -245,14 +245,19 @@ def _print_attribution(result, path: Path, chart: Path | None) -> None:
         table.add_row(r.category, f"{r.baseline_gpu_time_us:.1f}", f"{r.custom_gpu_time_us:.1f}", f"{r.delta_us:+.1f}",
                       f"{r.baseline_calls}/{r.custom_calls}")
     table.add_row("total", f"{result.baseline_gpu_time_us:.1f}", f"{result.custom_gpu_time_us:.1f}",
-                  f"{result.kernel_delta_us:+.1f}", "")
+                  f"{result.custom_gpu_time_us - result.baseline_gpu_time_us:+.1f}", "")
     ui.console.print(table)
     m = result.measured
-    line = f"sum of per-kernel deltas: {result.kernel_delta_us:+.1f} µs ({result.kernel_delta_pct:+.2f}% of the " \
-           "baseline's kernel time)"
+    ranks = f" over {result.ranks} ranks" if result.ranks > 1 else ""
+    line = f"sum of per-kernel deltas{ranks}: {result.kernel_delta_us:+.1f} µs ({result.kernel_delta_pct:+.2f}% of " \
+           "the baseline's kernel time)"
     if "kernel_delta_pct_of_e2e" in m:
-        line += f" = {m['kernel_delta_pct_of_e2e']:+.2f}% of its {m['baseline_s']:.4f} s per generate"
+        line += f" = {m['kernel_delta_pct_of_e2e']:+.2f}% of its {m['baseline_s']:.4f} s per generate" + \
+                (" (one rank's share)" if result.ranks > 1 else "")
     ui.console.print(line, markup=False)
+    for category, delta in result.not_summed.items():
+        ui.console.print(f"not summed: {category} {delta:+.1f} µs (a collective runs until every rank arrives: its "
+                         "time holds the other ranks' lateness, not work)", markup=False)
     if "delta_pct" in m:
         ui.console.print(f"measured end to end: {m['delta_pct']:+.2f}% time (custom/baseline {m['time_ratio']:.4f}, "
                          f"{m['source']}; {m.get('verdict')})", markup=False)
