@@ -101,8 +101,10 @@ def admission(runs: Path, mode: str) -> dict[str, str]:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return {k: str(data.get(k, "stream" if k == "admission" else "")) for k in ("admission", "admission_refused")
-            if k == "admission" or data.get(k)}
+    out = {"admission": str(data.get("admission", "stream"))}
+    if data.get("admission_refused"):
+        out["admission_refused"] = str(data["admission_refused"])
+    return out
 
 
 def ratio_interval(rounds: Sequence[tuple[Sequence[float], Sequence[float]]], resamples: int = 2000,

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             result["admission"] = "stream"
             result["admission_refused"] = "; ".join(f"{n}: {why}" for n, why in refused.items())
             print(f"round {r}: batches arrive request by request: {result['admission_refused']}", flush=True)
-        generate = {name: chosen[name][0] if not refused else generator(engines[name], "stream")[0] for name in names}
+        generate = {name: generator(engines[name], "stream")[0] if refused else chosen[name][0] for name in names}
         for _ in range(args.warmup):
             for name in names:
                 generate[name](batch, params)

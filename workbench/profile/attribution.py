@@ -31,7 +31,7 @@ OP_ITSELF = "custom op (host)"  # a CPU trace: the op's own self time (dispatch,
 TAIL = ("attention", "norm/activation", "copies", "communication", "other")
 # Not summed into the kernel delta: a collective kernel (NCCL, vLLM's custom all-reduce) runs until every rank has
 # arrived, so its time holds the other ranks' lateness, not work. At TP=2 on the H200 the baseline's all-reduces
-# took 92 ms more than the custom arm's in one profiled generate, while its GEMMs and attention took the same.
+# took 91 ms more than the custom arm's in one profiled generate, while its GEMMs and attention took the same.
 WAITS = ("communication",)
 ARMS = ("baseline", "custom")
 
