@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from custom_kernels import dispatch
 from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
 from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
 from custom_kernels.models import available_models, linear_shapes, load_config, model_dims, resolve_config
-from custom_kernels.tune import VLLM_MEMORY_SHARE, Measured, make_entry, rank_gemm_bytes
+from custom_kernels.tune import VLLM_MEMORY_SHARE, Measured, confirm, main, make_entry, rank_gemm_bytes
 
 
 @pytest.mark.parametrize(("m", "bucket"), [(1, 1), (3, 4), (17, 32), (64, 64), (333, 512), (8192, 8192), (9000, 8192)])
@@ -263,3 +264,59 @@ def test_tables_tuned_side_by_side_merge_into_one(tmp_path, capsys):
     assert merged.coverage("GPU X", "bfloat16") == {"1": ["llama-3-8b"], "2": ["llama-3-8b"], "8": ["llama-3-70b"]}
     assert main(["--merge", str(tmp_path / "nope.json")]) == 2
     assert capsys.readouterr().err.startswith("error: no table at")
+
+
+def _row(n, k, m, kernel, ratio):
+    return {"variant": "dispatch", "layers": "m.proj", "n": n, "k": k, "m": m, "kernel": kernel,
+            "ratio_vs_cublas": ratio}
+
+
+def test_confirm_sends_a_winner_the_bench_ran_below_cublas_back_to_cublas():
+    lt = {"kernel": "cublaslt", "config": {"algo": 0}, "us": 9.0, "cublas_us": 10.0, "speedup": 1.11,
+          "best_cublaslt": {"config": {"algo": 0}, "us": 9.0, "ratio": 1.11}}
+    split = {"kernel": "triton_splitk", "config": {"SPLIT_K": 4}, "us": 8.0, "cublas_us": 10.0, "speedup": 1.25}
+    shapes = {"64x32": {"1": dict(lt), "16": dict(split), "256": {"kernel": "cublas", "config": None, "us": 5.0,
+                                                                  "cublas_us": 5.0, "speedup": 1.0}}}
+    rows = [_row(64, 32, 1, "cublaslt", 0.97),  # lost in the bench: back to cuBLAS
+            _row(64, 32, 9, "triton_splitk", 1.02),  # bucket 16, confirmed
+            _row(64, 32, 200, "cublas", 0.95),  # cuBLAS through the op: nothing to drop
+            _row(64, 32, 2, "triton_tma", 0.90),  # the table's winner for bucket 16 is another kernel now
+            {**_row(64, 32, 1, "cublaslt", 0.5), "variant": "triton"},  # not the dispatch
+            _row(99, 32, 1, "cublaslt", 0.5)]  # a shape the table does not know
+    dropped = confirm(shapes, rows)
+    assert len(dropped) == 1 and "cublaslt 0.970x in the bench, tuned at 1.11x" in dropped[0]
+    entry = shapes["64x32"]["1"]
+    assert entry["kernel"] == "cublas" and entry["us"] == 10.0 and entry["speedup"] == 1.0
+    assert entry["unconfirmed"] == {"kernel": "cublaslt", "config": {"algo": 0}, "tune_speedup": 1.11,
+                                    "bench_ratio": 0.97}
+    assert entry["best_cublaslt"] == lt["best_cublaslt"]  # what the tune measured stays for the next tune
+    assert shapes["64x32"]["16"] == split
+    table = DispatchTable({"G": {"bfloat16": {"shapes": shapes}}})
+    assert table.lookup("G", "bfloat16", 64, 32, 1) == dispatch.CUBLAS
+    assert table.routes_any("G", "bfloat16", 64, 32)  # bucket 16 still wins
+
+
+BENCH_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+@pytest.mark.parametrize("gpu_dir", sorted(p.name for p in BENCH_RESULTS.iterdir()
+                                           if (p / "gemm_bfloat16.json").is_file()))
+def test_no_shipped_winner_is_one_its_committed_bench_measured_below_cublas(gpu_dir):
+    data = json.loads((BENCH_RESULTS / gpu_dir / "gemm_bfloat16.json").read_text())
+    shapes = read_table(dispatch.table_path(data["env"]["gpu"])).gpus[data["env"]["gpu"]]["bfloat16"]["shapes"]
+    assert confirm(json.loads(json.dumps(shapes)), data["rows"]) == []  # the shipped tables went through --confirm
+
+
+def test_confirm_on_bad_input_says_what_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    for given, message in ((str(tmp_path / "nosuch.json"), "no such file"),
+                           (str(bad), "is not a custom_kernels.bench")):
+        assert main(["--confirm", given]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"env": {"gpu": "NVIDIA H200"}, "rows": [_row(64, 32, 1, "cublaslt", 0.9)]}))
+    assert main(["--confirm", str(other), "--table", str(tmp_path / "empty.json")]) == 2
+    assert "has no entries for NVIDIA H200" in capsys.readouterr().err
+    assert not (tmp_path / "empty.json").exists()  # nothing half-done

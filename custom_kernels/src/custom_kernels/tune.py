@@ -31,7 +31,16 @@ from typing import Any
 
 import torch
 
-from .dispatch import BUCKETS, DTYPE_NAMES, gpu_name, read_table, shape_key, table_path, write_table
+from .dispatch import (
+    BUCKETS,
+    DTYPE_NAMES,
+    bucket_for,
+    gpu_name,
+    read_table,
+    shape_key,
+    table_path,
+    write_table,
+)
 from .gemm.candidates import CANDIDATES
 from .gemm.reference import check_close, make_operands, reference_and_error
 from .models import available_models, config_name, linear_shapes, load_config, model_dims, resolve_config
@@ -199,9 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", help="also write every measurement to this JSON file")
     parser.add_argument("--merge", nargs="+", metavar="TABLE", help="merge these tables' entries into --table "
                         "(default: the shipped table of the one GPU they hold) and stop; needs no GPU")
+    parser.add_argument("--confirm", metavar="RESULTS",
+                        help="a bench run's JSON (custom_kernels.bench, after the tune): every winner it ran below "
+                             "1.00x cuBLAS goes back to cuBLAS in --table (default: the shipped table of its GPU), "
+                             "and stop; needs no GPU")
     args = parser.parse_args(argv)
     if args.merge:
         return merge_main(args.merge, args.table)
+    if args.confirm:
+        return confirm_main(args.confirm, args.table)
     if not torch.cuda.is_available():
         print("error: tune needs a CUDA GPU (run it in the dev container on the GPU host)", file=sys.stderr)
         return 2
@@ -258,6 +273,66 @@ def merge_main(sources: list[str], table: str | None) -> int:
         merged.merge(part)
     write_table(merged, target)
     print(f"merged {len(sources)} table(s) into {target}")
+    return 0
+
+
+def confirm(shapes: dict[str, dict[str, Any]], rows: Iterable[dict[str, Any]], floor: float = 1.0) -> list[str]:
+    """Send back to cuBLAS every winner a later bench ran slower than ``floor`` times cuBLAS; returns what it dropped.
+
+    The tune picks a winner at a 1.03 margin from one measurement; the bench measures the dispatch again in another
+    process. A cuBLASLt algorithm or Triton config that won the tune by 3% and lost in the bench (on the H200: 6 of
+    71 points, down to 0.92x at a 2.5 ms lm_head GEMM) is within its own run-to-run spread, and routing it could only
+    cost. A dropped entry keeps what it was under ``unconfirmed``, so the next tune can see it."""
+    dropped = []
+    for row in rows:
+        if row.get("variant") != "dispatch" or row.get("kernel") in (None, "", "cublas"):
+            continue
+        ratio = float(row["ratio_vs_cublas"])
+        per_shape = shapes.get(shape_key(int(row["n"]), int(row["k"])))
+        if ratio >= floor or not per_shape:
+            continue
+        bucket = str(bucket_for(int(row["m"]), tuple(sorted(int(b) for b in per_shape))))
+        entry = per_shape.get(bucket)
+        if not entry or entry.get("kernel") != row["kernel"]:  # the table changed since: this row judges nothing
+            continue
+        unconfirmed = {"kernel": entry["kernel"], "config": entry.get("config"),
+                       "tune_speedup": entry.get("speedup"), "bench_ratio": round(ratio, 4)}
+        per_shape[bucket] = {**{k: v for k, v in entry.items() if k.startswith("best_")}, "kernel": "cublas",
+                             "config": None, "us": entry["cublas_us"], "cublas_us": entry["cublas_us"],
+                             "speedup": 1.0, "unconfirmed": unconfirmed}
+        dropped.append(f"{row.get('layers', '?')} {shape_key(int(row['n']), int(row['k']))} M={row['m']} "
+                       f"(bucket {bucket}): {entry['kernel']} {ratio:.3f}x in the bench, "
+                       f"tuned at {entry.get('speedup')}x")
+    return dropped
+
+
+def confirm_main(results: str, table: str | None) -> int:
+    """--confirm: drop the winners the bench at ``results`` did not confirm (one line and exit 2 on bad input)."""
+    try:
+        data = json.loads(Path(results).read_text())
+        gpu, rows = data["env"]["gpu"], data["rows"]
+        dtype = {str(r.get("dtype", "bfloat16")) for r in rows} or {"bfloat16"}
+        if len(dtype) != 1:
+            raise ValueError(f"{results} mixes dtypes {sorted(dtype)}: confirm one bench run at a time")
+        target = Path(table) if table else table_path(gpu)
+        merged = read_table(target)
+        shapes = merged.gpus.get(gpu, {}).get(dtype.pop(), {}).get("shapes")
+        if not shapes:
+            raise ValueError(f"{target} has no entries for {gpu}: confirm against the table the bench ran with")
+    except FileNotFoundError as err:
+        print(f"error: no such file {err.filename}: pass a custom_kernels.bench JSON", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        print(f"error: {results} is not a custom_kernels.bench result ({type(err).__name__}: {err})", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    dropped = confirm(shapes, rows)
+    write_table(merged, target)
+    for line in dropped:
+        print(f"  back to cuBLAS: {line}")
+    print(f"{len(dropped)} winner(s) the bench did not confirm: {target}")
     return 0
 
 
