@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -482,7 +484,7 @@ def test_paired_session_under_a_time_budget_keeps_its_whole_rounds(host, tiny):
     assert sorted(r.run_id for r in outcome.records) == [f"latency-{a}-r0" for a in ("baseline", "control", "custom")]
     assert outcome.validity.valid, outcome.validity.reasons
     latency = json.loads(outcome.summary_path.read_text())["paired"]["latency"]
-    assert latency["rounds"] == 1 and latency["admission"] == "stream"  # the default: as `vllm bench` has it
+    assert latency["rounds"] == 1 and latency["admission"] == "whole"  # the paired driver's default
 
 
 def test_a_budget_judges_the_next_run_by_the_last_run_of_its_arm():
@@ -502,6 +504,25 @@ def test_a_budget_judges_the_next_run_by_the_last_run_of_its_arm():
     assert budget.allows("baseline", 2) and budget.skipped == 0  # 75 + 40 <= 120: baseline's own last run
     assert not budget.allows("custom", 1) and budget.skipped == 1  # 75 + 70 > 120
     assert Budget(0).allows("custom", 1)  # 0: no limit
+
+
+def test_the_paired_driver_gets_a_deadline_that_leaves_time_for_what_follows_its_rounds():
+    from workbench.bench.budget import Budget
+
+    now = [100.0]
+    budget = Budget(10.0, clock=lambda: now[0])
+    now[0] = 160.0  # the env capture and the model folder took a minute of the job's clock
+    assert budget.deadline(30.0, wall=lambda: 5000.0) == 5000.0 + 600 - 60 - 30
+    spec = plan.BenchSpec(driver="paired", mode="both", budget_min=10.0)
+    started = time.time()
+    budget = Budget(10.0)
+    first = session.paired_deadline(spec, budget, modes_left=2)  # latency, then throughput: half of what is left each
+    rest = 600 - session.AFTER_ROUNDS_S - session.GATE_S
+    assert started + rest / 2 - 2 <= first <= time.time() + rest / 2
+    no_gate = session.paired_deadline(replace(spec, gate=False), budget, modes_left=1)
+    assert no_gate - first == pytest.approx(rest / 2 + session.GATE_S, abs=2)
+    assert session.paired_deadline(spec, Budget(0), 1) == 0.0 and session.paired_deadline(spec, None, 1) == 0.0
+    assert session.paired_deadline(spec, Budget(1e-4), 1) <= time.time()  # past due: round 0 only
 
 
 @pytest.mark.vllm_source
@@ -653,3 +674,36 @@ def test_paired_statistic_counts_an_engine_bias_as_noise():
     flipping = [([1.0, 1.01, 0.99], [0.9, 0.91, 0.89]), ([1.0, 1.01, 0.99], [1.1, 1.11, 1.09])] * 2
     _, lo, hi = paired.ratio_interval(flipping)
     assert lo < 1.0 < hi
+
+
+def test_default_repeats_come_from_the_measured_spread_of_this_gpu_model_and_mode(tmp_path):
+    # The shipped H200 floors: Llama-3-8B latency varied by 0.2% between engines, Qwen2.5-0.5B by 9.9%.
+    llama, why = session.with_default_repeats(plan.BenchSpec(model="llama-3-8b", driver="paired"), tmp_path,
+                                              "NVIDIA H200")
+    assert llama.repeats == 4 and "needs ~4 per arm" in why and "20261130-161251" in why
+    qwen, why = session.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b", mode="both"), tmp_path,
+                                             "NVIDIA H200")
+    # throughput (13.4%) is the wider of the two modes: 700 runs for 2%, so the default stops at the cap and says
+    # which effect its runs resolve instead
+    assert qwen.repeats == verdict.MAX_DEFAULT_REPEATS
+    assert "throughput" in why and "needs ~700 per arm" in why and "12 resolve ~15%" in why
+    tp2, _ = session.with_default_repeats(plan.BenchSpec(model="llama-3-8b", tp=2), tmp_path, "NVIDIA H200")
+    assert tp2.repeats == verdict.MAX_DEFAULT_REPEATS  # TP=2 has a spread of its own (3.1%: ~37 runs)
+    # Your own A/A sessions override the shipped entry; another GPU, a serve session or no GPU keep the default.
+    (tmp_path / verdict.FLOORS_FILE).write_text(json.dumps({"floors": {"NVIDIA H200 | qwen2.5-0.5b | latency": {
+        "session": "mine", "metrics": {}, "between_runs_cv_pct": 1.0}}}))
+    mine, why = session.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b"), tmp_path, "NVIDIA H200")
+    assert mine.repeats == 4 and "(A/A mine)" in why
+    assert session.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b"), tmp_path, "NVIDIA H100 80GB HBM3")[0] \
+        .repeats == plan.BenchSpec.repeats
+    for spec, gpu in ((plan.BenchSpec(mode="serve"), "NVIDIA H200"), (plan.BenchSpec(), None)):
+        assert session.with_default_repeats(spec, tmp_path, gpu) == (spec, "")
+
+
+def test_an_aa_session_records_the_spread_later_defaults_come_from(tmp_path):
+    rows = [("latency", verdict.compare("p50_s", [1.0, 1.01, 0.99, 1.0], [1.0, 1.0, 1.02, 0.98]))]
+    path = verdict.record_floors(tmp_path, "GPU", "m", "S", rows,
+                                 spreads={"latency": {"pooled_between_runs_cv_pct": 1.50049}})
+    entry = json.loads(path.read_text())["floors"]["GPU | m | latency"]
+    assert entry["between_runs_cv_pct"] == 1.5 and entry["session"] == "S" and "p50_s" in entry["metrics"]
+    assert verdict.default_repeats(verdict.load_floors(tmp_path), "GPU", "m", ["latency"], 5)[0] == 9

@@ -1,5 +1,5 @@
-"""``--budget-min`` for the drivers that run one process per run (cli, serve); the paired driver keeps its own
-inside the guest (workbench/guest/engine_ab.py), judged per round."""
+"""``--budget-min``: the job's clock. The drivers that run one process per run (cli, serve) ask it before each run;
+the paired driver gets its deadline (workbench/guest/engine_ab.py judges it per round)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ class Budget:
         self.started = clock()
         self.last: dict[str, float] = {}
         self.skipped = 0
+
+    def deadline(self, reserve_s: float, wall: Callable[[], float] = time.time) -> float:
+        """The budget's end as a wall-clock time (seconds since the epoch), less ``reserve_s`` for what runs after:
+        what another process (the paired driver, in the guest) can compare with its own clock."""
+        return wall() + self.limit_s - (self.clock() - self.started) - reserve_s
 
     def done(self, arm: str, seconds: float) -> None:
         self.last[arm] = seconds

@@ -40,8 +40,9 @@ from workbench.runtime import Places, posix
 
 
 def command(spec: BenchSpec, mode: str, session: str, places: Places, model: ModelArgs, python: str,
-            kernels_digest: str = "") -> tuple[list[str], dict[str, str], str, str]:
-    """(command, env, output JSON, log) of one mode's paired run: every round of every arm."""
+            kernels_digest: str = "", stop_at: float = 0.0) -> tuple[list[str], dict[str, str], str, str]:
+    """(command, env, output JSON, log) of one mode's paired run: every round of every arm, none started that would
+    end past ``stop_at`` (seconds since the epoch; 0: no deadline)."""
     runs = posix(session_dir(places, session), "runs")
     arms = {arm: {**arm_env(spec, arm, places, kernels_digest),
                   COUNTS_ENV: posix(runs, f"{mode}-{arm}-r{{round}}.counts-{{pid}}.json")} for arm in PAIRED_ARMS}
@@ -54,8 +55,8 @@ def command(spec: BenchSpec, mode: str, session: str, places: Places, model: Mod
             "--iters", str(spec.iters), "--warmup", str(spec.warmup_iters), "--batch-size", str(spec.batch_size),
             "--num-prompts", str(spec.num_prompts), "--input-len", str(spec.input_len),
             "--output-len", str(spec.output_len), "--seed", str(spec.seed), "--tp", str(spec.tp),
-            *(["--stop-after-s", f"{spec.budget_min * 60:g}"] if spec.budget_min else []),
-            *(["--pin-cpus"] if spec.pin_cpus else []), "--admission", spec.admission, "--out", out]
+            *(["--stop-at", f"{stop_at:.1f}"] if stop_at else []),
+            *(["--pin-cpus"] if spec.pin_cpus else []), "--admission", spec.batch_admission, "--out", out]
     env = {COUNTS_ENV: posix(runs, f"paired-{mode}.frontend.counts-{{pid}}.json")}
     return hooked_command(argv, posix(places.guest, HOOK), log), env, out, log
 

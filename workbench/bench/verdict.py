@@ -24,6 +24,11 @@ FLOORS_FILE = "floors.json"  # in the results root: the floors your own A/A sess
 # Floors measured on the GPUs the project was tested on, shipped with the workbench (the same format).
 SHIPPED_FLOORS = Path(__file__).with_name("floors.json")
 TARGET_EFFECT_PCT = 2.0  # the smallest effect the default run count should be able to resolve
+# The most runs per arm (paired: rounds) a default asks for. A paired round of Llama-3-8B costs ~1 minute warm on the
+# H200, so 12 rounds is a quarter of an hour; where the measured spread needs more (Qwen2.5-0.5B: ~380), the default
+# says which effect its runs can resolve instead of asking for hours.
+MAX_DEFAULT_REPEATS = 12
+_Z = 1.959964 + 0.841621  # two-sided 5% test, 80% power
 
 
 @dataclass(frozen=True)
@@ -158,9 +163,11 @@ def aa_floor(c: Comparison) -> float:
 
 
 def record_floors(results_root: Path, gpu: str, model: str, session: str,
-                  rows: Sequence[tuple[str, Comparison]], paired: dict[str, Any] | None = None) -> Path:
+                  rows: Sequence[tuple[str, Comparison]], paired: dict[str, Any] | None = None,
+                  spreads: dict[str, Any] | None = None) -> Path:
     """Write an A/A session's floors into results/floors.json (the verdicts of later A/Bs use them); a paired
-    A/A also records the floor of the paired statistic ("paired")."""
+    A/A also records the floor of the paired statistic ("paired"), and every mode its spread between runs
+    (``between_runs_cv_pct``: what later sessions' default --repeats comes from)."""
     path = results_root / FLOORS_FILE
     data = json.loads(path.read_text()) if path.is_file() else {}
     floors = data.setdefault("floors", {})
@@ -168,7 +175,10 @@ def record_floors(results_root: Path, gpu: str, model: str, session: str,
         metrics = {c.metric: round(aa_floor(c), 3) for m, c in rows if m == mode}
         if paired and mode in paired:
             metrics["paired"] = paired[mode]["aa_floor_pct"]
-        floors[floor_key(gpu, model, mode)] = {"session": session, "metrics": metrics}
+        entry = floors[floor_key(gpu, model, mode)] = {"session": session, "metrics": metrics}
+        cv = ((spreads or {}).get(mode) or {}).get("pooled_between_runs_cv_pct")
+        if cv is not None:
+            entry["between_runs_cv_pct"] = round(cv, 3)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return path
 
@@ -209,8 +219,28 @@ def runs_needed(cv_pct: float, effect_pct: float = TARGET_EFFECT_PCT) -> int:
     """Runs per arm for a two-sided 5% test with 80% power to see ``effect_pct`` when runs vary by
     ``cv_pct`` (normal approximation: n = 2 (z.975 + z.8)^2 (cv / effect)^2), at least what
     Mann-Whitney needs to be able to reach p < 0.05."""
-    n = 2 * (1.959964 + 0.841621) ** 2 * (cv_pct / effect_pct) ** 2
+    n = 2 * _Z ** 2 * (cv_pct / effect_pct) ** 2
     return max(min_repeats_for(), math.ceil(n))
+
+
+def default_repeats(floors: dict[str, Any], gpu: str, model: str, modes: Sequence[str],
+                    fallback: int) -> tuple[int, str]:
+    """(runs per arm, why) when --repeats is not given: what a TARGET_EFFECT_PCT effect needs at the spread between
+    runs an A/A measured for this GPU, model and mode (the widest of ``modes``), at most MAX_DEFAULT_REPEATS; else
+    ``fallback``."""
+    measured = [(floors[k]["between_runs_cv_pct"], mode, floors[k].get("session", "?")) for mode in modes
+                if isinstance(floors.get(k := floor_key(gpu, model, mode)), dict)
+                and floors[k].get("between_runs_cv_pct")]
+    if not measured:
+        return fallback, f"no A/A spread recorded for {gpu}, {model}: the default {fallback}"
+    cv, mode, session = max(measured)
+    need = runs_needed(float(cv))
+    n = min(need, MAX_DEFAULT_REPEATS)
+    why = (f"runs of {model} {mode} on {gpu} vary by {float(cv):.1f}% (A/A {session}): "
+           f"a {TARGET_EFFECT_PCT:g}% effect needs ~{need} per arm")
+    if need > n:
+        why += f"; {n} resolve ~{float(cv) * _Z * math.sqrt(2 / n):.0f}% (pass --repeats to choose)"
+    return n, why
 
 
 def spread(records: Sequence[RunResult]) -> dict[str, Any]:

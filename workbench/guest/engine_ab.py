@@ -221,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help="per engine and GPU (default 0.84 / arms): every arm's engine holds its share of each "
                              "of its tp GPUs at once (vLLM's fraction is per GPU, so the split is the same at any tp)")
-    parser.add_argument("--stop-after-s", type=float, default=0.0,
-                        help="start no round that would end past this many seconds (judged by the last round with "
-                             "every engine starting as fast as its fastest one, +10%%)")
+    parser.add_argument("--stop-at", type=float, default=0.0,
+                        help="start no round that would end past this time (seconds since the epoch; judged by the "
+                             "last round with every engine starting as fast as its fastest one, +10%%). A deadline, "
+                             "not a duration: the caller's clock started before this process imported vLLM")
     parser.add_argument("--pin-cpus", action="store_true",
                         help="each arm's engine (engine core and workers) on CPUs of its own, this process on others")
     parser.add_argument("--admission", choices=ADMISSIONS, default="stream",
@@ -263,14 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
               "input_len": args.input_len, "output_len": args.output_len, "cpu_sets": sets,
               "admission": args.admission, "rounds": []}
-    began, upcoming = time.perf_counter(), 0.0
+    upcoming = 0.0
     free_at_start = free_gpu_bytes(args.tp)
     slack = 2 << 30  # what other processes may take meanwhile (per GPU)
     for r in range(args.rounds):
-        elapsed = time.perf_counter() - began
-        if args.stop_after_s and r and elapsed + 1.1 * upcoming > args.stop_after_s:
-            print(f"stopping after {r} of {args.rounds} rounds: another would end past --stop-after-s "
-                  f"{args.stop_after_s:.0f} s", flush=True)
+        if args.stop_at and r and time.time() + 1.1 * upcoming > args.stop_at:
+            print(f"stopping after {r} of {args.rounds} rounds: another would end past the budget's deadline "
+                  f"(--stop-at, {args.stop_at - time.time():.0f} s from now)", flush=True)
             break
         round_began = time.perf_counter()
         # Alternate which arm's engine starts first: start-up order must not favour an arm.

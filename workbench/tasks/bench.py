@@ -31,7 +31,9 @@ AB_HELP = {
     "output_len": "generated tokens per request (default 128)",
     "num_prompts": "requests per throughput run, and per load point in serve mode (default 200)",
     "batch_size": "requests per latency batch (default 8)",
-    "repeats": "runs per arm (default 5; >= 4 for the significance test to be able to pass)",
+    "repeats": "runs per arm (paired: rounds; >= 4 for the significance test to be able to pass). Default: what a "
+               "2% effect needs at the spread an A/A measured on this GPU for this model and mode (shipped H200 "
+               "floors, or your --aa sessions'), at most 12; else 5",
     "iters": "latency: timed iterations per run (default 30)",
     "warmup_iters": "latency: warm-up iterations per run, not timed; serve: warm-up requests per load point "
                     "(default 5)",
@@ -44,8 +46,8 @@ AB_HELP = {
     "server_timeout": "serve: seconds to wait for the server's /health before giving up (default 600)",
     "pin_cpus": "paired: each arm's engine (engine core and workers) on CPUs of its own, the driver on others "
                 "(needs arms + 1 shares of the CPUs it may use)",
-    "admission": "paired: stream (default: request by request, as `vllm bench` and LLM.generate) or whole (each "
-                 "timed batch reaches the scheduler at once, so every iteration steps the same batches)",
+    "admission": "paired: whole (default: each timed batch reaches the scheduler at once, so every iteration steps "
+                 "the same batches) or stream (request by request, as `vllm bench` and LLM.generate)",
     "point_timeout": "serve: seconds one load point may run before the server is taken to hang and the run stops "
                      "(default 1800)",
     "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
@@ -85,7 +87,7 @@ def _print_setup(console, setup, places, session: str, python: str) -> None:
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
        gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, pin_cpus=False,
-       admission="stream", request_rates=None, concurrencies=None, port=None, server_timeout=None, point_timeout=None,
+       admission="", request_rates=None, concurrencies=None, port=None, server_timeout=None, point_timeout=None,
        runtime=None, verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
@@ -106,6 +108,12 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         point_timeout_s=flags.real("--point-timeout", point_timeout, above=0, example="3600") or d.point_timeout_s))
     settings = settings_from_context(c)
     console = ui.console
+    if repeats is None:
+        from workbench.bench import session as bench_session
+
+        spec, why = bench_session.with_default_repeats(spec, settings.results_path, bench_session.local_gpu_name())
+        if why:
+            console.print(f"--repeats {spec.repeats}: {why}", soft_wrap=True, markup=False)
     session = benchplan.session_name(spec.model, aa=spec.aa)
     if dry_run:
         _print_plan(console, settings, spec, session, runtime)
