@@ -151,3 +151,13 @@ def _process_name(nvml, pid: int) -> str:
         return _text(nvml.nvmlSystemGetProcessName(pid))
     except nvml.NVMLError:
         return ""
+
+
+def first_gpu_name() -> str | None:
+    """The first GPU NVML sees on this machine (the one a bench run here uses: the host runtime's, or the one the
+    dev container is given), None where there is no driver."""
+    try:
+        found = query_gpus()
+    except WorkbenchError:
+        return None
+    return found[0].name if found else None

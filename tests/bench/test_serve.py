@@ -342,7 +342,7 @@ def test_ctrl_c_stops_the_server(tmp_path, tiny, standin):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err[-2000:])
     (status,) = logs.glob("*/runs/serve-baseline-r0.status.json")
     data = json.loads(status.read_text())
     assert data["error"]["kind"] == "interrupted" and data["server_stop"] == "stopped (SIGTERM)"

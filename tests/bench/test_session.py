@@ -19,7 +19,7 @@ import pytest
 
 from support import standin_vllm
 from support.model_configs import TINY_QWEN2
-from workbench.bench import gate, plan, results, session, verdict
+from workbench.bench import gate, paired, plan, results, session, verdict
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime
@@ -516,13 +516,13 @@ def test_the_paired_driver_gets_a_deadline_that_leaves_time_for_what_follows_its
     spec = plan.BenchSpec(driver="paired", mode="both", budget_min=10.0)
     started = time.time()
     budget = Budget(10.0)
-    first = session.paired_deadline(spec, budget, modes_left=2)  # latency, then throughput: half of what is left each
-    rest = 600 - session.AFTER_ROUNDS_S - session.GATE_S
+    first = paired.deadline(spec, budget, modes_left=2)  # latency, then throughput: half of what is left each
+    rest = 600 - paired.AFTER_ROUNDS_S - paired.GATE_S
     assert started + rest / 2 - 2 <= first <= time.time() + rest / 2
-    no_gate = session.paired_deadline(replace(spec, gate=False), budget, modes_left=1)
-    assert no_gate - first == pytest.approx(rest / 2 + session.GATE_S, abs=2)
-    assert session.paired_deadline(spec, Budget(0), 1) == 0.0 and session.paired_deadline(spec, None, 1) == 0.0
-    assert session.paired_deadline(spec, Budget(1e-4), 1) <= time.time()  # past due: round 0 only
+    no_gate = paired.deadline(replace(spec, gate=False), budget, modes_left=1)
+    assert no_gate - first == pytest.approx(rest / 2 + paired.GATE_S, abs=2)
+    assert paired.deadline(spec, Budget(0), 1) == 0.0 and paired.deadline(spec, None, 1) == 0.0
+    assert paired.deadline(spec, Budget(1e-4), 1) <= time.time()  # past due: round 0 only
 
 
 @pytest.mark.vllm_source
@@ -678,26 +678,26 @@ def test_paired_statistic_counts_an_engine_bias_as_noise():
 
 def test_default_repeats_come_from_the_measured_spread_of_this_gpu_model_and_mode(tmp_path):
     # The shipped H200 floors: Llama-3-8B latency varied by 0.2% between engines, Qwen2.5-0.5B by 9.9%.
-    llama, why = session.with_default_repeats(plan.BenchSpec(model="llama-3-8b", driver="paired"), tmp_path,
+    llama, why = verdict.with_default_repeats(plan.BenchSpec(model="llama-3-8b", driver="paired"), tmp_path,
                                               "NVIDIA H200")
     assert llama.repeats == 4 and "needs ~4 per arm" in why and "20261130-161251" in why
-    qwen, why = session.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b", mode="both"), tmp_path,
+    qwen, why = verdict.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b", mode="both"), tmp_path,
                                              "NVIDIA H200")
     # throughput (13.4%) is the wider of the two modes: 700 runs for 2%, so the default stops at the cap and says
     # which effect its runs resolve instead
     assert qwen.repeats == verdict.MAX_DEFAULT_REPEATS
     assert "throughput" in why and "needs ~700 per arm" in why and "12 resolve ~15%" in why
-    tp2, _ = session.with_default_repeats(plan.BenchSpec(model="llama-3-8b", tp=2), tmp_path, "NVIDIA H200")
+    tp2, _ = verdict.with_default_repeats(plan.BenchSpec(model="llama-3-8b", tp=2), tmp_path, "NVIDIA H200")
     assert tp2.repeats == verdict.MAX_DEFAULT_REPEATS  # TP=2 has a spread of its own (3.1%: ~37 runs)
     # Your own A/A sessions override the shipped entry; another GPU, a serve session or no GPU keep the default.
     (tmp_path / verdict.FLOORS_FILE).write_text(json.dumps({"floors": {"NVIDIA H200 | qwen2.5-0.5b | latency": {
         "session": "mine", "metrics": {}, "between_runs_cv_pct": 1.0}}}))
-    mine, why = session.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b"), tmp_path, "NVIDIA H200")
+    mine, why = verdict.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b"), tmp_path, "NVIDIA H200")
     assert mine.repeats == 4 and "(A/A mine)" in why
-    assert session.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b"), tmp_path, "NVIDIA H100 80GB HBM3")[0] \
+    assert verdict.with_default_repeats(plan.BenchSpec(model="qwen2.5-0.5b"), tmp_path, "NVIDIA H100 80GB HBM3")[0] \
         .repeats == plan.BenchSpec.repeats
     for spec, gpu in ((plan.BenchSpec(mode="serve"), "NVIDIA H200"), (plan.BenchSpec(), None)):
-        assert session.with_default_repeats(spec, tmp_path, gpu) == (spec, "")
+        assert verdict.with_default_repeats(spec, tmp_path, gpu) == (spec, "")
 
 
 def test_an_aa_session_records_the_spread_later_defaults_come_from(tmp_path):

@@ -143,28 +143,6 @@ def write_plan(session_dir: Path, spec: plan.BenchSpec, runs: Sequence[plan.Plan
     return path
 
 
-def local_gpu_name() -> str | None:
-    """The first GPU NVML sees on this machine (the runs' GPU: the host runtime's, or the one the dev container is
-    given), None where there is no driver."""
-    from workbench.gpus import query_gpus
-
-    try:
-        found = query_gpus()
-    except WorkbenchError:
-        return None
-    return found[0].name if found else None
-
-
-def with_default_repeats(spec: plan.BenchSpec, results_root: Path, gpu: str | None) -> tuple[plan.BenchSpec, str]:
-    """``spec`` with the runs per arm its GPU's measured A/A spread asks for (verdict.default_repeats), and why;
-    unchanged, with no reason, for serve (its floors are per load point) or without a GPU to look up."""
-    if spec.mode == plan.SERVE or not gpu:
-        return spec, ""
-    model = plan.model_slug(spec.model) + (f" tp{spec.tp}" if spec.tp > 1 else "")
-    n, why = verdict.default_repeats(verdict.load_floors(results_root), gpu, model, spec.modes, spec.repeats)
-    return replace(spec, repeats=n), why
-
-
 def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec,
                 on_start: StartFn | None = None, on_done: DoneFn | None = None, quiet: bool = True,
                 sample_gpu: bool = True) -> SessionOutcome:
@@ -277,31 +255,13 @@ def run_serve(runtime: Runtime, session_dir: Path, runs: Sequence[serve.PlannedS
     return records
 
 
-# What a paired session does after its last round, kept out of --budget-min's rounds so the job still ends with its
-# summary. Measured on the H200: records, the table's prediction and the summary ~10 s after the driver's last
-# round; the output gate of Qwen2.5-0.5B (its seeded checkpoint, both arms' engines compiling afresh) 262 s. Two
-# budgeted sessions there lost their summary to the call's time limit before the deadline counted these.
-AFTER_ROUNDS_S = 30.0
-GATE_S = 270.0
-
-
-def paired_deadline(spec: plan.BenchSpec, budget: Budget | None, modes_left: int) -> float:
-    """When the paired run of the next mode must have started its last round (seconds since the epoch; 0: no
-    budget): the budget's end less what follows the rounds, the modes still to run sharing what is left."""
-    if budget is None or budget.limit_s <= 0:
-        return 0.0
-    now = time.time()
-    left = budget.deadline(AFTER_ROUNDS_S + (GATE_S if spec.gate else 0.0)) - now
-    return now + max(left, 0.0) / modes_left  # past due: the driver still runs its first round, then stops
-
-
 def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup,
                sink: dict, on_done: DoneFn | None, sample_gpu: bool, budget: Budget | None = None) -> list[RunResult]:
     """One paired run per mode (all rounds of every arm's engine), read back as a record per round and arm."""
     records: list[RunResult] = []
     for i, mode in enumerate(spec.modes):
         cmd, env, out, _ = paired.command(spec, mode, session_dir.name, runtime.places, setup.args, runtime.python,
-                                          kernels_digest(root), paired_deadline(spec, budget, len(spec.modes) - i))
+                                          kernels_digest(root), paired.deadline(spec, budget, len(spec.modes) - i))
         started = time.time()
         with sampling(sample_gpu) as gpu:
             rc = runtime.run(cmd, env, cwd=runtime.places.results, **sink)

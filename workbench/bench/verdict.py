@@ -12,11 +12,11 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from workbench.bench.plan import CONTROL, GEMM_SWITCH
+from workbench.bench.plan import CONTROL, GEMM_SWITCH, SERVE, BenchSpec, model_slug
 from workbench.bench.results import METRICS, MetricDef, RunResult, group
 from workbench.bench.stats import MIN_EFFECT_PCT, Comparison, compare, min_repeats_for
 
@@ -241,6 +241,16 @@ def default_repeats(floors: dict[str, Any], gpu: str, model: str, modes: Sequenc
     if need > n:
         why += f"; {n} resolve ~{float(cv) * _Z * math.sqrt(2 / n):.0f}% (pass --repeats to choose)"
     return n, why
+
+
+def with_default_repeats(spec: BenchSpec, results_root: Path, gpu: str | None) -> tuple[BenchSpec, str]:
+    """``spec`` with the runs per arm its GPU's measured A/A spread asks for (default_repeats), and why;
+    unchanged, with no reason, for serve (its floors are per load point) or without a GPU to look up."""
+    if spec.mode == SERVE or not gpu:
+        return spec, ""
+    model = model_slug(spec.model) + (f" tp{spec.tp}" if spec.tp > 1 else "")
+    n, why = default_repeats(load_floors(results_root), gpu, model, spec.modes, spec.repeats)
+    return replace(spec, repeats=n), why
 
 
 def spread(records: Sequence[RunResult]) -> dict[str, Any]:

@@ -109,9 +109,10 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
     settings = settings_from_context(c)
     console = ui.console
     if repeats is None:
-        from workbench.bench import session as bench_session
+        from workbench.bench.verdict import with_default_repeats
+        from workbench.gpus import first_gpu_name
 
-        spec, why = bench_session.with_default_repeats(spec, settings.results_path, bench_session.local_gpu_name())
+        spec, why = with_default_repeats(spec, settings.results_path, first_gpu_name())
         if why:
             console.print(f"--repeats {spec.repeats}: {why}", soft_wrap=True, markup=False)
     session = benchplan.session_name(spec.model, aa=spec.aa)
