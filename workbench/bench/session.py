@@ -238,6 +238,10 @@ def run_serve(runtime: Runtime, session_dir: Path, runs: Sequence[serve.PlannedS
                 runtime.run(run.stop_command(runtime.python, places), cwd=places.results, out=discard, err=discard)
             raise
         status = serve.read_status(runtime.to_host(run.status))
+        if (status.get("error") or {}).get("kind") == "interrupted":
+            # The guest stopped on Ctrl-C (or a stop from outside) and stopped its server: an interruption however
+            # this process saw it, whether its own KeyboardInterrupt came first or the guest's exit did.
+            raise KeyboardInterrupt
         error = serve.server_error(status, rc, runtime.to_host(run.server_log), runtime.describe())
         if error is not None:
             raise error
