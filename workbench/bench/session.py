@@ -387,8 +387,7 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
     tp = int(meta.get("spec", {}).get("tp") or 1)
     validity = verdict.with_gate(verdict.check_validity(records, aa=aa, tp=tp), gate_result)
     gpu = _gpu_name(env)
-    # Floors are per TP size: the all-reduce share and every rank's engine make a TP=2 engine's noise its own.
-    model = plan.model_slug(str(meta.get("spec", {}).get("model", "model"))) + (f" tp{tp}" if tp > 1 else "")
+    model = verdict.floor_model(str(meta.get("spec", {}).get("model", "model")), tp)
     floors = verdict.load_floors(results_root)
     used: dict[str, float] = {}
     sources: dict[str, str] = {}

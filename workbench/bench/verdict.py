@@ -135,6 +135,12 @@ def floor_key(gpu: str, model: str, mode: str) -> str:
     return f"{gpu} | {model} | {mode}"
 
 
+def floor_model(model: str, tp: int) -> str:
+    """The model part of a floor's key. Floors are per TP size: the all-reduce share and every rank's engine make a
+    TP=2 engine's noise its own."""
+    return model_slug(model) + (f" tp{tp}" if tp > 1 else "")
+
+
 def load_floors(results_root: Path | None) -> dict[str, Any]:
     """Shipped floors, overridden by the ones measured in this results root."""
     floors: dict[str, Any] = {}
@@ -248,8 +254,8 @@ def with_default_repeats(spec: BenchSpec, results_root: Path, gpu: str | None) -
     unchanged, with no reason, for serve (its floors are per load point) or without a GPU to look up."""
     if spec.mode == SERVE or not gpu:
         return spec, ""
-    model = model_slug(spec.model) + (f" tp{spec.tp}" if spec.tp > 1 else "")
-    n, why = default_repeats(load_floors(results_root), gpu, model, spec.modes, spec.repeats)
+    n, why = default_repeats(load_floors(results_root), gpu, floor_model(spec.model, spec.tp), spec.modes,
+                             spec.repeats)
     return replace(spec, repeats=n), why
 
 
