@@ -48,6 +48,11 @@ def bucket_for(m: int, buckets: tuple[int, ...] = BUCKETS) -> int:
     return buckets[-1]
 
 
+def tuned_bucket(per_shape: dict[str, Any], m: int) -> str:
+    """The key of the entry that serves M among one shape's tuned buckets (``bucket_for`` over the buckets it has)."""
+    return str(bucket_for(m, tuple(sorted(int(b) for b in per_shape)) or BUCKETS))
+
+
 def shape_key(n: int, k: int) -> str:
     return f"{n}x{k}"
 
@@ -74,8 +79,7 @@ class DispatchTable:
         per_shape = self.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k))
         if not per_shape:
             return CUBLAS
-        tuned = tuple(sorted(int(b) for b in per_shape))
-        entry = per_shape.get(str(bucket_for(m, tuned)))
+        entry = per_shape.get(tuned_bucket(per_shape, m))
         if not entry or entry.get("kernel", "cublas") == "cublas":
             return CUBLAS
         return Choice(entry["kernel"], entry.get("config"))

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .dispatch import BUCKETS, DispatchTable, bucket_for, read_table, shape_key, table_path
+from .dispatch import DispatchTable, read_table, shape_key, table_path, tuned_bucket
 from .models import ModelDims, linear_shapes, load_config, model_dims
 
 MAX_BATCHED_TOKENS = 8192  # vLLM V1's default token budget per step for the offline LLM
@@ -56,8 +56,7 @@ def _timing(table: DispatchTable, gpu: str, dtype: str, n: int, k: int, m: int) 
     per_shape = table.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k))
     if not per_shape:
         return None
-    tuned = tuple(sorted(int(b) for b in per_shape)) or BUCKETS
-    return per_shape.get(str(bucket_for(m, tuned)))
+    return per_shape.get(tuned_bucket(per_shape, m))
 
 
 def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: str, batch_size: int,

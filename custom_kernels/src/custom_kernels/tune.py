@@ -34,11 +34,11 @@ import torch
 from .dispatch import (
     BUCKETS,
     DTYPE_NAMES,
-    bucket_for,
     gpu_name,
     read_table,
     shape_key,
     table_path,
+    tuned_bucket,
     write_table,
 )
 from .gemm.candidates import CANDIDATES
@@ -291,7 +291,7 @@ def confirm(shapes: dict[str, dict[str, Any]], rows: Iterable[dict[str, Any]], f
         per_shape = shapes.get(shape_key(int(row["n"]), int(row["k"])))
         if ratio >= floor or not per_shape:
             continue
-        bucket = str(bucket_for(int(row["m"]), tuple(sorted(int(b) for b in per_shape))))
+        bucket = tuned_bucket(per_shape, int(row["m"]))
         entry = per_shape.get(bucket)
         if not entry or entry.get("kernel") != row["kernel"]:  # the table changed since: this row judges nothing
             continue
