@@ -217,3 +217,38 @@ def test_agrees_with_real_compose(tmp_path, service, resolver, monkeypatch):
     assert [(g.driver, "all" if g.count == -1 else g.count, list(g.capabilities)) for g in ours.gpus] == [
         (d["driver"], d["count"], d["capabilities"]) for d in reserved
     ], json.dumps(reserved)
+
+
+def _resolve_at_once(settings, threads: int) -> tuple[list[str], list[Exception]]:
+    """``threads`` load_spec calls released together; the services they got and the errors they raised."""
+    import threading
+
+    barrier, errors, services = threading.Barrier(threads), [], []
+
+    def resolve():
+        barrier.wait()
+        try:
+            services.append(load_spec(settings, "all").service)
+        except Exception as err:  # collected and returned
+            errors.append(err)
+
+    workers = [threading.Thread(target=resolve) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return services, errors
+
+
+@needs_compose
+def test_concurrent_resolves_of_an_empty_cache_all_get_the_answer(tmp_path, monkeypatch):
+    """Threads of one process (three `up`s in one test, an IDE's workers) share a pid: each keeps its own
+    temporary answer, so none renames away another's."""
+    s = _copy_compose(tmp_path, lambda d: None)
+    for attempt in range(3):  # each attempt an empty cache: every thread runs Compose and writes its answer
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache{attempt}"))
+        services, errors = _resolve_at_once(s, 6)
+        assert not errors, errors
+        assert services == ["dev"] * 6
+        folder = tmp_path / f"cache{attempt}" / "vllm-workbench" / "compose-config"
+        assert [f.suffix for f in folder.iterdir()] == [".yaml"], "one answer kept, no temporary left behind"

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,12 @@ def resolve(command: tuple[str, ...], path: Path, env: Mapping[str, str]) -> dic
         raise WorkbenchError(f"Compose cannot resolve {path.name}: {lines[-1].strip()}: fix the file (or .env)")
     doc = yaml.safe_load(done.stdout) or {}
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(done.stdout)
-    tmp.replace(cached)  # atomic: a concurrent `up` reads the whole answer or none
+    # A temporary of its own per writer (threads of one process share a pid), renamed over the answer:
+    # a concurrent `up` reads the whole answer or none, and no writer renames away another's file.
+    fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.stem}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(done.stdout)
+    os.replace(tmp, cached)
     _prune(cached.parent)
     return doc
 

@@ -20,6 +20,7 @@ import atexit
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -93,8 +94,10 @@ def dump_counts(path: str | os.PathLike[str]) -> Path:
     """Write ``snapshot()`` as JSON to ``path`` ("{pid}" expanded), atomically (tmp file + rename)."""
     target = Path(str(path).replace("{pid}", str(os.getpid())))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(snapshot(), indent=1, sort_keys=True))
+    # A temporary of its own per writer: the poll thread and the exit dump share the pid.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(snapshot(), indent=1, sort_keys=True))
     os.replace(tmp, target)
     return target
 
@@ -108,11 +111,11 @@ def _dump_if_changed(force: bool = False) -> None:
         # A worker joins its process group after importing the package: its rank is news worth a dump too.
         key = (snap["custom_kernels_imported"], tuple(sorted(snap["call_counts"].items())),
                tuple(sorted(snap["parallel"].items())))
-        with _lock:
+        with _lock:  # held over the write too: the exit dump never lands before a poll's older one
             if not force and key == _state["last"] and _state["pid"] == os.getpid():
                 return
             _state["last"], _state["pid"] = key, os.getpid()
-        dump_counts(target)
+            dump_counts(target)
     except Exception:  # never break the host process (shutdown, full disk): the reader reports a missing dump
         pass
 
