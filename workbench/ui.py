@@ -81,7 +81,10 @@ def print_status(settings, state, drift: str) -> None:
         table = Table(title="committed images")
         columns, rows = state.committed_table()
         for col in columns:
-            table.add_column(col)
+            # A narrow terminal (or a log at 80 columns) folds a cell onto more lines rather than cutting it: the
+            # provenance is what the table is for. The commit is never folded, so it can be searched for whole.
+            whole = col == "vllm commit"
+            table.add_column(col, overflow="fold", no_wrap=whole, min_width=12 if whole else None)
         for row in rows:
             table.add_row(*row)
         console.print(table)
