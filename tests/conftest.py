@@ -72,6 +72,11 @@ def pytest_collection_modifyitems(config, items):
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=f"{marker} tier skipped: {reason}"))
+        # tests/run.sh runs pytest-xdist workers with --dist loadgroup. The unit a worker takes is a module (its
+        # module-scoped fixtures, e.g. one probe process per vLLM tree, are set up once), and every test of a
+        # container daemon is one unit: they share its images, build cache and session fixtures, and run in order.
+        daemon = item.get_closest_marker("docker") or item.get_closest_marker("podman")
+        item.add_marker(pytest.mark.xdist_group("daemon" if daemon else item.nodeid.split("::")[0]))
 
 
 def pytest_report_header(config):

@@ -59,7 +59,10 @@ ruff check "$root"
 step "pytest"
 cd "$root"
 set +e
-python -m pytest --durations=20 "$@"
+# One worker per CPU, two at least and four at most: the container daemon's tests (one worker, in order) run beside
+# the rest. On CI's two cores the suite took 17 minutes warm this way, 29 in one process.
+workers=$(nproc); [ "$workers" -ge 2 ] || workers=2; [ "$workers" -le 4 ] || workers=4
+python -m pytest -n "$workers" --dist loadgroup --durations=20 "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi
