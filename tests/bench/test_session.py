@@ -19,7 +19,7 @@ import pytest
 
 from support import standin_vllm
 from support.model_configs import TINY_QWEN2
-from workbench.bench import gate, paired, plan, results, session, verdict
+from workbench.bench import gate, paired, plan, results, session, timeline, verdict
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.runtime import HostRuntime
@@ -396,6 +396,7 @@ def test_dry_run_of_a_config_names_its_model_folder():
     (("bench", "--iters", "x"), "--iters 'x'"),
     (("bench", "--runtime", "podman"), "runtime 'podman' is not one of docker, host"),
     (("bench", "--weights", "fp8"), "--weights 'fp8'"),
+    (("bench", "--timeline"), "--timeline stamps the paired driver's requests"),
     (("bench.compare", "results/nope-a", "results/nope-b"), "is not a folder"),
     (("kernels.tune", "--buckets", "abc", "--dry-run"), "--buckets 'abc'"),
     (("kernels.tune", "--tp", "two", "--dry-run"), "--tp 'two'"),
@@ -473,6 +474,34 @@ def test_an_engine_that_cannot_hold_a_batch_back_streams_every_arm_and_says_so(h
     assert lat["admission"] == "stream"
     assert lat["admission_refused"].startswith("baseline: its engine core cannot pause the scheduler (Call to "
                                                "pause_scheduler method failed")
+
+
+@pytest.mark.vllm_source
+@pytest.mark.parametrize(("admission", "cut"), [("stream", "1+1+1"), ("whole", "3")])
+def test_the_timeline_says_which_step_took_which_request(host, tiny, tmp_path, admission, cut):
+    """--timeline: every timed request's stamps, and per arm the cuts the engine's steps made. The stand-in
+    engine schedules each arriving group in a step of its own: streamed, one request per step; whole, one step."""
+    spec = plan.BenchSpec(model=tiny, driver="paired", repeats=1, iters=3, warmup_iters=0, batch_size=3,
+                          input_len=4, output_len=2, gate=False, admission=admission, timeline=True)
+    outcome = session.run_session(host, ROOT, "T", spec, sample_gpu=False)
+    assert outcome.validity.valid, outcome.validity.reasons
+    data = json.loads((tmp_path / "results" / "T" / "runs" / "paired-latency.json").read_text())
+    stamped = data["rounds"][0]["timeline"]
+    assert sorted(stamped) == ["baseline", "control", "custom"]
+    for arm, iterations in stamped.items():
+        assert len(iterations) == 3 and all(len(rows) == 3 for rows in iterations)
+        for rows in iterations:  # arrival <= queued <= scheduled <= first token <= last, in the generate's time
+            assert all(0 <= r[0] <= r[1] <= r[2] <= r[3] <= r[4] for r in rows), (arm, rows)
+    steps = json.loads(outcome.summary_path.read_text())["paired"]["latency"]["timeline"]
+    for arm in ("baseline", "control", "custom"):
+        assert steps[arm]["cuts"] == {cut: 3} and steps[arm]["iterations"] == 3
+        assert steps[arm]["whole_first_step"] == (3 if admission == "whole" else 0)
+        assert steps[arm]["median_s_by_cut"][cut] > 0
+    line = timeline.describe("custom", steps["custom"])
+    assert line.startswith(f"custom: first step took the whole batch in {3 if admission == 'whole' else 0}/3 "
+                           f"iterations; cuts {cut} ×3 (")
+    done = _invoke("bench", "--runtime", "host", "--driver", "paired", "--timeline", "--dry-run")
+    assert done.returncode == 0 and " --timeline " in done.stdout, done.stderr  # the flag reaches the driver
 
 
 @pytest.mark.vllm_source

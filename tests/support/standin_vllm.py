@@ -93,13 +93,16 @@ def _head(model: str, seed: int, rank: int = 0, tp: int = 1):
 
 
 def _generate(job, embed, logits_of, routed: bool):
-    """Greedy tokens and top-k logprobs of every prompt; ``logits_of(h)`` gives the full vocabulary's logits."""
+    """Greedy tokens, top-k logprobs and (scheduled, first token, last token) stamps of every prompt;
+    ``logits_of(h)`` gives the full vocabulary's logits. A job is one engine step group: its prompts share the
+    scheduled stamp (vLLM's engine core stamps one per schedule() call)."""
     import torch
 
     prompts, max_tokens, k = job
     out = []
+    scheduled = time.monotonic()
     for ids in prompts:
-        tokens, logprobs = list(ids), []
+        tokens, logprobs, first = list(ids), [], 0.0
         for _ in range(max_tokens):
             with torch.no_grad():
                 logits = logits_of(embed[tokens[-1]].unsqueeze(0))[0]
@@ -108,7 +111,8 @@ def _generate(job, embed, logits_of, routed: bool):
             top = torch.topk(torch.log_softmax(logits, -1), k)
             tokens.append(int(top.indices[0]))
             logprobs.append({int(t): float(v) for t, v in zip(top.indices, top.values, strict=True)})
-        out.append((tokens[len(ids):], logprobs))
+            first = first or time.monotonic()
+        out.append((tokens[len(ids):], logprobs, (scheduled, first, time.monotonic())))
     return out
 
 
@@ -230,7 +234,8 @@ class LLM:
     start when the engines still alive leave less than its gpu_memory_utilization of the (0.9 usable) GPU."""
 
     def __init__(self, model: str, tokenizer: str | None = None, seed: int = 0, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, **engine_args):
+                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9,
+                 disable_log_stats: bool = True, **engine_args):
         held = sum(e.share for e in _ENGINES if e._proc.is_alive())
         if held + gpu_memory_utilization > 0.9 + 1e-9:
             raise ValueError(f"Free memory on device ({0.9 - held:.2f}) on startup is less than desired GPU memory "
@@ -245,6 +250,8 @@ class LLM:
 
         self.llm_engine = SimpleNamespace(engine_core=client)  # no LLMEngine.shutdown(), as in vLLM 0.24
         self._client, self._queued, self._sent = client, [], 0
+        # Like vLLM's LLM, request stats (RequestOutput.metrics) only with disable_log_stats=False.
+        self._stats, self._arrived, self._stamped = not disable_log_stats, [], []
         client.on_resume = self._flush
         import atexit
 
@@ -261,6 +268,7 @@ class LLM:
         """LLM.enqueue: add requests without waiting; while the scheduler is paused they queue, and resuming
         sends them to the engine as one step group."""
         self._queued.append(([p["prompt_token_ids"] for p in prompts], params.max_tokens, max(1, params.logprobs)))
+        self._arrived += [time.time()] * len(prompts)  # the front end's wall clock, as vLLM's arrival_time
         if not self._client.paused:
             self._flush()
 
@@ -268,6 +276,8 @@ class LLM:
         if not self._queued:
             return
         prompts = [p for job in self._queued for p in job[0]]
+        # queued: handed to the engine core, before it can schedule them (one monotonic clock on one host)
+        self._stamped += [time.monotonic()] * len(prompts)
         self._conn.send((prompts, self._queued[0][1], self._queued[0][2]))
         self._sent += 1
         if log := os.environ.get("STANDIN_STEP_LOG"):  # how many requests each first step held
@@ -280,10 +290,15 @@ class LLM:
 
         results = []
         for _ in range(self._sent):
-            for tokens, lps in self._conn.recv():
+            for tokens, lps, (scheduled, first, last) in self._conn.recv():
                 positions = [{t: SimpleNamespace(logprob=v) for t, v in pos.items()} for pos in lps]
-                results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=positions)]))
-        self._sent = 0
+                i = len(results)
+                metrics = SimpleNamespace(arrival_time=self._arrived[i], queued_ts=self._stamped[i],
+                                          scheduled_ts=scheduled, first_token_ts=first,
+                                          last_token_ts=last) if self._stats else None
+                results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=positions)],
+                                               metrics=metrics))
+        self._sent, self._arrived, self._stamped = 0, [], []
         return results
 
 

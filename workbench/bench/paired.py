@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from workbench.bench import timeline
 from workbench.bench.budget import Budget
 from workbench.bench.plan import (
     CONTROL,
@@ -58,7 +59,8 @@ def command(spec: BenchSpec, mode: str, session: str, places: Places, model: Mod
             "--num-prompts", str(spec.num_prompts), "--input-len", str(spec.input_len),
             "--output-len", str(spec.output_len), "--seed", str(spec.seed), "--tp", str(spec.tp),
             *(["--stop-at", f"{stop_at:.1f}"] if stop_at else []),
-            *(["--pin-cpus"] if spec.pin_cpus else []), "--admission", spec.batch_admission, "--out", out]
+            *(["--pin-cpus"] if spec.pin_cpus else []), *(["--timeline"] if spec.timeline else []),
+            "--admission", spec.batch_admission, "--out", out]
     env = {COUNTS_ENV: posix(runs, f"paired-{mode}.frontend.counts-{{pid}}.json")}
     return hooked_command(argv, posix(places.guest, HOOK), log), env, out, log
 
@@ -113,18 +115,21 @@ def records(data: dict[str, Any], mode: str, to_host: Callable[[str], Path], cou
     return out
 
 
-def admission(runs: Path, mode: str) -> dict[str, str]:
+def how_it_ran(runs: Path, mode: str) -> dict[str, Any]:
     """How the paired run of ``mode`` handed its batches to the engines (engine_ab.py --admission): what it
     asked for became ``admission``, unless an engine could not (``admission_refused``, why). A run from before the
-    option streamed, as LLM.generate does."""
+    option streamed, as LLM.generate does. With --timeline, ``timeline``: which step took which request, per arm
+    (timeline.summary)."""
     path = runs / f"paired-{mode}.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    out = {"admission": str(data.get("admission", "stream"))}
+    out: dict[str, Any] = {"admission": str(data.get("admission", "stream"))}
     if data.get("admission_refused"):
         out["admission_refused"] = str(data["admission_refused"])
+    if (stamped := timeline.summary(data)) is not None:
+        out["timeline"] = stamped
     return out
 
 

@@ -78,6 +78,7 @@ class BenchSpec:
     # to the scheduler at once (workbench/guest/engine_ab.py whole_batch_refusal says why); "": the driver's own
     # (``batch_admission``).
     admission: str = ""
+    timeline: bool = False  # paired: stamp which engine step took which request (workbench/bench/timeline.py)
     gate_prompts: int = 16
     gate_tokens: int = 32
     # Model weights: "real" (an HF id or checkpoint), "dummy" (vLLM's --load-format dummy), "random" (a
@@ -149,6 +150,9 @@ def validate_spec(spec: BenchSpec) -> BenchSpec:
     if spec.admission and spec.driver != "paired":
         raise WorkbenchError("--admission sets how the paired driver hands a batch to the engine (`vllm bench` "
                              "streams it): add --driver paired, or drop --admission")
+    if spec.timeline and spec.driver != "paired":
+        raise WorkbenchError("--timeline stamps the paired driver's requests (`vllm bench` has no such record): add "
+                             "--driver paired, or drop --timeline")
     if spec.driver == "paired" and spec.extra:
         raise WorkbenchError("--extra passes `vllm bench` flags, which the paired driver does not run: drop it, or "
                              "use --driver cli")

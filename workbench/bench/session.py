@@ -403,7 +403,7 @@ def summarize_session(session_dir: Path, records: Sequence[RunResult], meta: dic
                          for mode in plan.MODES}
         paired_stats = paired.analyse(records, paired_floors)
         for mode, row in paired_stats.items():
-            row.update(paired.admission(session_dir / "runs", mode))
+            row.update(paired.how_it_ran(session_dir / "runs", mode))
     floors_path = None
     spreads = verdict.spread(records)
     if aa and validity.valid and rows and results_root is not None:

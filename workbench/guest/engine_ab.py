@@ -55,7 +55,26 @@ def start_engine(args: argparse.Namespace, env: dict[str, str], extra: dict | No
         kwargs["tokenizer"] = args.tokenizer
     if args.load_format:
         kwargs["load_format"] = args.load_format
+    if getattr(args, "timeline", False):
+        kwargs["disable_log_stats"] = False  # what makes the engine core stamp each request (stamps())
     return LLM(**kwargs, **(extra or {}))
+
+
+def stamps(outputs, t0_wall: float, t0_mono: float) -> list[list[float]] | None:
+    """When each request of one timed generate met the engine: [arrival, queued, scheduled, first token, last
+    token] in seconds from the generate's start, in arrival order. vLLM stamps them when its stats are on
+    (RequestOutput.metrics, a RequestStateStats): arrival in the front end's wall clock, the rest in the engine
+    core's monotonic clock, which on one host is this process's. Requests scheduled by one engine step share
+    its stamp, so the stamps say which step took which request. None: this vLLM did not stamp them."""
+    rows = []
+    for out in outputs:
+        m = getattr(out, "metrics", None)
+        if m is None or not getattr(m, "scheduled_ts", 0.0):
+            return None
+        rows.append([round(m.arrival_time - t0_wall, 5), *(round(getattr(m, k) - t0_mono, 5) for k in
+                                                           ("queued_ts", "scheduled_ts", "first_token_ts",
+                                                            "last_token_ts"))])
+    return sorted(rows)
 
 
 def cpu_sets(names: list[str], available: set[int]) -> dict[str, list[int]] | None:
@@ -231,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stream (default): LLM.generate's request-by-request arrival, as `vllm bench` has it "
                              "(the first step takes whichever requests have arrived); whole: each timed generate's "
                              "batch reaches the scheduler at once, so every iteration steps the same batches")
+    parser.add_argument("--timeline", action="store_true",
+                        help="stamp every request of every timed generate: when it reached the engine core and "
+                             "which engine step scheduled it (vLLM's request stats on, in every arm alike)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--profile-dir", help="after the timed rounds, one profiled generate per arm (torch "
                                               "profiler traces in DIR/<arm>/, engine_profile.py)")
@@ -263,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=args.output_len)
     result = {"mode": args.mode, "arms": names, "iters": args.iters, "warmup": args.warmup, "count": count,
               "input_len": args.input_len, "output_len": args.output_len, "cpu_sets": sets,
-              "admission": args.admission, "rounds": []}
+              "admission": args.admission, "timeline": args.timeline, "rounds": []}
     upcoming = 0.0
     free_at_start = free_gpu_bytes(args.tp)
     slack = 2 << 30  # what other processes may take meanwhile (per GPU)
@@ -295,14 +317,18 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 generate[name](batch, params)
         times: dict[str, list[float]] = {n: [] for n in names}
+        timeline: dict[str, list] = {n: [] for n in names}
         for i in range(args.iters):
             for name in (names if i % 2 == 0 else list(reversed(names))):  # ABBA across iterations
-                t0 = time.perf_counter()
-                generate[name](batch, params)
+                t0_wall, t0_mono, t0 = time.time(), time.monotonic(), time.perf_counter()
+                outputs = generate[name](batch, params)
                 times[name].append(time.perf_counter() - t0)
+                if args.timeline:
+                    timeline[name].append(stamps(outputs, t0_wall, t0_mono))
         summary = {n: round(sorted(v)[len(v) // 2], 5) for n, v in times.items()}
         print(f"round {r}: median seconds per iteration {summary}", flush=True)
-        result["rounds"].append({"round": r, "start_order": order, "engine_start_s": started, "seconds": times})
+        result["rounds"].append({"round": r, "start_order": order, "engine_start_s": started, "seconds": times,
+                                 **({"timeline": timeline} if args.timeline else {})})
         for engine in engines.values():  # every engine core ends before the next round's start
             stop_engine(engine)
         del engines

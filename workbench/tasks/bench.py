@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from workbench import flags, ui
 from workbench.bench import plan as benchplan
-from workbench.bench import serve
+from workbench.bench import serve, timeline
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError
 from workbench.tasks.runtimes import plan_places
@@ -48,6 +48,8 @@ AB_HELP = {
                 "(needs arms + 1 shares of the CPUs it may use)",
     "admission": "paired: whole (default: each timed batch reaches the scheduler at once, so every iteration steps "
                  "the same batches) or stream (request by request, as `vllm bench` and LLM.generate)",
+    "timeline": "paired: stamp every timed request (when it reached the engine core, which engine step took it) and "
+                "report each arm's batch cuts and what they cost; vLLM's request stats run in every arm alike",
     "point_timeout": "serve: seconds one load point may run before the server is taken to hang and the run stops "
                      "(default 1800)",
     "compile_cache": "per-arm (default: a VLLM_CACHE_ROOT per arm, repeats skip compilation), shared (one root: "
@@ -87,8 +89,8 @@ def _print_setup(console, setup, places, session: str, python: str) -> None:
 def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_len=None, num_prompts=None,
        batch_size=None, repeats=None, iters=None, warmup_iters=None, tp=None, extra="", compile_cache="per-arm",
        gemm_layers="", aa=False, weights="auto", gate=True, driver="cli", budget_min=None, pin_cpus=False,
-       admission="", request_rates=None, concurrencies=None, port=None, server_timeout=None, point_timeout=None,
-       runtime=None, verbose=False, dry_run=False):
+       admission="", timeline=False, request_rates=None, concurrencies=None, port=None, server_timeout=None,
+       point_timeout=None, runtime=None, verbose=False, dry_run=False):
     """A/B the custom GEMM in the real vLLM: `vllm bench` with VLLM_USE_CUSTOM_GEMM=0 vs =1, alternating."""
     d = benchplan.BenchSpec()
     spec = benchplan.validate_spec(benchplan.BenchSpec(
@@ -101,7 +103,7 @@ def ab(c, custom_gemm=True, model=None, mode="latency", input_len=None, output_l
         extra=benchplan.parse_extra(extra), compile_cache=compile_cache, gemm_layers=gemm_layers, aa=aa,
         weights=weights, gate=gate, driver=driver,
         budget_min=flags.real("--budget-min", budget_min, minimum=0, example="9") or 0.0, pin_cpus=bool(pin_cpus),
-        admission=admission, request_rates=serve.parse_rates(request_rates),
+        admission=admission, timeline=bool(timeline), request_rates=serve.parse_rates(request_rates),
         concurrencies=serve.parse_concurrencies(concurrencies),
         port=_int("--port", port, d.port, 0),
         server_timeout_s=flags.real("--server-timeout", server_timeout, above=0, example="900") or d.server_timeout_s,
@@ -250,6 +252,8 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
         if p.get("admission_refused"):
             console.print(f"[yellow]{mode} (paired): asked for whole batches, got request-by-request arrival: "
                           f"{p['admission_refused']}[/]")
+        for arm, stamped in (p.get("timeline") or {}).items():
+            console.print(f"{mode} (paired) steps, {timeline.describe(arm, stamped)}", markup=False)
         c = p.get("control")
         if c:
             console.print(f"{mode} (paired): A/A in the same rounds, control/baseline {c['time_ratio']:.4f} "
