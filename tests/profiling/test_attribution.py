@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from workbench.bench.kernels import import_custom_kernels  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
 from workbench.models import KERNELS_PACKAGE  # noqa: E402
-from workbench.profile import attribution  # noqa: E402
+from workbench.profile import attribution, gaps  # noqa: E402
 from workbench.profile.run import analyse_session  # noqa: E402
 from workbench.trace.kernel_map import build_index  # noqa: E402
 from workbench.trace.kernels import profile_to_chrome_trace  # noqa: E402
@@ -186,3 +186,48 @@ def test_collectives_are_shown_but_not_summed_and_ranks_share_the_delta(tmp_path
     assert result.kernel_delta_us == -2.0 and result.kernel_delta_pct == pytest.approx(-2.0 / 22.0 * 100)
     assert result.measured["kernel_delta_pct_of_e2e"] == pytest.approx(-1.0)
     assert result.baseline_gpu_time_us == 142.0  # the table's totals still hold every kernel
+
+
+def _step_trace(path: Path, waits_us: list[float]) -> Path:
+    """A step of GEMMs on two streams (one overlapping the other), then kernels separated by ``waits_us``."""
+    gpu = {"ph": "X", "pid": 0, "cat": "kernel"}
+    events = [{**gpu, "tid": 7, "name": "nvjet_sm90_tst_64x8_64x16_2x1_v_bz_TNT", "ts": 0, "dur": 50},
+              {**gpu, "tid": 9, "name": "void vllm::rms_norm_kernel<c10::BFloat16>(int)", "ts": 40, "dur": 20},
+              {**gpu, "tid": 7, "cat": "gpu_memcpy", "name": "Memcpy DtoD (Device -> Device)", "ts": 60, "dur": 10}]
+    t = 70.0
+    for i, wait in enumerate(waits_us):
+        t += wait
+        events.append({**gpu, "tid": 7, "name": f"void kernel_{i}(float*)", "ts": t, "dur": 30})
+        t += 30
+    path.write_text(json.dumps({"traceEvents": events}))
+    return path
+
+
+def test_gpu_idle_between_kernels_is_measured_per_arm_and_compared(tmp_path):
+    """The gaps no kernel sum holds: the custom arm's kernels take what the baseline's take, but the GPU waits
+    2 × 400 µs longer between them (host-side cost); a 50 µs wait is launch latency and is not counted as a gap."""
+    index = build_index(None, custom=ROOT / KERNELS_PACKAGE)
+    arms = {arm: attribution.arm_profile(arm, [_step_trace(tmp_path / f"{arm}.pt.trace.json", waits)], index, "cuda")
+            for arm, waits in (("baseline", [50, 200, 50]), ("custom", [50, 600, 450]))}
+    base, custom = arms["baseline"].idle, arms["custom"].idle
+    assert base.busy_us == custom.busy_us == 70 + 3 * 30  # overlapping streams count once
+    assert (base.gaps, base.gap_us, custom.gaps, custom.gap_us) == (1, 200.0, 2, 1050.0)
+    assert base.idle_us == 300.0 and custom.idle_us == 1100.0 and base.span_us == 460.0
+    top = custom.largest[0]
+    assert (top.us, top.at_us, top.before, top.after) == (600.0, 150.0, "kernel_0", "kernel_1")
+    result = attribution.attribute(arms["baseline"], arms["custom"])
+    assert result.kernel_delta_us == 0.0 and set(result.idle) == {"baseline", "custom"}
+    lines = gaps.report(result.idle)
+    assert lines[0].startswith("GPU idle, baseline: 0.30 ms of its 0.5 ms span (1 gaps over 100 µs: 0.20 ms)")
+    assert lines[2].startswith("GPU idle, custom - baseline: +0.80 ms (+173.91% of the baseline's span)")
+    assert json.loads(json.dumps(result.to_json()))["idle"]["custom"]["gaps"] == 2
+
+
+def test_ranks_add_their_idle_and_a_cpu_trace_has_none(tmp_path, session):
+    index = build_index(None, custom=ROOT / KERNELS_PACKAGE)
+    two = attribution.arm_profile("custom", [_step_trace(tmp_path / f"r{r}.pt.trace.json", [50, 300, 50])
+                                             for r in (0, 1)], index, "cuda")
+    assert (two.idle.gaps, two.idle.gap_us, two.idle.span_us) == (2, 600.0, 2 * 560.0)
+    cpu = attribution.arm_profile("custom", attribution.session_traces(session / "profile" / "latency")["custom"],
+                                  index, "cpu")
+    assert cpu.idle is None

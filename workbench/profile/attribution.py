@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.profile import gaps
 from workbench.trace.kernel_map import KernelIndex
 from workbench.trace.kernels import find_trace_files, kernel_table, load_chrome_events, samples_with_callers
 
@@ -69,6 +70,7 @@ class ArmProfile:
     gpu_time_us: dict[str, float]
     calls: dict[str, int]
     ranks: int = 1  # trace files, one per rank's worker: their times add up over ranks that run side by side
+    idle: gaps.Idle | None = None  # the GPU's waits between kernels (None: a CPU trace)
 
     @property
     def total_us(self) -> float:
@@ -80,9 +82,10 @@ def arm_profile(arm: str, traces: list[Path], index: KernelIndex | None, device:
     if not traces:
         raise WorkbenchError(f"no trace files for the {arm} arm: run the profiled generate first "
                              "(invoke profile.attribute SESSION runs it)")
-    samples = []
+    samples, loaded = [], []
     for path in traces:
-        samples += samples_with_callers(load_chrome_events(path), device)
+        loaded.append(load_chrome_events(path))
+        samples += samples_with_callers(loaded[-1], device)
     stats = {s.name: s for s in kernel_table(((n, t) for n, t, _ in samples), index, device)}
     time: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
@@ -91,7 +94,8 @@ def arm_profile(arm: str, traces: list[Path], index: KernelIndex | None, device:
         b = bucket(s.category, s.origin, callers, name)
         time[b] += us
         calls[b] += 1
-    return ArmProfile(arm, [str(p) for p in traces], device, dict(time), dict(calls), ranks=len(traces))
+    return ArmProfile(arm, [str(p) for p in traces], device, dict(time), dict(calls), ranks=len(traces),
+                      idle=gaps.idle(loaded) if device == "cuda" else None)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class Attribution:
     device: str = "cuda"  # "cpu": the times are CPU operators' self times (a trace without GPU kernels)
     ranks: int = 1
     not_summed: dict[str, float] = field(default_factory=dict)  # WAITS categories' deltas, shown but not summed
+    # Per arm, the GPU's idle time inside the profiled generate (gaps.py): the host-side cost no kernel sum sees.
+    idle: dict[str, gaps.Idle] = field(default_factory=dict)
 
     @property
     def what(self) -> str:
@@ -143,7 +149,8 @@ def attribute(baseline: ArmProfile, custom: ArmProfile, measured: dict[str, Any]
     if measured.get("baseline_s"):  # ranks run side by side: one rank's share of the delta is the step's
         measured["kernel_delta_pct_of_e2e"] = 100.0 * delta / ranks * 1e-6 / measured["baseline_s"]
     return Attribution(rows, baseline.total_us, custom.total_us, delta, 100.0 * delta / base if base else 0.0,
-                       measured, baseline.device, ranks, {r.category: r.delta_us for r in rows if r.category in WAITS})
+                       measured, baseline.device, ranks, {r.category: r.delta_us for r in rows if r.category in WAITS},
+                       {a.arm: a.idle for a in (baseline, custom) if a.idle is not None})
 
 
 def measured_delta(session_dir: Path, mode: str) -> dict[str, Any]:

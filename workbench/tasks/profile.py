@@ -238,6 +238,8 @@ def _index(settings, fork):
 def _print_attribution(result, path: Path, chart: Path | None) -> None:
     from rich.table import Table
 
+    from workbench.profile import gaps
+
     table = Table(title=f"{result.what} per profiled generate, by kernel category")
     for col in ("category", "baseline µs", "custom µs", "delta µs", "calls b/c"):
         table.add_column(col, justify="left" if col == "category" else "right")
@@ -258,6 +260,8 @@ def _print_attribution(result, path: Path, chart: Path | None) -> None:
     for category, delta in result.not_summed.items():
         ui.console.print(f"not summed: {category} {delta:+.1f} µs (a collective runs until every rank arrives: its "
                          "time holds the other ranks' lateness, not work)", markup=False)
+    for line in gaps.report(result.idle):
+        ui.console.print(line, markup=False)
     if "delta_pct" in m:
         ui.console.print(f"measured end to end: {m['delta_pct']:+.2f}% time (custom/baseline {m['time_ratio']:.4f}, "
                          f"{m['source']}; {m.get('verdict')})", markup=False)
