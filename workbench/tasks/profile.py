@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from pathlib import Path
 
 from invoke import Collection, task
 
 from workbench import flags, ui
-from workbench.bench import plan as benchplan
-from workbench.bench.results import read_env, vllm_version
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError
-from workbench.runtime import posix
 from workbench.tasks.runtimes import plan_places
 
 COMMON = {
@@ -33,48 +29,14 @@ COMMON = {
 }
 
 
-def _session_dir(settings, session: str) -> Path:
-    from workbench.bench.results import session_path
-
-    path = session_path(settings.results_path, session)
-    if not (path / "plan.json").is_file():
-        raise WorkbenchError(f"unknown session {session!r} (no plan.json under {path}): name a folder that "
-                             "`invoke bench` wrote under results/, e.g. results/20261130-053508-llama-3-8b")
-    return path
-
-
-def _visible(settings, runtime, host: Path) -> str:
-    """How the runtime names a host folder of the results (one line when it cannot see it)."""
+def _workload(settings, runtime, arm, session, model, batch_size, output_len, eager, from_start, tool_name):
+    """(workload, where, model setup, spec) of one arm's profiled batch (workbench.profile.workload)."""
+    from workbench.profile import workload
     from workbench.tasks.runtimes import path_mapper
 
-    mapped = path_mapper(settings, runtime)(host)
-    if mapped is None:
-        raise WorkbenchError(f"{host} is not visible where the steps run: copy the session under results/")
-    return mapped
-
-
-def _workload(settings, runtime, arm, session, model, batch_size, output_len, eager, from_start, tool_name):
-    """(workload, places, python, where, model setup) of one arm's profiled batch."""
-    from workbench.bench import session as bench_session
-    from workbench.profile import capture
-
-    capture.check_arm(arm)
     places, python, where = plan_places(settings, runtime)
-    session_dir = _session_dir(settings, session) if session else None
-    spec = capture.spec_from_session(session_dir) if session_dir else benchplan.BenchSpec(model=model or
-                                                                                           benchplan.BenchSpec.model)
-    out_len = flags.integer("--output-len", output_len, minimum=1, example="8") or 8
-    batch = flags.integer("--batch-size", batch_size, minimum=1, example="8")
-    spec = benchplan.validate_spec(capture.profile_spec(spec, out_len, batch))
-    setup = bench_session.model_setup(settings.root, settings.results_path, places.results, spec)
-    if session_dir:
-        folder = _visible(settings, runtime, session_dir.absolute() / "profile" / tool_name)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        folder = posix(places.results, "profile", f"{stamp}-{benchplan.model_slug(spec.model)}")
-    work = capture.workload(spec, arm, places, folder, setup.args, python, settings.root, eager=eager,
-                            from_start=from_start, kernels_digest=bench_session.kernels_digest(settings.root),
-                            vllm_version=vllm_version(read_env(session_dir)) if session_dir else None)
+    work, setup, spec = workload.profiled(settings, places, python, path_mapper(settings, runtime), arm, session,
+                                          model, batch_size, output_len, eager, from_start, tool_name)
     return work, where, setup, spec
 
 
@@ -194,17 +156,18 @@ def nsys(c, arm="custom", session=None, model=None, batch_size=None, output_len=
 def attribute(c, session, mode="latency", run=True, fork=None, runtime=None, dry_run=False):
     """Time per kernel category, baseline vs custom, beside the session's measured end-to-end delta."""
     from workbench.bench import session as bench_session
-    from workbench.profile import attribution, capture
+    from workbench.profile import attribution, capture, workload
     from workbench.profile.run import analyse_session, tee
+    from workbench.tasks.runtimes import path_mapper
 
     settings = settings_from_context(c)
-    session_dir = _session_dir(settings, session)
+    session_dir = workload.session_dir(settings.results_path, session)
     spec = capture.spec_from_session(session_dir)
     traces = attribution.session_traces(session_dir / "profile" / mode)
     if run and not all(traces.values()):
         places, python, where = plan_places(settings, runtime)
         setup = bench_session.model_setup(settings.root, settings.results_path, places.results, spec)
-        folder = _visible(settings, runtime, session_dir.absolute() / "profile" / mode)
+        folder = workload.visible(path_mapper(settings, runtime), session_dir.absolute() / "profile" / mode)
         argv = capture.attribution_command(spec, mode, folder, places, setup.args, python,
                                            bench_session.kernels_digest(settings.root))
         _show(where, argv, {}, [f"{folder}/<arm>/*.pt.trace.json"], ["one profiled generate per arm, no timed round"])
