@@ -45,7 +45,7 @@ def arm_summary(iterations: list[list[list[float]] | None], seconds: list[float]
     shapes = [(iteration(rows), t) for rows, t in zip(iterations, seconds, strict=False) if rows]
     if not shapes:
         return None
-    count = len(iterations[0] or []) if iterations else 0
+    count = max(len(rows) for rows in iterations if rows)  # the batch: a whole first step took all of it
     by_cut: dict[str, list[float]] = {}
     for shape, t in shapes:
         by_cut.setdefault(shape["cut"], []).append(t)
