@@ -368,7 +368,8 @@ def export(c, session, out=None):
             "extra": "more flags for python -m workbench.bench.proxy, e.g. \"--device cpu\"",
             "dry_run": "print the command, run nothing"})
 def proxy(c, model="qwen2.5-0.5b", out=None, extra="", dry_run=False):
-    """Model-level A/B without vLLM: an HF model from a config, random weights, GEMMs routed or not."""
+    """Model-level A/B without vLLM: an HF model from a config, random weights, GEMMs routed or not (a GEMM-heavy
+    step, not a prediction of vLLM's time: the real-engine A/B prints the table's prediction beside its result)."""
     console = ui.console
     cmd = [sys.executable, "-m", "workbench.bench.proxy", "--model", model, *benchplan.parse_extra(extra)]
     if out:
