@@ -53,6 +53,10 @@ def _vllm_gpu_reason() -> str | None:
     return None
 
 
+# tryfirst: xdist's worker reads the xdist_group marks in its own pytest_collection_modifyitems (it suffixes each
+# nodeid with its group); run after it, the marks come too late and every test is a unit of its own, so the
+# daemon's tests ran on both workers at once (one rebuilt the dev image while another's `up` checked for drift).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     need = {m for item in items for m in ("docker", "podman", "gpu", "vllm_gpu") if item.get_closest_marker(m)}
     reasons = {}
