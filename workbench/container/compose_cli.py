@@ -98,7 +98,7 @@ def resolve(command: tuple[str, ...], path: Path, env: Mapping[str, str]) -> dic
 
     files = project_files(path)
     cached = _cache_dir() / f"{_key(command, files, env)}.yaml"
-    if cached.is_file():
+    with contextlib.suppress(FileNotFoundError):  # absent, or pruned by another process just now: ask Compose
         return yaml.safe_load(cached.read_text())
     profiles = _profiles(files)
     argv = [*command]
