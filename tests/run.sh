@@ -60,7 +60,7 @@ step "pytest"
 cd "$root"
 set +e
 # One worker per CPU, two at least and four at most: the container daemon's tests (one worker, in order) run beside
-# the rest. On CI's two cores the suite took 17 minutes warm this way, 29 in one process.
+# the rest. On CI's two cores the suite took 12-16 minutes warm this way, 22-29 in one process.
 workers=$(nproc); [ "$workers" -ge 2 ] || workers=2; [ "$workers" -le 4 ] || workers=4
 python -m pytest -n "$workers" --dist loadgroup --durations=20 "$@"
 rc=$?
