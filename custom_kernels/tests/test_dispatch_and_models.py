@@ -12,7 +12,7 @@ from custom_kernels import dispatch
 from custom_kernels.dispatch import BUCKETS, Choice, DispatchTable, bucket_for, read_table, shape_key, write_table
 from custom_kernels.gemm.candidates import CANDIDATES, splitk_space, tma_space
 from custom_kernels.models import available_models, linear_shapes, load_config, model_dims, resolve_config
-from custom_kernels.tune import VLLM_MEMORY_SHARE, Measured, confirm, main, make_entry, rank_gemm_bytes
+from custom_kernels.tune import VLLM_MEMORY_SHARE, Measured, bench_gpu, confirm, main, make_entry, rank_gemm_bytes
 
 
 @pytest.mark.parametrize(("m", "bucket"), [(1, 1), (3, 4), (17, 32), (64, 64), (333, 512), (8192, 8192), (9000, 8192)])
@@ -303,7 +303,8 @@ BENCH_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
                                            if (p / "gemm_bfloat16.json").is_file()))
 def test_no_shipped_winner_is_one_its_committed_bench_measured_below_cublas(gpu_dir):
     data = json.loads((BENCH_RESULTS / gpu_dir / "gemm_bfloat16.json").read_text())
-    shapes = read_table(dispatch.table_path(data["env"]["gpu"])).gpus[data["env"]["gpu"]]["bfloat16"]["shapes"]
+    gpu = bench_gpu(data["env"])
+    shapes = read_table(dispatch.table_path(gpu)).gpus[gpu]["bfloat16"]["shapes"]
     assert confirm(json.loads(json.dumps(shapes)), data["rows"]) == []  # the shipped tables went through --confirm
 
 
@@ -320,3 +321,20 @@ def test_confirm_on_bad_input_says_what_in_one_line(tmp_path, capsys):
     assert main(["--confirm", str(other), "--table", str(tmp_path / "empty.json")]) == 2
     assert "has no entries for NVIDIA H200" in capsys.readouterr().err
     assert not (tmp_path / "empty.json").exists()  # nothing half-done
+
+
+def test_the_ops_table_keeps_its_answers_and_they_are_the_tables():
+    """The op looks its kernel up on every call outside a CUDA graph: the kept answer must be the file's."""
+    tables = dispatch.reload_table()
+    try:
+        shipped = read_table(dispatch.table_path("NVIDIA H200"))
+        shapes = shipped.gpus["NVIDIA H200"]["bfloat16"]["shapes"]
+        for key in shapes:
+            n, k = map(int, key.split("x"))
+            for m in (1, 3, 16, 100, 1024, 1536, 3585, 4096, 9000):
+                first = tables.lookup("NVIDIA H200", "bfloat16", n, k, m)
+                assert first == shipped.lookup("NVIDIA H200", "bfloat16", n, k, m)
+                assert tables.lookup("NVIDIA H200", "bfloat16", n, k, m) is first  # kept, not looked up again
+        assert tables.lookup("GPU nobody tuned", "bfloat16", 64, 32, 8) == dispatch.CUBLAS
+    finally:
+        dispatch.reload_table()

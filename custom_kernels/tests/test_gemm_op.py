@@ -8,6 +8,9 @@ replay with the kernel names confirmed from a profiler trace, and device-side co
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,6 +83,53 @@ def test_dynamo_traces_fullgraph_without_breaks():
     fn = torch.compile(lambda t: ck.unquantized_gemm(layer, t, w, b), fullgraph=True, backend="eager")
     assert torch.equal(fn(x), F.linear(x, w, b))
     assert ck.CALL_COUNTS[layer.prefix] == 1  # counted inside the op: runs from the compiled graph too
+
+
+@pytest.mark.parametrize("how", ["direct", "custom_op"])
+def test_both_registrations_are_the_same_op_to_torch(how):
+    """The registration is an A/B knob (CUSTOM_KERNELS_OP): either way the op computes F.linear, passes opcheck
+    and stays one node in a fullgraph trace; only its host cost per call differs."""
+    from custom_kernels.op import register
+
+    op = register("custom_kernels_test", f"linear_{how}", how)
+    x, w, b = make_operands(4, 24, 40, torch.float32, bias=True)
+    assert torch.equal(op(x, w, b, "l"), F.linear(x, w, b))
+    torch.library.opcheck(getattr(torch.ops.custom_kernels_test, f"linear_{how}").default, (x, w, b, "l"))
+    fn = torch.compile(lambda t: op(t, w, b, "l"), fullgraph=True, backend="eager")
+    assert torch.equal(fn(x), F.linear(x, w, b))
+
+
+def test_the_shipped_op_is_registered_without_custom_ops_dispatch_layers():
+    """Registered as vLLM registers its ops (Library.impl on the backend keys): no Autograd kernel of its own, which
+    is where torch.library.custom_op's per-call host cost sits."""
+    from custom_kernels.op import REGISTRATION, register
+
+    assert REGISTRATION == "direct"
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key("custom_kernels::linear", "Autograd")
+    register("custom_kernels_test", "linear_layers", "custom_op")  # the check tells the two apart
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("custom_kernels_test::linear_layers", "Autograd")
+    with pytest.raises(ValueError, match="use one of direct, custom_op"):
+        register("custom_kernels_test", "linear_bad", "fast")
+
+
+def test_an_unknown_registration_stops_the_import_with_what_to_set(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUSTOM_KERNELS_OP": "fast", "PYTHONPATH": str(Path(ck.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", "import custom_kernels"], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "CUSTOM_KERNELS_OP='fast': use one of direct, custom_op" in proc.stderr
+
+
+def test_host_cost_bench_times_every_variant_on_this_machine():
+    """bench.op_overhead --host runs where there is no GPU too (CPU tensors): F.linear and the op both ways."""
+    from custom_kernels.bench.op_overhead import host_cost
+
+    result = host_cost(calls=20, rounds=1)
+    assert set(result["median_us_per_call"]) == {"F.linear", "op (direct)", "op (custom_op)"}
+    assert all(t > 0 for t in result["median_us_per_call"].values())
+    assert set(result["op_over_F.linear_us"]) == {"op (direct)", "op (custom_op)"}
 
 
 # ------------------------------------------------------------------------------------------- GPU tier

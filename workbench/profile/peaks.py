@@ -29,7 +29,9 @@ def measured(root: Path, gpu: str) -> Peaks | None:
         except (OSError, json.JSONDecodeError):
             continue
         peaks = env.get("peaks") or {}
-        if env.get("gpu") == gpu and peaks.get("copy_gbps") and peaks.get("matmul_tflops"):
+        # bench.gemm records the device under env.torch; results from before that record it as env.gpu
+        ran_on = env.get("gpu") or (env.get("torch") or {}).get("device")
+        if ran_on == gpu and peaks.get("copy_gbps") and peaks.get("matmul_tflops"):
             return Peaks(gpu, float(peaks["copy_gbps"]), float(peaks["matmul_tflops"]),
                          f"measured: {path.relative_to(root).as_posix()}")
     return None

@@ -140,22 +140,50 @@ def _linear_fake(x, weight, bias=None, layer=""):
 
 
 SCHEMA = "(Tensor x, Tensor weight, Tensor? bias=None, str layer=\"\") -> Tensor"
-# How the op is registered. "custom_op" (default): torch.library.custom_op + register_fake.
-# "direct": Library.define + impl on the CUDA/CPU keys + register_fake, as vLLM's
-# direct_register_custom_op does to skip custom_op's Python dispatch layers (for A/B measurements).
-REGISTRATION = os.environ.get("CUSTOM_KERNELS_OP", "custom_op")
+REGISTRATIONS = ("direct", "custom_op")
+_LIBS: list[torch.library.Library] = []  # a Library unregisters its ops when collected: kept for the process
+_REGISTERED: dict[tuple[str, str, str], object] = {}
 
-if REGISTRATION == "direct":
-    _LIB = torch.library.Library("custom_kernels", "DEF")  # kept alive for the process
-    _LIB.define("linear" + SCHEMA)
-    for _key in ("CUDA", "CPU"):
-        _LIB.impl("linear", _linear_impl, _key)
-    torch.library.register_fake("custom_kernels::linear", _linear_fake, lib=_LIB)
 
-    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               layer: str = "") -> torch.Tensor:
-        """y = x @ weight.T + bias for any leading dims of x; weight [N, K]."""
-        return torch.ops.custom_kernels.linear(x, weight, bias, layer)
-else:
-    linear = torch.library.custom_op("custom_kernels::linear", _linear_impl, mutates_args=(), schema=SCHEMA)
-    linear.register_fake(_linear_fake)
+def register(namespace: str, name: str, how: str):
+    """Register ``_linear_impl`` as ``torch.ops.<namespace>.<name>``, and return the callable that runs it.
+
+    "direct": Library.define + impl on the CUDA and CPU keys + register_fake, as vLLM's direct_register_custom_op
+    does. "custom_op": torch.library.custom_op + register_fake, whose autograd and Python dispatch layers run on
+    every call. Both are opaque single nodes to torch.compile(fullgraph=True) and record into CUDA graphs; they
+    differ on the host, in calls made outside a CUDA graph (eager code; vLLM's prefill steps above its largest
+    captured size): custom_op's layers cost several times the direct op's per call (bench.op_overhead --host)."""
+    key = (namespace, name, how)
+    if key in _REGISTERED:  # an op is defined once per process
+        return _REGISTERED[key]
+    _REGISTERED[key] = _register(namespace, name, how)
+    return _REGISTERED[key]
+
+
+def _register(namespace: str, name: str, how: str):
+    if how == "custom_op":
+        op = torch.library.custom_op(f"{namespace}::{name}", _linear_impl, mutates_args=(), schema=SCHEMA)
+        op.register_fake(_linear_fake)
+        return op
+    if how != "direct":
+        raise ValueError(f"op registration {how!r}: use one of {', '.join(REGISTRATIONS)}")
+    lib = torch.library.Library(namespace, "FRAGMENT")
+    lib.define(name + SCHEMA)
+    for key in ("CUDA", "CPU"):
+        lib.impl(name, _linear_impl, key)
+    torch.library.register_fake(f"{namespace}::{name}", _linear_fake, lib=lib)
+    _LIBS.append(lib)
+    return getattr(getattr(torch.ops, namespace), name)
+
+
+# How this process registers the op: "direct" unless CUSTOM_KERNELS_OP says custom_op (A/B runs). Why direct: in
+# a step whose kernels the CPU only just stays ahead of, the op's host cost per call becomes the step's time.
+REGISTRATION = os.environ.get("CUSTOM_KERNELS_OP", "direct")
+if REGISTRATION not in REGISTRATIONS:
+    raise ValueError(f"CUSTOM_KERNELS_OP={REGISTRATION!r}: use one of {', '.join(REGISTRATIONS)}")
+_op = register("custom_kernels", "linear", REGISTRATION)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, layer: str = "") -> torch.Tensor:
+    """y = x @ weight.T + bias for any leading dims of x; weight [N, K] (through the registered op)."""
+    return _op(x, weight, bias, layer)

@@ -306,11 +306,17 @@ def confirm(shapes: dict[str, dict[str, Any]], rows: Iterable[dict[str, Any]], f
     return dropped
 
 
+def bench_gpu(env: dict[str, Any]) -> str:
+    """The GPU a bench result ran on: ``env.torch.device`` (bench.gemm's record), ``env.gpu`` in results written
+    before it recorded the torch environment."""
+    return env["gpu"] if "gpu" in env else env["torch"]["device"]
+
+
 def confirm_main(results: str, table: str | None) -> int:
     """--confirm: drop the winners the bench at ``results`` did not confirm (one line and exit 2 on bad input)."""
     try:
         data = json.loads(Path(results).read_text())
-        gpu, rows = data["env"]["gpu"], data["rows"]
+        gpu, rows = bench_gpu(data["env"]), data["rows"]
         dtype = {str(r.get("dtype", "bfloat16")) for r in rows} or {"bfloat16"}
         if len(dtype) != 1:
             raise ValueError(f"{results} mixes dtypes {sorted(dtype)}: confirm one bench run at a time")
