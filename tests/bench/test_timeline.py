@@ -4,6 +4,8 @@ tests/engine/test_paired.py (vLLM on a GPU)."""
 
 from __future__ import annotations
 
+import pytest
+
 from workbench.bench import timeline
 
 
@@ -25,11 +27,24 @@ def test_cuts_their_counts_costs_and_waits():
     s = timeline.arm_summary(its, [0.5, 0.400, 0.430, 0.420])
     assert s["iterations"] == 3 and s["cuts"] == {"6+2": 2, "8": 1} and s["whole_first_step"] == 1
     assert s["median_s_by_cut"] == {"6+2": 0.425, "8": 0.4}
-    assert s["last_queued_ms"] == 2.1 and s["first_step_wait_ms"] == 1.6
+    assert s["first_step_ms_by_cut"] == {"6+2": 20.0}  # a whole first step has no next step to end it
+    assert s["handed_over_ms"] == 1.9 and s["first_queued_ms"] == 0.0 and s["first_step_wait_ms"] == 1.6
     assert s["prefill_done_ms"] == 36.5  # median of 3 + 15, 1.5 + 20 + 15 and 1.6 + 20 + 15 ms
     line = timeline.describe("custom", s)
-    assert line.startswith("custom: first step took the whole batch in 1/3 iterations; cuts 6+2 ×2 (425.0 ms), "
-                           "8 ×1 (400.0 ms); batch queued by 2.10 ms, first step 1.60 ms after the first request")
+    assert line.startswith("custom: first step took the whole batch in 1/3 iterations; cuts 6+2 ×2 (425.0 ms, "
+                           "first step 20.0 ms), 8 ×1 (400.0 ms); batch handed over by 1.90 ms, first request "
+                           "queued at 0.00 ms, first step 1.60 ms after it")
+
+
+def test_a_long_first_step_is_told_from_a_slow_hand_over():
+    """The core queues the rest of a streamed batch only when its first step ends: the first step's length per cut
+    is what differs when one engine runs the same cut slower (the H200's custom engines: 44-52 against 19-35 ms)."""
+    slow, fast = _rows([2, 6], 0.2, 1.0), _rows([2, 6], 0.2, 1.0)
+    for row in slow[2:]:  # the same hand-over, a first step 25 ms longer
+        row[timeline.SCHEDULED] += 0.025
+    a, b = timeline.arm_summary([fast], [0.41]), timeline.arm_summary([slow], [0.435])
+    assert a["handed_over_ms"] == b["handed_over_ms"] and a["first_queued_ms"] == b["first_queued_ms"]
+    assert b["first_step_ms_by_cut"]["2+6"] - a["first_step_ms_by_cut"]["2+6"] == pytest.approx(25.0)
 
 
 def test_a_run_without_stamps_has_no_timeline():

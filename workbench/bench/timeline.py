@@ -8,9 +8,12 @@ it (arrival), when the engine core queued it, the step that scheduled it, its fi
 seconds from the generate's start. From them, per arm:
 
 - the cut: how many requests each prefill step took, in order ("8", "6+2"), and how often each cut came;
-- how long the front end took to hand the batch over (last request queued), and how long the engine core's
-  first step waited after the first request was queued: a core that steps sooner takes a smaller first bite;
-- the iteration time by cut (median), so a cut's cost is measured, not assumed.
+- how long the front end took to hand the batch over (last arrival), when the engine core queued the first
+  request, and how long its first step waited after that: a core that steps sooner takes a smaller first bite.
+  (The core queues requests only between steps, so the rest of a streamed batch is queued when the first step
+  ends: a late "queued" there is a long first step, not a slow hand-over.);
+- the iteration time by cut, and by cut how long the first step took (its start to the next step's start): on the
+  H200 the same cut cost a custom engine 14–24 ms more, all of it in that first step (custom_kernels/NOTES.md).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ def cut(rows: list[list[float]]) -> list[int]:
 def iteration(rows: list[list[float]]) -> dict[str, Any]:
     """One timed generate's shape, times in ms from its start."""
     queued = [r[QUEUED] for r in rows]
-    scheduled = [r[SCHEDULED] for r in rows]
+    steps = sorted({r[SCHEDULED] for r in rows})
     return {"cut": "+".join(str(n) for n in cut(rows)),
-            "last_queued_ms": max(queued) * 1e3,
-            "first_step_wait_ms": (min(scheduled) - min(queued)) * 1e3,
+            "handed_over_ms": max(r[ARRIVAL] for r in rows) * 1e3,
+            "first_queued_ms": min(queued) * 1e3,
+            "first_step_wait_ms": (steps[0] - min(queued)) * 1e3,
+            "first_step_ms": (steps[1] - steps[0]) * 1e3 if len(steps) > 1 else None,
             "prefill_done_ms": max(r[FIRST] for r in rows) * 1e3}
 
 
@@ -47,17 +52,27 @@ def arm_summary(iterations: list[list[list[float]] | None], seconds: list[float]
         return None
     count = max(len(rows) for rows in iterations if rows)  # the batch: a whole first step took all of it
     by_cut: dict[str, list[float]] = {}
+    first_step: dict[str, list[float]] = {}
     for shape, t in shapes:
         by_cut.setdefault(shape["cut"], []).append(t)
+        if shape["first_step_ms"] is not None:
+            first_step.setdefault(shape["cut"], []).append(shape["first_step_ms"])
     whole = str(count)
+    order = sorted(by_cut, key=lambda c: -len(by_cut[c]))
+
+    def med(key: str) -> float:
+        return round(median([s[key] for s, _ in shapes]), 3)
+
     return {
         "iterations": len(shapes),
         "cuts": dict(Counter(s["cut"] for s, _ in shapes).most_common()),
         "whole_first_step": sum(1 for s, _ in shapes if s["cut"] == whole),
-        "median_s_by_cut": {c: round(median(ts), 5) for c, ts in sorted(by_cut.items(), key=lambda kv: -len(kv[1]))},
-        "last_queued_ms": round(median([s["last_queued_ms"] for s, _ in shapes]), 3),
-        "first_step_wait_ms": round(median([s["first_step_wait_ms"] for s, _ in shapes]), 3),
-        "prefill_done_ms": round(median([s["prefill_done_ms"] for s, _ in shapes]), 3),
+        "median_s_by_cut": {c: round(median(by_cut[c]), 5) for c in order},
+        "first_step_ms_by_cut": {c: round(median(first_step[c]), 2) for c in order if c in first_step},
+        "handed_over_ms": med("handed_over_ms"),
+        "first_queued_ms": med("first_queued_ms"),
+        "first_step_wait_ms": med("first_step_wait_ms"),
+        "prefill_done_ms": med("prefill_done_ms"),
     }
 
 
@@ -78,7 +93,10 @@ def summary(data: dict[str, Any]) -> dict[str, Any] | None:
 
 def describe(arm: str, s: dict[str, Any]) -> str:
     """One line per arm for the session's report."""
-    cuts = ", ".join(f"{c} ×{n} ({s['median_s_by_cut'][c] * 1e3:.1f} ms)" for c, n in s["cuts"].items())
+    first = s.get("first_step_ms_by_cut", {})
+    cuts = ", ".join(f"{c} ×{n} ({s['median_s_by_cut'][c] * 1e3:.1f} ms"
+                     + (f", first step {first[c]:.1f} ms)" if c in first else ")") for c, n in s["cuts"].items())
     return (f"{arm}: first step took the whole batch in {s['whole_first_step']}/{s['iterations']} iterations; "
-            f"cuts {cuts}; batch queued by {s['last_queued_ms']:.2f} ms, first step {s['first_step_wait_ms']:.2f} ms "
-            f"after the first request, every first token by {s['prefill_done_ms']:.1f} ms (medians)")
+            f"cuts {cuts}; batch handed over by {s['handed_over_ms']:.2f} ms, first request queued at "
+            f"{s['first_queued_ms']:.2f} ms, first step {s['first_step_wait_ms']:.2f} ms after it, every first token "
+            f"by {s['prefill_done_ms']:.1f} ms (medians)")
