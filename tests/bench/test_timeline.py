@@ -38,7 +38,7 @@ def test_cuts_their_counts_costs_and_waits():
 
 def test_a_long_first_step_is_told_from_a_slow_hand_over():
     """The core queues the rest of a streamed batch only when its first step ends: the first step's length per cut
-    is what differs when one engine runs the same cut slower (the H200's custom engines: 44-52 against 19-35 ms)."""
+    is what differs when one engine runs the same cut slower (the H200's custom engines: 43-51 against 17-34 ms)."""
     slow, fast = _rows([2, 6], 0.2, 1.0), _rows([2, 6], 0.2, 1.0)
     for row in slow[2:]:  # the same hand-over, a first step 25 ms longer
         row[timeline.SCHEDULED] += 0.025

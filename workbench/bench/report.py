@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from workbench.bench import timeline
 from workbench.bench.results import METRICS, RunResult, group
 from workbench.bench.stats import Comparison, median
 
@@ -165,3 +166,41 @@ def serve_section(medians: dict[str, Any], plot: Path | None) -> dict[str, Any]:
     """summary.json's "serve": each arm's medians per load point, and the plot's file name (None: not drawn)."""
     return {"points": list(dict.fromkeys(p for by_point in medians.values() for p in by_point)),
             "medians": medians, "plot": plot.name if plot else None}
+
+
+def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a session's summary.json says beyond its table, one (rich style, plain text) pair per printed line: per
+    paired mode the ratio with its interval and verdict, how the batches were admitted, each arm's timeline and the
+    A/A of the same rounds; the table's prediction; the spread and the runs a 2% effect needs; the budget's cut."""
+    out: list[tuple[str, str]] = []
+    for mode, p in (summary.get("paired") or {}).items():
+        out.append(("", f"{mode} (paired): time custom/baseline {p['time_ratio']:.4f} [{p['ci95'][0]:.4f}–"
+                        f"{p['ci95'][1]:.4f}] over {p['rounds']} rounds, per round {p['round_ratios']}, floor "
+                        f"{p['floor_pct']:.1f}%: {p['verdict']} (batches {p.get('admission', 'stream')})"))
+        if p.get("admission_refused"):
+            out.append(("yellow", f"{mode} (paired): asked for whole batches, got request-by-request arrival: "
+                                  f"{p['admission_refused']}"))
+        for arm, stamped in (p.get("timeline") or {}).items():
+            out.append(("", f"{mode} (paired) steps, {timeline.describe(arm, stamped)}"))
+        c = p.get("control")
+        if c:
+            out.append(("", f"{mode} (paired): A/A in the same rounds, control/baseline {c['time_ratio']:.4f} "
+                            f"[{c['ci95'][0]:.4f}–{c['ci95'][1]:.4f}], per round {c['round_ratios']}: "
+                            f"floor {c['aa_floor_pct']:.1f}%"))
+    for mode, p in (summary.get("prediction") or {}).items():
+        out.append(("", f"{mode}: the dispatch table predicts time custom/baseline {p['time_ratio']:.4f} (it saves "
+                        f"{p['saved_s'] * 1e3:.2f} ms of GEMM per generate; GEMMs take {p['gemm_share']:.0%} of the "
+                        f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings)"))
+    for mode, s in summary.get("spread", {}).items():
+        cv = s.get("pooled_between_runs_cv_pct")
+        arms = (s.get("baseline", {}), s.get("custom", {}))
+        within = [w for a in arms if (w := a.get("within_run_cv_pct")) is not None]
+        if cv is not None:
+            out.append(("", f"{mode}: runs vary by {cv:.1f}% (CV between runs)"
+                            + (f", iterations within a run by {max(within):.1f}%" if within else "")
+                            + f": a 2% effect needs ~{s.get('runs_per_arm_for_2pct')} runs per arm"))
+    budget = summary.get("budget")
+    if budget:
+        out.append(("yellow", f"--budget-min {budget['minutes']:g}: {budget['runs_not_started']} planned run(s) not "
+                              "started (they would have ended past it); judged on the finished ones"))
+    return out

@@ -96,7 +96,10 @@ def describe(arm: str, s: dict[str, Any]) -> str:
     first = s.get("first_step_ms_by_cut", {})
     cuts = ", ".join(f"{c} ×{n} ({s['median_s_by_cut'][c] * 1e3:.1f} ms"
                      + (f", first step {first[c]:.1f} ms)" if c in first else ")") for c, n in s["cuts"].items())
+    if "handed_over_ms" in s:
+        arrival = (f"batch handed over by {s['handed_over_ms']:.2f} ms, first request queued at "
+                   f"{s['first_queued_ms']:.2f} ms, first step {s['first_step_wait_ms']:.2f} ms after it")
+    else:  # a summary written before the hand-over was read (its "last queued" was the first step's end)
+        arrival = f"first step {s['first_step_wait_ms']:.2f} ms after the first request"
     return (f"{arm}: first step took the whole batch in {s['whole_first_step']}/{s['iterations']} iterations; "
-            f"cuts {cuts}; batch handed over by {s['handed_over_ms']:.2f} ms, first request queued at "
-            f"{s['first_queued_ms']:.2f} ms, first step {s['first_step_wait_ms']:.2f} ms after it, every first token "
-            f"by {s['prefill_done_ms']:.1f} ms (medians)")
+            f"cuts {cuts}; {arrival}, every first token by {s['prefill_done_ms']:.1f} ms (medians)")

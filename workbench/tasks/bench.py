@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from workbench import flags, ui
 from workbench.bench import plan as benchplan
-from workbench.bench import serve, timeline
+from workbench.bench import serve
 from workbench.config import settings_from_context
 from workbench.errors import WorkbenchError
 from workbench.tasks.runtimes import plan_places
@@ -245,37 +245,8 @@ def _report(console: Console, outcome, aa: bool, report) -> None:
     note = verdict.noise_note(outcome.rows)
     if note:
         console.print(f"[yellow]{note}[/]")
-    for mode, p in (summary.get("paired") or {}).items():
-        console.print(f"{mode} (paired): time custom/baseline {p['time_ratio']:.4f} [{p['ci95'][0]:.4f}–"
-                      f"{p['ci95'][1]:.4f}] over {p['rounds']} rounds, per round {p['round_ratios']}, floor "
-                      f"{p['floor_pct']:.1f}%: {p['verdict']} (batches {p.get('admission', 'stream')})")
-        if p.get("admission_refused"):
-            console.print(f"[yellow]{mode} (paired): asked for whole batches, got request-by-request arrival: "
-                          f"{p['admission_refused']}[/]")
-        for arm, stamped in (p.get("timeline") or {}).items():
-            console.print(f"{mode} (paired) steps, {timeline.describe(arm, stamped)}", markup=False)
-        c = p.get("control")
-        if c:
-            console.print(f"{mode} (paired): A/A in the same rounds, control/baseline {c['time_ratio']:.4f} "
-                          f"[{c['ci95'][0]:.4f}–{c['ci95'][1]:.4f}], per round {c['round_ratios']}: "
-                          f"floor {c['aa_floor_pct']:.1f}%")
-    for mode, p in (summary.get("prediction") or {}).items():
-        console.print(f"{mode}: the dispatch table predicts time custom/baseline {p['time_ratio']:.4f} (it saves "
-                      f"{p['saved_s'] * 1e3:.2f} ms of GEMM per generate; GEMMs take {p['gemm_share']:.0%} of the "
-                      f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings)")
-    for mode, s in summary.get("spread", {}).items():
-        need = s.get("runs_per_arm_for_2pct")
-        cv = s.get("pooled_between_runs_cv_pct")
-        within = [a.get("within_run_cv_pct") for a in (s.get("baseline", {}), s.get("custom", {}))]
-        within = [w for w in within if w is not None]
-        if cv is not None:
-            console.print(f"{mode}: runs vary by {cv:.1f}% (CV between runs)"
-                          + (f", iterations within a run by {max(within):.1f}%" if within else "")
-                          + f": a 2% effect needs ~{need} runs per arm")
-    budget = summary.get("budget")
-    if budget:
-        console.print(f"[yellow]--budget-min {budget['minutes']:g}: {budget['runs_not_started']} planned run(s) not "
-                      "started (they would have ended past it); judged on the finished ones[/]")
+    for style, line in report.summary_lines(summary):
+        console.print(f"[{style}]{escape(line)}[/]" if style else line, markup=bool(style))
     v = outcome.validity
     if v.valid:
         what = "no run" if aa else f"custom runs made {list(v.custom_calls)} custom-kernel calls, baseline runs"
