@@ -55,3 +55,21 @@ def test_prediction_at_tp2_prices_the_rank_shapes(tmp_path, capsys):
     assert main(["--model", "llama-3-8b", "--gpu", "GPU X", "--mode", "latency", "--input-len", "8",
                  "--output-len", "2", "--tp", "3"]) == 2
     assert capsys.readouterr().err.startswith("error: llama-3-8b: tensor-parallel size 3 must divide")
+
+
+def test_the_routed_calls_outside_cuda_graphs_and_their_host_cost():
+    """Prefill steps above vLLM's largest CUDA-graph size run the op's Python body once per routed layer; decode
+    steps replay graphs and run none. Priced only when a host cost per call is given."""
+    from custom_kernels.dispatch import read_table, table_path
+    from custom_kernels.predict import CUDA_GRAPH_MAX_TOKENS
+
+    name, cfg = load_config("llama-3-8b")
+    dims = model_dims(cfg, name)
+    table = read_table(table_path("NVIDIA H200"))
+    routed = sum(1 for layer in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+                 if predict(dims, table, "NVIDIA H200", "bfloat16", "latency", 8, 0, 512, 4)["shapes"][layer]["routes"])
+    one_prefill = predict(dims, table, "NVIDIA H200", "bfloat16", "latency", 8, 0, 512, 64, host_us=8.0)
+    assert one_prefill["routed_calls_outside_graphs"] == routed * dims.num_layers  # 8 x 512 tokens: one eager step
+    assert one_prefill["host_s"] == pytest.approx(routed * dims.num_layers * 8e-6)
+    small = predict(dims, table, "NVIDIA H200", "bfloat16", "latency", 1, 0, CUDA_GRAPH_MAX_TOKENS, 64)
+    assert small["routed_calls_outside_graphs"] == 0 and small["host_s"] is None  # fits a CUDA graph

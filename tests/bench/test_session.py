@@ -671,6 +671,22 @@ def test_the_tables_prediction_is_read_beside_the_measured_baseline(tmp_path):
     got = session.prediction_beside(tmp_path, runs, {})["latency"]
     assert got["baseline_s"] == pytest.approx(0.40) and got["gemm_share"] == pytest.approx(0.75)
     assert got["time_ratio"] == pytest.approx(0.99)  # 4 ms saved of 400 ms
+    assert "host_s" not in got  # no host cost measured for this GPU: nothing claimed about it
+
+    (tmp_path / "prediction-latency.json").write_text(json.dumps(
+        {"gemm_s_cublas": 0.3, "saved_s": 0.004, "dtype": "bfloat16", "untimed_shapes": [], "host_s": 0.002,
+         "routed_calls_outside_graphs": 256}))
+    got = session.prediction_beside(tmp_path, runs, {})["latency"]
+    assert got["time_ratio_with_host"] == pytest.approx(0.995) and got["routed_calls_outside_graphs"] == 256
+
+
+def test_the_ops_host_cost_is_read_from_the_h200s_measurement():
+    from workbench.profile.peaks import op_host_us
+
+    root = Path(__file__).resolve().parents[2]
+    assert op_host_us(root, "NVIDIA H200") == pytest.approx(7.89)
+    assert op_host_us(root, "NVIDIA H200", "custom_op") == pytest.approx(13.22)
+    assert op_host_us(root, "a GPU nobody measured") is None
 
 
 def _paired_records(rounds: list[dict[str, list[float]]]):

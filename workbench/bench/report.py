@@ -188,9 +188,12 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
                             f"[{c['ci95'][0]:.4f}–{c['ci95'][1]:.4f}], per round {c['round_ratios']}: "
                             f"floor {c['aa_floor_pct']:.1f}%"))
     for mode, p in (summary.get("prediction") or {}).items():
+        host = (f"; at most {p['time_ratio_with_host']:.4f} with the op's host time in its "
+                f"{p['routed_calls_outside_graphs']} calls outside CUDA graphs, {p['host_s'] * 1e3:.2f} ms, where the "
+                "host bounds the step" if p.get("host_s") is not None else "")
         out.append(("", f"{mode}: the dispatch table predicts time custom/baseline {p['time_ratio']:.4f} (it saves "
                         f"{p['saved_s'] * 1e3:.2f} ms of GEMM per generate; GEMMs take {p['gemm_share']:.0%} of the "
-                        f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings)"))
+                        f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings{host})"))
     for mode, s in summary.get("spread", {}).items():
         cv = s.get("pooled_between_runs_cv_pct")
         arms = (s.get("baseline", {}), s.get("custom", {}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from workbench.bench.results import (
 from workbench.bench.stats import median
 from workbench.errors import WorkbenchError
 from workbench.models import KERNELS_PACKAGE
+from workbench.profile.peaks import op_host_us
 from workbench.runtime import Runtime, discard, posix
 
 StartFn = Callable[[plan.PlannedRun, int, int], None]
@@ -174,7 +176,7 @@ def run_session(runtime: Runtime, root: Path, session: str, spec: plan.BenchSpec
     else:
         records = run_cli(runtime, session_dir, runs, sink, on_start, on_done, sample_gpu, budget)
     if not all(r.error for r in records):
-        run_prediction(runtime, session_dir, spec, setup, sink)
+        run_prediction(runtime, root, session_dir, spec, setup, sink)
     if spec.gate and not all(r.error for r in records):
         run_gate(runtime, root, results_root, session_dir, spec, setup, sink)
     meta = {"spec": asdict(spec), "runtime": runtime.describe(), "model_weights": setup.weights}
@@ -293,19 +295,22 @@ def run_paired(runtime: Runtime, root: Path, session_dir: Path, spec: plan.Bench
     return records
 
 
-def run_prediction(runtime: Runtime, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup, sink: dict) -> None:
-    """What the dispatch table predicts each mode gains (custom_kernels.predict), to judge the measurement by;
-    none for a model without a config folder or on a GPU the environment capture did not name."""
-    env = read_env(session_dir)
-    gpu = _gpu_name(env)
+def run_prediction(runtime: Runtime, root: Path, session_dir: Path, spec: plan.BenchSpec, setup: ModelSetup,
+                   sink: dict) -> None:
+    """What the dispatch table predicts each mode gains (custom_kernels.predict), to judge the measurement by,
+    with the op's measured host cost per call where this GPU has one; none for a model without a config folder or
+    on a GPU the environment capture did not name."""
+    gpu = _gpu_name(read_env(session_dir))
     if setup.folder is None or gpu == UNKNOWN_GPU:
         return
+    host_us = op_host_us(root, gpu, os.environ.get("CUSTOM_KERNELS_OP") or "direct")
     places = runtime.places
     for mode in (m for m in spec.modes if m in plan.MODES):  # the table predicts offline generate calls only
         cmd = [runtime.python, "-m", "custom_kernels.predict", "--model", posix(setup.folder, "config.json"),
                "--gpu", gpu, "--mode", mode, "--batch-size", str(spec.batch_size), "--num-prompts",
                str(spec.num_prompts), "--input-len", str(spec.input_len), "--output-len", str(spec.output_len),
-               "--tp", str(spec.tp), "--out", posix(places.results, session_dir.name, PREDICTION.format(mode=mode))]
+               "--tp", str(spec.tp), "--out", posix(places.results, session_dir.name, PREDICTION.format(mode=mode)),
+               *(["--host-us", f"{host_us:g}"] if host_us is not None else [])]
         runtime.run(cmd, env=kernel_env(places.kernels_import_root), cwd=places.results, **sink)
 
 
@@ -330,6 +335,9 @@ def prediction_beside(session_dir: Path, records: Sequence[RunResult], spec: dic
         out[mode] = {"baseline_s": seconds, "gemm_s_cublas": pred["gemm_s_cublas"], "saved_s": pred["saved_s"],
                      "gemm_share": pred["gemm_s_cublas"] / seconds, "time_ratio": (seconds - pred["saved_s"]) / seconds,
                      "dtype": pred["dtype"], "untimed_shapes": pred["untimed_shapes"]}
+        if pred.get("host_s") is not None:  # the op's host time outside CUDA graphs: a bound, where the host is one
+            out[mode].update({k: pred[k] for k in ("host_s", "routed_calls_outside_graphs")},
+                             time_ratio_with_host=(seconds - pred["saved_s"] + pred["host_s"]) / seconds)
     return out
 
 

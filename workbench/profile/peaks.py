@@ -1,6 +1,7 @@
-"""The ceilings a profiled kernel is measured against: the copy bandwidth and bf16 matmul rate the kernels
-package's GEMM benchmark measured on that GPU (custom_kernels/bench/results/<gpu>/gemm_*.json, env.peaks),
-else the GPU's datasheet values, labelled as such."""
+"""What the kernels package measured on a GPU (custom_kernels/bench/results/<gpu>/), read where the workbench needs
+it: the ceilings a profiled kernel is measured against (the GEMM benchmark's copy bandwidth and bf16 matmul rate,
+gemm_*.json env.peaks; else the GPU's datasheet values, labelled as such), and the op's host time per call
+(bench.op_overhead --host, op_host.json), which prices the routed calls vLLM makes outside CUDA graphs."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ def measured(root: Path, gpu: str) -> Peaks | None:
         if ran_on == gpu and peaks.get("copy_gbps") and peaks.get("matmul_tflops"):
             return Peaks(gpu, float(peaks["copy_gbps"]), float(peaks["matmul_tflops"]),
                          f"measured: {path.relative_to(root).as_posix()}")
+    return None
+
+
+def op_host_us(root: Path, gpu: str, registration: str = "direct") -> float | None:
+    """The op's host time per call over F.linear as bench.op_overhead --host measured it on this GPU (the op
+    registered ``registration``'s way), or None where it was not measured."""
+    for path in sorted((root / BENCH_RESULTS).glob("*/op_host.json")):
+        try:
+            data = json.loads(path.read_text())
+            if data.get("device") == gpu:
+                return float(data["op_over_F.linear_us"][f"op ({registration})"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
     return None
 
 

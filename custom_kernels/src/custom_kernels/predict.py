@@ -12,12 +12,16 @@ rank's GEMM time is the step's; the shapes are the rank's (models.py), priced fr
 those shapes (tune them with ``--tp``), and the all-reduce/all-gather around them is not priced (it is the
 same in both arms). A TP-split shape the table lacks is listed in ``untimed_shapes``.
 
-The prediction is an upper bound on what the kernels can give: it prices the op's own overhead at zero and
-assumes the table's standalone timings hold inside the engine. Put beside the measured A/B it says whether a
-result is the kernels' (it moved by about what they save) or something else's.
+The prediction is an upper bound on what the kernels can give: it assumes the table's standalone timings hold
+inside the engine. The op's own cost is counted apart: inside CUDA graphs it is none (a replay runs no Python),
+but every step vLLM runs outside one (more tokens than its largest captured size: prefill) calls the op's Python
+body once per routed layer. ``routed_calls_outside_graphs`` counts those calls per generate; with ``--host-us``
+(the op's measured host time per call over F.linear, bench.op_overhead --host) ``host_s`` prices them: what the
+route can cost where the host, not the GPU, is the step's critical path. Put beside the measured A/B it says
+whether a result is the kernels' (it moved by about what they save) or something else's.
 
 usage: python -m custom_kernels.predict --model CONFIG --gpu NAME [--dtype bfloat16] --mode latency|throughput
-           [--batch-size 8] [--num-prompts 200] --input-len N --output-len N [--tp 1] [--out FILE]
+           [--batch-size 8] [--num-prompts 200] --input-len N --output-len N [--tp 1] [--host-us US] [--out FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from .models import ModelDims, linear_shapes, load_config, model_dims
 
 MAX_BATCHED_TOKENS = 8192  # vLLM V1's default token budget per step for the offline LLM
 MAX_SEQS = 256  # vLLM's default max_num_seqs: at most this many sequences decode in one step
+# vLLM's largest CUDA-graph size by default (min(2 * max_num_seqs, 512), vllm/config/vllm.py): a step with more
+# tokens runs its compiled graph without a CUDA graph, so the op's Python body runs once per routed layer.
+CUDA_GRAPH_MAX_TOKENS = 512
 
 
 def steps(mode: str, batch_size: int, num_prompts: int, input_len: int, output_len: int) -> list[tuple[int, int]]:
@@ -60,8 +67,10 @@ def _timing(table: DispatchTable, gpu: str, dtype: str, n: int, k: int, m: int) 
 
 
 def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: str, batch_size: int,
-            num_prompts: int, input_len: int, output_len: int, tp: int = 1) -> dict[str, Any]:
-    """Seconds of GEMM per generate with cuBLAS everywhere and with the routed winners, per shape."""
+            num_prompts: int, input_len: int, output_len: int, tp: int = 1,
+            host_us: float | None = None) -> dict[str, Any]:
+    """Seconds of GEMM per generate with cuBLAS everywhere and with the routed winners, per shape; the routed
+    calls made outside CUDA graphs, and what they cost the host at ``host_us`` each."""
     shapes = linear_shapes(dims, tp)
     plan = steps(mode, batch_size, num_prompts, input_len, output_len)
     rows: dict[str, dict[str, Any]] = {}
@@ -86,8 +95,13 @@ def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: s
             row["custom_s"] += float(entry.get("us", entry["cublas_us"])) * 1e-6 * count if won else base
     cublas = sum(r["cublas_s"] for r in rows.values())
     custom = sum(r["custom_s"] for r in rows.values())
+    routed_layers = sum(dims.num_layers for r in rows.values() if r["routes"])
+    eager_steps = sum(1 for tokens, _ in plan if tokens > CUDA_GRAPH_MAX_TOKENS)
+    calls = routed_layers * eager_steps
     return {"model": dims.name, "gpu": gpu, "dtype": dtype, "mode": mode, "tp": tp, "steps": len(plan),
             "gemm_s_cublas": cublas, "gemm_s_custom": custom, "saved_s": cublas - custom,
+            "routed_calls_outside_graphs": calls, "host_us_per_call": host_us,
+            "host_s": calls * host_us * 1e-6 if host_us is not None else None,
             "shapes": rows, "untimed_shapes": sorted(untimed)}
 
 
@@ -102,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input-len", type=int, required=True)
     parser.add_argument("--output-len", type=int, required=True)
     parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--host-us", type=float, help="the op's host time per call over F.linear (bench.op_overhead "
+                        "--host: op_over_F.linear_us); prices the routed calls made outside CUDA graphs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     try:
@@ -109,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dtype = args.dtype or str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
         table = read_table(table_path(args.gpu))
         result = predict(model_dims(cfg, name), table, args.gpu, dtype, args.mode, args.batch_size,
-                         args.num_prompts, args.input_len, args.output_len, args.tp)
+                         args.num_prompts, args.input_len, args.output_len, args.tp, args.host_us)
     except (FileNotFoundError, ValueError) as err:  # a bad name or a TP size vLLM can't split the model into
         print(f"error: {err}", file=sys.stderr)
         return 2
