@@ -152,7 +152,8 @@ def register(namespace: str, name: str, how: str):
     does. "custom_op": torch.library.custom_op + register_fake, whose autograd and Python dispatch layers run on
     every call. Both are opaque single nodes to torch.compile(fullgraph=True) and record into CUDA graphs; they
     differ on the host, in calls made outside a CUDA graph (eager code; vLLM's prefill steps above its largest
-    captured size): custom_op's layers cost several times the direct op's per call (bench.op_overhead --host)."""
+    captured size): custom_op's layers add host time to every such call (H200 host, in inference mode: 13.2 against
+    7.9 us over F.linear; bench.op_overhead --host)."""
     key = (namespace, name, how)
     if key in _REGISTERED:  # an op is defined once per process
         return _REGISTERED[key]
