@@ -77,7 +77,6 @@ def _host_cost(calls: int, rounds: int) -> dict:
     import custom_kernels  # noqa: F401
     from custom_kernels.op import REGISTRATIONS, register
 
-
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -89,11 +88,11 @@ def _host_cost(calls: int, rounds: int) -> dict:
         variants[f"op ({how})"] = lambda op=op: op(x, w, None, "model.layers.0.self_attn.o_proj")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     per_call: dict[str, list[float]] = {v: [] for v in variants}
-    for fn in variants.values():  # warm-up: first calls build dispatch caches
-        for _ in range(50):
-            fn()
-    sync()
-    with torch.inference_mode():
+    with torch.inference_mode():  # as vLLM runs the model; the warm-up too, so its dispatch caches are the ones timed
+        for fn in variants.values():
+            for _ in range(50):
+                fn()
+        sync()
         for _ in range(rounds):
             for name, fn in variants.items():
                 t0 = time.perf_counter()
