@@ -122,6 +122,7 @@ def test_an_unknown_registration_stops_the_import_with_what_to_set(tmp_path):
     assert "CUSTOM_KERNELS_OP='fast': use one of direct, custom_op" in proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the routed kernels are timed too (GPU tier)")
 def test_host_cost_bench_times_every_variant_on_this_machine():
     """bench.op_overhead --host runs where there is no GPU too (CPU tensors): F.linear and the op both ways."""
     from custom_kernels.bench.op_overhead import host_cost
@@ -224,6 +225,22 @@ def test_compile_with_cudagraphs_mode(tmp_path, monkeypatch, restore_table):
     assert check_close(out - 1, x, w).ok
     seen = custom_kernels_in(kernel_counts(lambda: fn(x)))
     assert seen.get("triton_splitk", 0) >= 1
+
+
+@pytest.mark.gpu
+def test_host_cost_bench_times_the_routed_kernels_launch_on_a_gpu():
+    """On a GPU the host bench also times the op launching cuBLASLt and Triton split-K, each really launched
+    (the forced kernel is what the op's counters saw), beside F.linear and both registrations."""
+    from custom_kernels import KERNEL_COUNTS, reset_counts
+    from custom_kernels.bench.op_overhead import host_cost
+
+    reset_counts()
+    result = host_cost(calls=20, rounds=1)
+    times = result["median_us_per_call"]
+    assert {"F.linear", "op (direct)", "op (custom_op)", "op (direct, triton_splitk)"} <= set(times)
+    assert all(t > 0 for t in times.values())
+    launched = {kernel for counts in KERNEL_COUNTS.values() for kernel in counts}
+    assert {name.split(", ")[1].rstrip(")") for name in times if ", " in name} <= launched
 
 
 @pytest.mark.gpu

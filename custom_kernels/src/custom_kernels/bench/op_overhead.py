@@ -11,9 +11,9 @@ the op's host cost.
 
 ``--host``: the time the host spends per call, eagerly (no graph), for F.linear and the op registered both
 ways (op.register: "direct" as vLLM registers its ops, "custom_op" through torch.library.custom_op), in one
-process, alternating. The problem is small enough (M=1) that the GPU outruns the host, so the loop's time is
-the host's; on a machine without CUDA the same runs on CPU tensors. That is the cost a routed layer adds in
-every step vLLM runs outside a CUDA graph.
+process, alternating, and on a GPU the op launching each routed kernel (cuBLASLt, Triton split-K). The problem is
+small enough (M=1) that the GPU outruns the host, so the loop's time is the host's; on a machine without CUDA the
+same runs on CPU tensors. That is the cost a routed layer adds in every step vLLM runs outside a CUDA graph.
 """
 
 from __future__ import annotations
@@ -60,52 +60,67 @@ def gpu_graph_cost() -> None:
 
 
 def host_cost(calls: int = 2000, rounds: int = 7) -> dict:
-    """Host microseconds per eager call: F.linear, and the op registered each way (median over rounds,
-    variants alternating within a round), with the kernel the table would pick left out (cuBLAS in all)."""
-    before = os.environ.get("CUSTOM_KERNELS_DISABLE")
-    os.environ["CUSTOM_KERNELS_DISABLE"] = "1"  # every variant runs the same cuBLAS kernel
-    try:
-        return _host_cost(calls, rounds)
-    finally:
-        if before is None:
-            os.environ.pop("CUSTOM_KERNELS_DISABLE", None)
-        else:
-            os.environ["CUSTOM_KERNELS_DISABLE"] = before
-
-
-def _host_cost(calls: int, rounds: int) -> dict:
+    """Host microseconds per eager call: F.linear, the op registered each way running cuBLAS, and (on a GPU) the
+    directly registered op launching each routed kernel the table can pick (median over rounds, variants
+    alternating within a round). A routed layer launches cuBLASLt or a Triton kernel where the table says so: its
+    launch, not the op's dispatch, can be what the host pays in a step that runs outside a CUDA graph."""
     import custom_kernels  # noqa: F401
-    from custom_kernels.op import REGISTRATIONS, register
+    from custom_kernels.op import REGISTRATIONS, force_kernel, register
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     n, k, m = HOST_SHAPE
     x, w = torch.randn(m, k, device=device, dtype=dtype), torch.randn(n, k, device=device, dtype=dtype)
-    variants = {"F.linear": lambda: F.linear(x, w)}
-    for how in REGISTRATIONS:
-        op = register("custom_kernels_ab", f"linear_{how}", how)
-        variants[f"op ({how})"] = lambda op=op: op(x, w, None, "model.layers.0.self_attn.o_proj")
+    layer = "model.layers.0.self_attn.o_proj"
+    # name -> (call, kernel forced while it is timed)
+    variants: dict[str, tuple] = {"F.linear": (lambda: F.linear(x, w), ("cublas", None))}
+    ops = {how: register("custom_kernels_ab", f"linear_{how}", how) for how in REGISTRATIONS}
+    for how, op in ops.items():
+        variants[f"op ({how})"] = (lambda op=op: op(x, w, None, layer), ("cublas", None))
+    if cuda:
+        for kernel, config in routed_kernels(m, n, k, x, w):
+            variants[f"op (direct, {kernel})"] = (lambda: ops["direct"](x, w, None, layer), (kernel, config))
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     per_call: dict[str, list[float]] = {v: [] for v in variants}
     with torch.inference_mode():  # as vLLM runs the model; the warm-up too, so its dispatch caches are the ones timed
-        for fn in variants.values():
-            for _ in range(50):
-                fn()
+        for fn, forced in variants.values():
+            with force_kernel(*forced):
+                for _ in range(50):
+                    fn()
         sync()
         for _ in range(rounds):
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                sync()
-                per_call[name].append((time.perf_counter() - t0) / calls * 1e6)
+            for name, (fn, forced) in variants.items():
+                with force_kernel(*forced):
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    sync()
+                    per_call[name].append((time.perf_counter() - t0) / calls * 1e6)
     med = {v: statistics.median(t) for v, t in per_call.items()}
     spread = {v: [round(min(t), 2), round(max(t), 2)] for v, t in per_call.items()}
     return {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "shape": {"n": n, "k": k, "m": m},
             "calls_per_round": calls, "rounds": rounds, "median_us_per_call": {v: round(t, 2) for v, t in med.items()},
             "min_max_us": spread,
             "op_over_F.linear_us": {v: round(t - med["F.linear"], 2) for v, t in med.items() if v != "F.linear"}}
+
+
+def routed_kernels(m: int, n: int, k: int, x: torch.Tensor, w: torch.Tensor) -> list[tuple[str, dict | None]]:
+    """(kernel, config) for each kernel other than cuBLAS the table routes to that can run this problem here."""
+    from custom_kernels.gemm.candidates import CANDIDATES
+    from custom_kernels.tune import candidate_configs
+
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    out = []
+    for name in ("cublaslt", "triton_splitk"):
+        try:
+            configs = candidate_configs(name, m, n, k, x, w, None, sms)
+            CANDIDATES[name].launch(x, w, None, configs[0])
+        except Exception as err:  # e.g. the cuBLASLt extension can't build on this host: say so, time the rest
+            print(f"host cost: {name} left out ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+            continue
+        out.append((name, configs[0]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
