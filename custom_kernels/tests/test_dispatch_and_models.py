@@ -290,7 +290,9 @@ def test_confirm_sends_a_winner_the_bench_ran_below_cublas_back_to_cublas():
     assert entry["unconfirmed"] == {"kernel": "cublaslt", "config": {"algo": 0}, "tune_speedup": 1.11,
                                     "bench_ratio": 0.97}
     assert entry["best_cublaslt"] == lt["best_cublaslt"]  # what the tune measured stays for the next tune
-    assert shapes["64x32"]["16"] == split
+    assert "bench_ratio" not in entry  # a dropped winner's bench ratio is under "unconfirmed"
+    assert shapes["64x32"]["16"] == {**split, "bench_ratio": 1.02}  # confirmed: the bench's own ratio is kept
+    assert "bench_ratio" not in shapes["64x32"]["256"]  # cuBLAS, and the row for another kernel, judge nothing
     table = DispatchTable({"G": {"bfloat16": {"shapes": shapes}}})
     assert table.lookup("G", "bfloat16", 64, 32, 1) == dispatch.CUBLAS
     assert table.routes_any("G", "bfloat16", 64, 32)  # bucket 16 still wins
@@ -299,10 +301,11 @@ def test_confirm_sends_a_winner_the_bench_ran_below_cublas_back_to_cublas():
 BENCH_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
-@pytest.mark.parametrize("gpu_dir", sorted(p.name for p in BENCH_RESULTS.iterdir()
-                                           if (p / "gemm_bfloat16.json").is_file()))
-def test_no_shipped_winner_is_one_its_committed_bench_measured_below_cublas(gpu_dir):
-    data = json.loads((BENCH_RESULTS / gpu_dir / "gemm_bfloat16.json").read_text())
+@pytest.mark.parametrize("bench", sorted(str(p.relative_to(BENCH_RESULTS))
+                                         for p in BENCH_RESULTS.rglob("gemm_bfloat16.json")))
+def test_no_shipped_winner_is_one_its_committed_bench_measured_below_cublas(bench):
+    """Every committed bench of a GPU (its shipped set, repeats, TP sizes) went through --confirm."""
+    data = json.loads((BENCH_RESULTS / bench).read_text())
     gpu = bench_gpu(data["env"])
     shapes = read_table(dispatch.table_path(gpu)).gpus[gpu]["bfloat16"]["shapes"]
     assert confirm(json.loads(json.dumps(shapes)), data["rows"]) == []  # the shipped tables went through --confirm

@@ -38,6 +38,22 @@ def test_prediction_prices_routed_winners_only():
     assert shape_key(1152, 896) in got["untimed_shapes"]  # qkv_proj: the table has no timing for it
 
 
+def test_a_winner_the_bench_confirmed_is_priced_at_the_benchs_ratio():
+    """The tune's speedup is the best of many noisy timings; a confirmed winner's bench ratio prices it instead."""
+    name, cfg = load_config("qwen2.5-0.5b")
+    dims = model_dims(cfg, name)
+    table = DispatchTable()
+    tuned = {"kernel": "triton_splitk", "us": 6.0, "cublas_us": 8.0}  # the tune: 1.33x
+    table.set_entries("GPU X", "bfloat16", {
+        shape_key(896, 4864): {"8": {**tuned, "bench_ratio": 1.0}},  # down_proj: a bench ran it at cuBLAS's speed
+        shape_key(4864 * 2, 896): {"8": dict(tuned)},  # gate_up_proj: never benched, the tune's timing stands
+    }, {})
+    got = predict(dims, table, "GPU X", "bfloat16", "latency", 8, 0, 1, 3)  # 3 steps at M=8: 1-token prompts
+    assert got["shapes"]["down_proj"]["custom_s"] == pytest.approx(got["shapes"]["down_proj"]["cublas_s"])
+    assert got["saved_s"] == pytest.approx(dims.num_layers * 3 * 2.0 * 1e-6)  # gate_up_proj's 2 us a step
+    assert got["winners_priced_by"] == {"bench": 1, "tune": 1}
+
+
 def test_prediction_at_tp2_prices_the_rank_shapes(tmp_path, capsys):
     """At TP=2 the prediction looks up one rank's shapes (the table's TP=2 entries), not the whole model's."""
     from custom_kernels.predict import main

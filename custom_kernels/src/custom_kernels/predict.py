@@ -6,6 +6,8 @@ tokens in chunks of ``--max-num-batched-tokens``; decode: one token per running 
 row per sequence — and price each with the table's own timings for this GPU and dtype at the tuned bucket that
 serves that M: cuBLAS's time, and the winner's time where the layer routes (the vLLM plugin's rule: a shape
 routes when some bucket has a non-cuBLAS winner; lm_head is not a LinearBase layer and never routes there).
+A winner a later bench confirmed (``tune --confirm``) is priced at the bench's ratio to cuBLAS, the others at
+the tune's timing, which runs high; ``winners_priced_by`` counts each.
 
 Tensor parallelism (``--tp``): every rank runs its shard's GEMMs at the same M at the same time, so one
 rank's GEMM time is the step's; the shapes are the rank's (models.py), priced from the table's entries for
@@ -59,11 +61,21 @@ def steps(mode: str, batch_size: int, num_prompts: int, input_len: int, output_l
     return out
 
 
-def _timing(table: DispatchTable, gpu: str, dtype: str, n: int, k: int, m: int) -> dict[str, Any] | None:
+def _timing(table: DispatchTable, gpu: str, dtype: str, n: int, k: int, m: int) -> tuple[str, dict[str, Any] | None]:
+    """(the tuned bucket that serves M, its entry), or ("", None) where the table has no entries for the shape."""
     per_shape = table.gpus.get(gpu, {}).get(dtype, {}).get("shapes", {}).get(shape_key(n, k))
     if not per_shape:
-        return None
-    return per_shape.get(tuned_bucket(per_shape, m))
+        return "", None
+    bucket = tuned_bucket(per_shape, m)
+    return bucket, per_shape.get(bucket)
+
+
+def winner_us(entry: dict[str, Any]) -> float:
+    """A routed winner's time: cuBLAS's over the ratio a later bench confirmed (tune --confirm's
+    ``bench_ratio``), else the tune's own timing, which the pick of the fastest of many biases low."""
+    if entry.get("bench_ratio"):
+        return float(entry["cublas_us"]) / float(entry["bench_ratio"])
+    return float(entry.get("us", entry["cublas_us"]))
 
 
 def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: str, batch_size: int,
@@ -75,6 +87,7 @@ def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: s
     plan = steps(mode, batch_size, num_prompts, input_len, output_len)
     rows: dict[str, dict[str, Any]] = {}
     untimed: set[str] = set()
+    priced: dict[tuple[str, str], str] = {}  # (shape, bucket) of every winner the generate runs -> timed by
     for s in shapes:
         lm_head = s.layer == "lm_head"
         count = 1 if lm_head else dims.num_layers
@@ -85,14 +98,16 @@ def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: s
             m = seqs if lm_head else tokens
             if m == 0:
                 continue
-            entry = _timing(table, gpu, dtype, s.n, s.k, m)
+            bucket, entry = _timing(table, gpu, dtype, s.n, s.k, m)
             if entry is None or "cublas_us" not in entry:
                 untimed.add(shape_key(s.n, s.k))
                 continue
             base = float(entry["cublas_us"]) * 1e-6 * count
             won = routes and entry.get("kernel", "cublas") != "cublas"
             row["cublas_s"] += base
-            row["custom_s"] += float(entry.get("us", entry["cublas_us"])) * 1e-6 * count if won else base
+            row["custom_s"] += winner_us(entry) * 1e-6 * count if won else base
+            if won:
+                priced[shape_key(s.n, s.k), bucket] = "bench" if entry.get("bench_ratio") else "tune"
     cublas = sum(r["cublas_s"] for r in rows.values())
     custom = sum(r["custom_s"] for r in rows.values())
     routed_layers = sum(dims.num_layers for r in rows.values() if r["routes"])
@@ -102,6 +117,7 @@ def predict(dims: ModelDims, table: DispatchTable, gpu: str, dtype: str, mode: s
             "gemm_s_cublas": cublas, "gemm_s_custom": custom, "saved_s": cublas - custom,
             "routed_calls_outside_graphs": calls, "host_us_per_call": host_us,
             "host_s": calls * host_us * 1e-6 if host_us is not None else None,
+            "winners_priced_by": {src: sum(1 for v in priced.values() if v == src) for src in ("bench", "tune")},
             "shapes": rows, "untimed_shapes": sorted(untimed)}
 
 
