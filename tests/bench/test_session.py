@@ -678,6 +678,19 @@ def test_the_tables_prediction_is_read_beside_the_measured_baseline(tmp_path):
          "routed_calls_outside_graphs": 256}))
     got = session.prediction_beside(tmp_path, runs, {})["latency"]
     assert got["time_ratio_with_host"] == pytest.approx(0.995) and got["routed_calls_outside_graphs"] == 256
+    assert got["winners_priced_by"] is None  # a prediction from before the table kept bench ratios
+
+    (tmp_path / "prediction-latency.json").write_text(json.dumps(
+        {"gemm_s_cublas": 0.3, "saved_s": 0.004, "dtype": "bfloat16", "untimed_shapes": [],
+         "winners_priced_by": {"bench": 1, "tune": 2}}))
+    got = session.prediction_beside(tmp_path, runs, {})["latency"]
+    from workbench.bench.report import summary_lines
+
+    line = next(t for _, t in summary_lines({"prediction": {"latency": got}}) if "predicts" in t)
+    assert "0.9900" in line and "2 of its 3 winners priced at the tune's timing, which runs high" in line
+    got["winners_priced_by"] = {"bench": 3, "tune": 0}
+    line = next(t for _, t in summary_lines({"prediction": {"latency": got}}) if "predicts" in t)
+    assert "tune's timing" not in line  # every winner priced from a bench: nothing to warn about
 
 
 def test_the_ops_host_cost_is_read_from_the_h200s_measurement():

@@ -191,9 +191,12 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         host = (f"; at most {p['time_ratio_with_host']:.4f} with the op's host time in its "
                 f"{p['routed_calls_outside_graphs']} calls outside CUDA graphs, {p['host_s'] * 1e3:.2f} ms, where the "
                 "host bounds the step" if p.get("host_s") is not None else "")
+        by = p.get("winners_priced_by") or {}
+        tuned = (f"; {by['tune']} of its {by['tune'] + by.get('bench', 0)} winners priced at the tune's timing, "
+                 "which runs high (no bench confirmed them)" if by.get("tune") else "")
         out.append(("", f"{mode}: the dispatch table predicts time custom/baseline {p['time_ratio']:.4f} (it saves "
                         f"{p['saved_s'] * 1e3:.2f} ms of GEMM per generate; GEMMs take {p['gemm_share']:.0%} of the "
-                        f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings{host})"))
+                        f"baseline's {p['baseline_s']:.3f} s at cuBLAS's table timings{host}{tuned})"))
     for mode, s in summary.get("spread", {}).items():
         cv = s.get("pooled_between_runs_cv_pct")
         arms = (s.get("baseline", {}), s.get("custom", {}))

@@ -334,7 +334,7 @@ def prediction_beside(session_dir: Path, records: Sequence[RunResult], spec: dic
                               for r in base])
         out[mode] = {"baseline_s": seconds, "gemm_s_cublas": pred["gemm_s_cublas"], "saved_s": pred["saved_s"],
                      "gemm_share": pred["gemm_s_cublas"] / seconds, "time_ratio": (seconds - pred["saved_s"]) / seconds,
-                     "dtype": pred["dtype"], "untimed_shapes": pred["untimed_shapes"]}
+                     **{k: pred.get(k) for k in ("dtype", "untimed_shapes", "winners_priced_by")}}
         if pred.get("host_s") is not None:  # the op's host time outside CUDA graphs: a bound, where the host is one
             out[mode].update({k: pred[k] for k in ("host_s", "routed_calls_outside_graphs")},
                              time_ratio_with_host=(seconds - pred["saved_s"] + pred["host_s"]) / seconds)
