@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Split the GPU host's vLLM (../shared/device-vllm/build.sh's archive) into pieces that each fit one device call
 # beside this checkout: a call carries the working tree and its carry together, at most 64 MiB, and the tracked
-# tree grows with every committed result (17 MiB on 2026-12-01, when build.sh's 58 MiB pieces stopped fitting).
+# tree grows with every committed result (19 MiB on 2026-12-01, when build.sh's 58 MiB pieces stopped fitting).
 #
 #   bash benchmarks/engine/pieces.sh [ARCHIVE]     # from the checkout's root; default ARCHIVE: build.sh's, in
 #                                                  # $DEVICE_VLLM_CACHE or ~/.cache/device-vllm (vLLM 0.24.0)
